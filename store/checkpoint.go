@@ -1,0 +1,403 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"abacus/crdt"
+)
+
+// runCheckpointer folds mem into state.db every CheckpointInterval, sooner
+// when mem grows past CheckpointSlots, and runs the retention janitor.
+func (s *Store) runCheckpointer(ctx context.Context) {
+	defer s.wg.Done()
+	var tick, janitor <-chan time.Time
+	if s.cfg.CheckpointInterval > 0 {
+		t := time.NewTicker(s.cfg.CheckpointInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	if s.cfg.JanitorInterval > 0 {
+		t := time.NewTicker(s.cfg.JanitorInterval)
+		defer t.Stop()
+		janitor = t.C
+	}
+	run := func() {
+		if err := s.checkpoint(); err != nil {
+			s.log.Error("checkpoint failed", "err", err)
+		}
+	}
+	defer close(s.stopped)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+			run()
+		case <-s.kick:
+			run()
+		case job := <-s.ckptReq:
+			job.reply <- job.fn()
+		case <-janitor:
+			if err := s.expire(); err != nil {
+				s.log.Error("expiring old windows failed", "err", err)
+			}
+		}
+	}
+}
+
+// kickCheckpoint asks for a checkpoint without waiting for it.
+func (s *Store) kickCheckpoint() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// job is work for the checkpointer goroutine, the only writer of state.db.
+type job struct {
+	fn    func() error
+	reply chan error
+}
+
+// onCheckpointer runs fn on the checkpointer goroutine and waits for it.
+func (s *Store) onCheckpointer(ctx context.Context, fn func() error) error {
+	j := job{fn: fn, reply: make(chan error, 1)}
+	select {
+	case s.ckptReq <- j:
+	case <-s.stopped:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-j.reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Checkpoint folds every change committed so far into state.db and trims the
+// journal. The background checkpointer does this on its own; tests and
+// snapshots call it to reach a known state.
+func (s *Store) Checkpoint(ctx context.Context) error {
+	return s.onCheckpointer(ctx, s.checkpoint)
+}
+
+// Expire deletes expired windows and idempotency keys now. The janitor does
+// this every JanitorInterval.
+func (s *Store) Expire(ctx context.Context) error {
+	return s.onCheckpointer(ctx, s.expire)
+}
+
+type checkpointSnap struct {
+	slots []crdt.Slot
+	mem   map[crdt.Slot]*crdt.GCounter
+	idem  map[string]idemRecord
+	vv    map[crdt.ReplicaID]uint64
+	seq   uint64
+	jlast uint64
+}
+
+// checkpoint runs on the checkpointer goroutine, or in Close once that has
+// stopped: never twice at once.
+func (s *Store) checkpoint() error {
+	s.mu.RLock()
+	snap := checkpointSnap{
+		mem:   make(map[crdt.Slot]*crdt.GCounter, len(s.mem)),
+		idem:  make(map[string]idemRecord, len(s.idem)),
+		vv:    make(map[crdt.ReplicaID]uint64, len(s.vv)),
+		seq:   s.seq,
+		jlast: s.jlast,
+	}
+	for slot, g := range s.mem {
+		snap.mem[slot] = g
+	}
+	for k, r := range s.idem {
+		snap.idem[k] = r
+	}
+	for k, v := range s.vv {
+		snap.vv[k] = v
+	}
+	failed := s.failed
+	s.mu.RUnlock()
+	if failed != nil {
+		return failed
+	}
+	if len(snap.mem) == 0 && len(snap.idem) == 0 && snap.jlast == s.truncated && !s.reps.pending() {
+		return nil
+	}
+	snap.slots = make([]crdt.Slot, 0, len(snap.mem))
+	for slot := range snap.mem {
+		snap.slots = append(snap.slots, slot)
+	}
+	// Writing in key order keeps bbolt's page splits and dirty pages down.
+	slices.SortFunc(snap.slots, crdt.Slot.Compare)
+	now := s.cfg.Now()
+	start := time.Now()
+	err := s.state.Update(func(tx *bolt.Tx) error {
+		w := slotWriter{s: s, tx: tx, totals: tx.Bucket(bucketTotals), windows: tx.Bucket(bucketWindows),
+			expiry: tx.Bucket(bucketExpiry), seqidx: tx.Bucket(bucketSeqIdx)}
+		for _, slot := range snap.slots {
+			if err := w.write(slot, snap.mem[slot], now); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketMeta).Put(metaSeq, u64(snap.seq)); err != nil {
+			return err
+		}
+		vvb := tx.Bucket(bucketVV)
+		for id, v := range snap.vv {
+			if err := vvb.Put(bytes.Clone(id[:]), u64(v)); err != nil {
+				return err
+			}
+		}
+		idem, idemExp := tx.Bucket(bucketIdem), tx.Bucket(bucketIdemExp)
+		for k, r := range snap.idem {
+			if err := idem.Put([]byte(k), idemValue(r)); err != nil {
+				return err
+			}
+			if err := idemExp.Put(idemExpKey(r.Expires, k), []byte{}); err != nil {
+				return err
+			}
+		}
+		done, err := s.reps.persist(tx)
+		if err != nil {
+			return err
+		}
+		s.afterCommit = done
+		return nil
+	})
+	if err != nil {
+		return s.fail(fmt.Errorf("checkpoint: %w", err))
+	}
+	s.afterCommit()
+	s.afterCommit = nil
+
+	s.mu.Lock()
+	for slot, g := range snap.mem {
+		if s.mem[slot] == g {
+			s.deleteMem(slot)
+		}
+	}
+	for k, r := range snap.idem {
+		if cur, ok := s.idem[k]; ok && cur.Expires == r.Expires {
+			delete(s.idem, k)
+		}
+	}
+	s.roomCond.Broadcast()
+	s.mu.Unlock()
+
+	if err := s.truncateJournal(snap.jlast); err != nil {
+		return s.fail(err)
+	}
+	s.stats.checkpoints.Add(1)
+	s.log.Debug("checkpoint", "slots", len(snap.slots), "idempotency_keys", len(snap.idem), "journal_upto", snap.jlast, "took", time.Since(start))
+	return nil
+}
+
+// truncateJournal deletes the records up to n, whose effects are in state.db.
+func (s *Store) truncateJournal(n uint64) error {
+	if n <= s.truncated {
+		return nil
+	}
+	err := s.journal.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketJournal).Cursor()
+		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= n; k, _ = c.First() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("trim journal to %d: %w", n, err)
+	}
+	s.truncated = n
+	s.truncatedSeen.Store(n)
+	return nil
+}
+
+// slotWriter writes counters into state.db and keeps the seq and expiry
+// indexes in step.
+type slotWriter struct {
+	s                               *Store
+	tx                              *bolt.Tx
+	totals, windows, expiry, seqidx *bolt.Bucket
+	old                             []storedEntry
+}
+
+func (w *slotWriter) write(slot crdt.Slot, g *crdt.GCounter, now time.Time) error {
+	s := w.s
+	if !s.keep(slot, now) {
+		return nil // expired while waiting; the janitor removes what state.db has
+	}
+	b, key := w.totals, []byte(slot.Name)
+	if !slot.IsTotal() {
+		b, key = w.windows, windowKey(nil, slot.Name, slot.Res, slot.Start)
+	}
+	oldVal := b.Get(key)
+	var err error
+	w.old = w.old[:0]
+	if oldVal != nil {
+		if w.old, err = decodeStoredCounter(oldVal, w.old); err != nil {
+			return fmt.Errorf("slot %+v: %w", slot, err)
+		}
+	}
+	entries := make([]storedEntry, 0, g.Len())
+	var werr error
+	g.Each(func(e crdt.Entry) {
+		if werr != nil {
+			return
+		}
+		idx := s.reps.ensure(e.Replica)
+		entries = append(entries, storedEntry{idx: idx, value: e.Value, seq: e.Seq})
+		oldSeq, had := uint64(0), false
+		for _, o := range w.old {
+			if o.idx == idx {
+				oldSeq, had = o.seq, true
+				break
+			}
+		}
+		if had && oldSeq == e.Seq {
+			return
+		}
+		if had {
+			if werr = w.seqidx.Delete(seqIdxKey(idx, oldSeq, slot)); werr != nil {
+				return
+			}
+		}
+		werr = w.seqidx.Put(seqIdxKey(idx, e.Seq, slot), []byte{})
+	})
+	if werr != nil {
+		return werr
+	}
+	if err := b.Put(key, appendStoredCounter(nil, entries)); err != nil {
+		return err
+	}
+	if oldVal == nil && !slot.IsTotal() {
+		return w.expiry.Put(expiryKey(slot.Res, slot.Start, slot.Name), []byte{})
+	}
+	return nil
+}
+
+// expire deletes windows past retention and idempotency keys past their TTL,
+// from mem and from state.db.
+func (s *Store) expire() error {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	for slot := range s.mem {
+		if !s.keep(slot, now) {
+			s.deleteMem(slot)
+		}
+	}
+	for k, r := range s.idem {
+		if r.Expires <= now.UnixNano() {
+			delete(s.idem, k)
+		}
+	}
+	s.mu.Unlock()
+
+	var windows, keys int
+	for _, r := range s.cfg.Windows.Resolutions {
+		upto := expiryKey(r.Seconds(), r.Cutoff(now), "")
+		for {
+			n, more, err := s.expireBatch(bucketExpiry, upto[:4], upto, s.deleteWindow)
+			windows += n
+			if err != nil {
+				return err
+			}
+			if !more {
+				break
+			}
+		}
+	}
+	upto := idemExpKey(now.UnixNano()+1, "")
+	for {
+		n, more, err := s.expireBatch(bucketIdemExp, nil, upto, s.deleteIdem)
+		keys += n
+		if err != nil {
+			return err
+		}
+		if !more {
+			break
+		}
+	}
+	if windows+keys > 0 {
+		s.log.Debug("expired", "windows", windows, "idempotency_keys", keys)
+	}
+	return nil
+}
+
+const expireBatchSize = 10_000
+
+// expireBatch deletes up to expireBatchSize keys in [from, upto) from the
+// index bucket, calling del for each, in one transaction, so that one janitor
+// run never holds the writer for long.
+func (s *Store) expireBatch(index, from, upto []byte, del func(tx *bolt.Tx, k []byte) error) (n int, more bool, err error) {
+	err = s.state.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(index).Cursor()
+		for k, _ := c.Seek(from); k != nil && bytes.Compare(k, upto) < 0; k, _ = c.Seek(from) {
+			if n == expireBatchSize {
+				more = true
+				return nil
+			}
+			kc := bytes.Clone(k)
+			if err := del(tx, kc); err != nil {
+				return err
+			}
+			if err := tx.Bucket(index).Delete(kc); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, more, err
+}
+
+// deleteWindow removes the window an expiry key names, with its seqidx keys.
+func (s *Store) deleteWindow(tx *bolt.Tx, k []byte) error {
+	if len(k) < 12 {
+		return fmt.Errorf("expiry key %x: %w", k, ErrIncompatible)
+	}
+	res, start, name := binary.BigEndian.Uint32(k), int64(binary.BigEndian.Uint64(k[4:])), string(k[12:])
+	wb := tx.Bucket(bucketWindows)
+	key := windowKey(nil, name, res, start)
+	v := wb.Get(key)
+	if v == nil {
+		return nil
+	}
+	es, err := decodeStoredCounter(v, nil)
+	if err != nil {
+		return err
+	}
+	slot := crdt.Slot{Name: name, Res: res, Start: start}
+	for _, e := range es {
+		if err := tx.Bucket(bucketSeqIdx).Delete(seqIdxKey(e.idx, e.seq, slot)); err != nil {
+			return err
+		}
+	}
+	return wb.Delete(key)
+}
+
+// deleteIdem removes the idempotency record an idemexp key names, unless the
+// key was reused and the record is a newer one.
+func (s *Store) deleteIdem(tx *bolt.Tx, k []byte) error {
+	if len(k) < 8 {
+		return fmt.Errorf("idemexp key %x: %w", k, ErrIncompatible)
+	}
+	expires, key := int64(binary.BigEndian.Uint64(k)), k[8:]
+	b := tx.Bucket(bucketIdem)
+	if v := b.Get(key); len(v) >= 8 && int64(binary.BigEndian.Uint64(v)) == expires {
+		return b.Delete(key)
+	}
+	return nil
+}

@@ -1,0 +1,123 @@
+package store
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"abacus/crdt"
+	"abacus/window"
+)
+
+// Durability says when an increment is acknowledged.
+type Durability int
+
+const (
+	// Fsync acknowledges an increment only after the commit holding it is
+	// fsynced. Concurrent increments share one commit.
+	Fsync Durability = iota
+	// Async acknowledges an increment once it is in memory; commits happen at
+	// least every Config.AsyncFlushInterval. A crash loses at most that much.
+	Async
+)
+
+func (d Durability) String() string {
+	if d == Async {
+		return "async"
+	}
+	return "fsync"
+}
+
+// ParseDurability parses "fsync" or "async".
+func ParseDurability(s string) (Durability, error) {
+	switch s {
+	case "fsync":
+		return Fsync, nil
+	case "async":
+		return Async, nil
+	}
+	return 0, fmt.Errorf("durability %q: want fsync or async", s)
+}
+
+// Config configures a Store.
+type Config struct {
+	// Dir is the data directory; it is created if missing.
+	Dir string
+	// Windows is the resolution set. A data directory remembers the set it was
+	// created with and refuses to open with another.
+	Windows window.Config
+	// Durability: Fsync (default) or Async.
+	Durability Durability
+	// AsyncFlushInterval is the longest an Async increment waits in memory
+	// before its commit. Zero means 10ms.
+	AsyncFlushInterval time.Duration
+	// CheckpointInterval is how often changed slots are folded from the
+	// journal into the main database. Zero means one second; negative turns
+	// the background checkpointer off (tests call Checkpoint by hand).
+	CheckpointInterval time.Duration
+	// CheckpointSlots starts a checkpoint early once this many slots are
+	// waiting. Zero means 100,000.
+	CheckpointSlots int
+	// MaxPendingSlots makes writers wait for a checkpoint once this many slots
+	// are waiting, bounding memory. Zero means 4 × CheckpointSlots.
+	MaxPendingSlots int
+	// JanitorInterval is how often expired windows and idempotency keys are
+	// deleted. Zero means one minute; negative turns it off (tests call
+	// Expire by hand).
+	JanitorInterval time.Duration
+	// IdempotencyTTL is how long an idempotency key is remembered. Zero means
+	// 24 hours.
+	IdempotencyTTL time.Duration
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+	// Rand is the source of the replica ID of a new data directory. Nil means
+	// crypto/rand.
+	Rand io.Reader
+	// Logger receives the store's logs. Nil discards them.
+	Logger *slog.Logger
+	// OnCommit is called after each commit, from the committing goroutine, with
+	// the entries the commit raised: this replica's new values and what it
+	// learned from peers. Every value it sees is already on disk. It must not
+	// block or call back into the store.
+	OnCommit func([]crdt.Delta)
+}
+
+// DefaultConfig returns the defaults for a data directory.
+func DefaultConfig(dir string) Config {
+	return Config{Dir: dir, Windows: window.DefaultConfig()}
+}
+
+func (c *Config) setDefaults() error {
+	if c.Dir == "" {
+		return fmt.Errorf("store: no data directory")
+	}
+	if err := c.Windows.Validate(); err != nil {
+		return err
+	}
+	if c.AsyncFlushInterval == 0 {
+		c.AsyncFlushInterval = 10 * time.Millisecond
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = time.Second
+	}
+	if c.CheckpointSlots == 0 {
+		c.CheckpointSlots = 100_000
+	}
+	if c.MaxPendingSlots == 0 {
+		c.MaxPendingSlots = 4 * c.CheckpointSlots
+	}
+	if c.JanitorInterval == 0 {
+		c.JanitorInterval = time.Minute
+	}
+	if c.IdempotencyTTL == 0 {
+		c.IdempotencyTTL = 24 * time.Hour
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}

@@ -1,0 +1,48 @@
+// Package store owns everything on disk: one replica's counters in two bbolt
+// files in the data directory, and the group-commit write path.
+//
+// # Files
+//
+// journal.db takes every commit. Each group commit appends one record holding
+// the absolute new values of the entries it raised (never increments), the
+// idempotency keys it recorded, and version-vector advances. Its keys only grow,
+// so a commit touches a page or two and costs about one fsync, whatever the
+// number of counters.
+//
+// state.db holds the counters proper: totals, windows, the seq index that
+// anti-entropy scans, the expiry index the janitor scans, the version vector,
+// idempotency keys and the replica table. The checkpointer folds changed slots
+// into it in large, key-ordered transactions, where many increments to one slot
+// cost one write, and then trims the journal.
+//
+// In memory, mem holds every slot changed since the last checkpoint as a
+// complete counter; reads consult mem first and state.db second. On open, the
+// journal is replayed into mem. Replaying merges by max, so a record whose
+// effects already reached state.db changes nothing: a crash at any point loses
+// nothing that was acknowledged and counts nothing twice.
+//
+// # Write path
+//
+// Apply hands a request to the committer goroutine. The committer takes every
+// request waiting, stages them against mem and state.db (overflow refuses a
+// whole request), appends one journal record, commits, then publishes the new
+// counters to mem and answers every request: group commit. With Async
+// durability it answers before the commit and commits at least every
+// AsyncFlushInterval.
+//
+// After each commit, Config.OnCommit receives the raised entries, so the
+// gossip layer only ever sends values that are on disk.
+//
+// # Replication
+//
+// Each commit that raises this replica's entries gets the next seq. Every entry
+// carries the seq that last raised it. Digest is the version vector;
+// EntriesSince scans one replica's entries in seq order for a peer that is
+// behind; Merge applies what peers send, with the covers that let the version
+// vector advance.
+//
+// # Concurrency
+//
+// All exported methods are safe for concurrent use. Only package store imports
+// bbolt; nothing it returns aliases a transaction's memory.
+package store

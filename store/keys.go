@@ -1,0 +1,153 @@
+package store
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"abacus/crdt"
+)
+
+// Layout of state.db (schema 1). Every key and value format is here.
+//
+//	meta      "schema" → uint64; "replica" → 16 bytes; "windows" → window config
+//	          string; "seq" → this replica's last committed seq; "created" → Unix
+//	          seconds
+//	replicas  local index (uint32 BE) → replica ID (16) | node name | dc
+//	totals    name → counter
+//	windows   name | 0x00 | res seconds (uint32 BE) | start (uint64 BE) → counter
+//	expiry    res seconds (uint32 BE) | start (uint64 BE) | name → empty
+//	seqidx    local index (uint32 BE) | seq (uint64 BE) | slot → empty
+//	vv        replica ID (16) → seq: every change of that replica up to seq is here
+//	idem      key → expires (Unix nanoseconds) | fingerprint (32) | response
+//	idemexp   expires (uint64 BE Unix nanoseconds) | key → empty
+//
+// A counter value is uvarint n, then n × (local index, value, seq) as uvarints,
+// sorted by replica ID. Local indexes keep the per-entry replica reference to a
+// byte or two; the replicas bucket maps them back.
+//
+// Layout of journal.db:
+//
+//	meta      "replica" → 16 bytes
+//	journal   record number (uint64 BE) → record (see journal.go)
+var (
+	bucketMeta     = []byte("meta")
+	bucketReplicas = []byte("replicas")
+	bucketTotals   = []byte("totals")
+	bucketWindows  = []byte("windows")
+	bucketExpiry   = []byte("expiry")
+	bucketSeqIdx   = []byte("seqidx")
+	bucketVV       = []byte("vv")
+	bucketIdem     = []byte("idem")
+	bucketIdemExp  = []byte("idemexp")
+	bucketJournal  = []byte("journal")
+
+	stateBuckets = [][]byte{bucketMeta, bucketReplicas, bucketTotals, bucketWindows, bucketExpiry, bucketSeqIdx, bucketVV, bucketIdem, bucketIdemExp}
+
+	metaSchema  = []byte("schema")
+	metaReplica = []byte("replica")
+	metaWindows = []byte("windows")
+	metaSeq     = []byte("seq")
+	metaCreated = []byte("created")
+)
+
+const schemaVersion = 1
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// windowKey is the windows-bucket key of a window slot.
+func windowKey(dst []byte, name string, res uint32, start int64) []byte {
+	dst = append(dst, name...)
+	dst = append(dst, 0)
+	dst = binary.BigEndian.AppendUint32(dst, res)
+	return binary.BigEndian.AppendUint64(dst, uint64(start))
+}
+
+// windowPrefix is the prefix of every windows-bucket key of (name, res).
+func windowPrefix(name string, res uint32) []byte {
+	return binary.BigEndian.AppendUint32(append([]byte(name), 0), res)
+}
+
+func expiryKey(res uint32, start int64, name string) []byte {
+	k := binary.BigEndian.AppendUint32(make([]byte, 0, 12+len(name)), res)
+	k = binary.BigEndian.AppendUint64(k, uint64(start))
+	return append(k, name...)
+}
+
+func seqIdxKey(idx uint32, seq uint64, slot crdt.Slot) []byte {
+	k := binary.BigEndian.AppendUint32(make([]byte, 0, 12+len(slot.Name)+12), idx)
+	k = binary.BigEndian.AppendUint64(k, seq)
+	return crdt.AppendSlot(k, slot)
+}
+
+func parseSeqIdxKey(k []byte) (idx uint32, seq uint64, slot crdt.Slot, err error) {
+	if len(k) < 12 {
+		return 0, 0, crdt.Slot{}, fmt.Errorf("seqidx key of %d bytes", len(k))
+	}
+	d := crdt.NewDecoder(k[12:])
+	slot = d.Slot()
+	if d.Err() != nil {
+		return 0, 0, crdt.Slot{}, fmt.Errorf("seqidx key: %w", d.Err())
+	}
+	return binary.BigEndian.Uint32(k), binary.BigEndian.Uint64(k[4:]), slot, nil
+}
+
+func idemExpKey(expires int64, key string) []byte {
+	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(key)), uint64(expires)), key...)
+}
+
+// storedEntry is a counter entry as state.db holds it.
+type storedEntry struct {
+	idx   uint32
+	value uint64
+	seq   uint64
+}
+
+func appendStoredCounter(dst []byte, es []storedEntry) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(es)))
+	for _, e := range es {
+		dst = binary.AppendUvarint(dst, uint64(e.idx))
+		dst = binary.AppendUvarint(dst, e.value)
+		dst = binary.AppendUvarint(dst, e.seq)
+	}
+	return dst
+}
+
+func decodeStoredCounter(b []byte, dst []storedEntry) ([]storedEntry, error) {
+	d := crdt.NewDecoder(b)
+	n := d.Count(3)
+	for i := 0; i < n; i++ {
+		idx := d.Uvarint()
+		v := d.Uvarint()
+		s := d.Uvarint()
+		if idx > 1<<32-1 {
+			d.Fail(crdt.ErrMalformed)
+		}
+		dst = append(dst, storedEntry{idx: uint32(idx), value: v, seq: s})
+	}
+	if d.Err() != nil {
+		return nil, fmt.Errorf("stored counter: %w", d.Err())
+	}
+	return dst, nil
+}
+
+// sumStoredCounter is the value of a stored counter without decoding it into
+// entries, for the read paths that need only totals.
+func sumStoredCounter(b []byte) (uint64, error) {
+	d := crdt.NewDecoder(b)
+	n := d.Count(3)
+	var sum uint64
+	for i := 0; i < n; i++ {
+		d.Uvarint()
+		v := d.Uvarint()
+		d.Uvarint()
+		if sum+v < sum {
+			sum = ^uint64(0)
+		} else {
+			sum += v
+		}
+	}
+	if d.Err() != nil {
+		return 0, fmt.Errorf("stored counter: %w", d.Err())
+	}
+	return sum, nil
+}

@@ -1,0 +1,211 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+
+	"abacus/crdt"
+	"abacus/window"
+)
+
+// Total is counter name's all-time total on this node; a counter never
+// incremented is 0.
+func (s *Store) Total(name string) (uint64, error) {
+	slot := crdt.TotalSlot(name)
+	s.mu.RLock()
+	g := s.mem[slot]
+	s.mu.RUnlock()
+	if g != nil {
+		return g.Value(), nil
+	}
+	var total uint64
+	err := s.state.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketTotals).Get([]byte(name))
+		if v == nil {
+			return nil
+		}
+		var err error
+		total, err = sumStoredCounter(v)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read total of %q: %w", name, err)
+	}
+	return total, nil
+}
+
+// ReplicaCount is one replica's share of a counter.
+type ReplicaCount struct {
+	ReplicaInfo
+	Count uint64
+}
+
+// Replicas returns counter name's total per replica, largest share first.
+func (s *Store) Replicas(name string) ([]ReplicaCount, error) {
+	slot := crdt.TotalSlot(name)
+	s.mu.RLock()
+	g := s.mem[slot]
+	s.mu.RUnlock()
+	if g == nil {
+		var err error
+		err = s.state.View(func(tx *bolt.Tx) error {
+			g, err = s.loadCounter(tx, slot)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read replicas of %q: %w", name, err)
+		}
+	}
+	t := s.reps.table()
+	out := make([]ReplicaCount, 0, g.Len())
+	g.Each(func(e crdt.Entry) {
+		info := ReplicaInfo{ID: e.Replica}
+		if i, ok := t.lookup(e.Replica); ok {
+			info = t.infos[i]
+		}
+		out = append(out, ReplicaCount{ReplicaInfo: info, Count: e.Value})
+	})
+	slices.SortFunc(out, func(a, b ReplicaCount) int {
+		if a.Count != b.Count {
+			if a.Count > b.Count {
+				return -1
+			}
+			return 1
+		}
+		return a.ID.Compare(b.ID)
+	})
+	return out, nil
+}
+
+// Range returns the count of each point of plan for counter name.
+func (s *Store) Range(name string, plan window.Plan) ([]uint64, error) {
+	points := make([]uint64, plan.Points)
+	res := plan.Resolution.Seconds()
+	size := int64(res)
+	now := s.cfg.Now()
+	// Windows before the cutoff are not kept; windows far past now cannot
+	// exist. Only [from, to) between them can hold anything.
+	from := max(plan.From.Unix(), plan.Resolution.Cutoff(now))
+	to := min(plan.To.Unix(), plan.Resolution.Start(now.Add(window.MaxFuture))+size)
+	if from >= to {
+		return points, nil
+	}
+	// Slots in mem supersede state.db. Look them up first; a slot that leaves
+	// mem after this is in state.db by then.
+	var inMem map[int64]uint64
+	s.mu.RLock()
+	if s.memNames[name] > 0 {
+		inMem = make(map[int64]uint64)
+		if n := (to - from) / size; n <= int64(len(s.mem)) {
+			for start := from; start < to; start += size {
+				if g := s.mem[crdt.Slot{Name: name, Res: res, Start: start}]; g != nil {
+					inMem[start] = g.Value()
+				}
+			}
+		} else {
+			for slot, g := range s.mem {
+				if slot.Name == name && slot.Res == res && slot.Start >= from && slot.Start < to {
+					inMem[slot.Start] = g.Value()
+				}
+			}
+		}
+	}
+	s.mu.RUnlock()
+	add := func(start int64, v uint64) {
+		if i, ok := plan.PointOf(start); ok {
+			if points[i]+v < points[i] {
+				points[i] = ^uint64(0)
+			} else {
+				points[i] += v
+			}
+		}
+	}
+	for start, v := range inMem {
+		add(start, v)
+	}
+	prefix := windowPrefix(name, res)
+	err := s.state.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketWindows).Cursor()
+		for k, v := c.Seek(windowKey(nil, name, res, from)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if len(k) != len(prefix)+8 {
+				continue
+			}
+			start := int64(binary.BigEndian.Uint64(k[len(prefix):]))
+			if start >= to {
+				break
+			}
+			if _, ok := inMem[start]; ok {
+				continue
+			}
+			sum, err := sumStoredCounter(v)
+			if err != nil {
+				return err
+			}
+			add(start, sum)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read range of %q: %w", name, err)
+	}
+	return points, nil
+}
+
+// NameTotal is a counter and its total.
+type NameTotal struct {
+	Name  string
+	Total uint64
+}
+
+// List returns up to limit counters whose names start with prefix and sort
+// after after, in name order, and the name to pass as after for the next page
+// ("" when there is none).
+func (s *Store) List(prefix, after string, limit int) ([]NameTotal, string, error) {
+	if limit <= 0 {
+		return nil, "", nil
+	}
+	match := func(name string) bool { return strings.HasPrefix(name, prefix) && name > after }
+	var out []NameTotal
+	seen := make(map[string]bool)
+	s.mu.RLock()
+	for slot, g := range s.mem {
+		if slot.IsTotal() && match(slot.Name) {
+			out = append(out, NameTotal{slot.Name, g.Value()})
+			seen[slot.Name] = true
+		}
+	}
+	s.mu.RUnlock()
+	start := []byte(prefix)
+	if after >= prefix {
+		start = append([]byte(after), 0)
+	}
+	err := s.state.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketTotals).Cursor()
+		n := 0
+		for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, []byte(prefix)) && n <= limit; k, v = c.Next() {
+			if seen[string(k)] || string(k) <= after {
+				continue
+			}
+			sum, err := sumStoredCounter(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, NameTotal{string(k), sum})
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list counters: %w", err)
+	}
+	slices.SortFunc(out, func(a, b NameTotal) int { return strings.Compare(a.Name, b.Name) })
+	if len(out) > limit {
+		return out[:limit], out[limit-1].Name, nil
+	}
+	return out, "", nil
+}

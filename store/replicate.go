@@ -1,0 +1,205 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+
+	"abacus/crdt"
+)
+
+// Digest returns this store's version vector: for each replica it has heard
+// of, the seq up to which it holds every change of that replica. Its own entry
+// is its last committed seq.
+func (s *Store) Digest() map[crdt.ReplicaID]uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	d := make(map[crdt.ReplicaID]uint64, len(s.vv)+1)
+	for id, v := range s.vv {
+		d[id] = v
+	}
+	d[s.replica] = s.seq
+	return d
+}
+
+// Seq is this replica's last committed seq.
+func (s *Store) Seq() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.seq
+}
+
+// SetReplicaInfo records where a replica lives, for per-replica detail.
+func (s *Store) SetReplicaInfo(info ReplicaInfo) {
+	if !info.ID.IsZero() && s.reps.setInfo(info) {
+		s.kickCheckpoint()
+	}
+}
+
+// ReplicaInfo returns what this store knows of replica id.
+func (s *Store) ReplicaInfo(id crdt.ReplicaID) (ReplicaInfo, bool) {
+	t := s.reps.table()
+	i, ok := t.lookup(id)
+	if !ok {
+		return ReplicaInfo{ID: id}, false
+	}
+	return t.infos[i], true
+}
+
+// Chunk is a piece of one replica's entries, in seq order, for a peer that is
+// behind.
+type Chunk struct {
+	Origin crdt.ReplicaID
+	// After is the cursor the chunk was asked from; Next is the cursor to ask
+	// the following chunk from.
+	After, Next uint64
+	// Deltas holds the current entry of Origin of every slot whose entry has a
+	// seq in (After, Next].
+	Deltas []crdt.Delta
+	// Covered is how far the receiver's version vector may rise once it holds
+	// Deltas, if it had reached After: min(Next, this store's own vector).
+	Covered uint64
+	// Done is true when no entry of Origin has a seq above Next.
+	Done bool
+}
+
+// deltaSize is roughly what one delta costs on the wire.
+func deltaSize(d crdt.Delta) int { return len(d.Slot.Name) + 28 }
+
+// EntriesSince returns the entries of origin with a seq above after, in seq
+// order, stopping once about maxBytes are gathered. The entries of one seq are
+// never split across chunks.
+func (s *Store) EntriesSince(origin crdt.ReplicaID, after uint64, maxBytes int) (Chunk, error) {
+	c := Chunk{Origin: origin, After: after}
+	// mem first: a slot that leaves mem after this is in state.db by then.
+	var fromMem []crdt.Delta
+	inMem := make(map[crdt.Slot]bool)
+	s.mu.RLock()
+	top := s.vv[origin]
+	if origin == s.replica {
+		top = s.seq
+	}
+	for slot, g := range s.mem {
+		if e, ok := g.Get(origin); ok {
+			inMem[slot] = true
+			if e.Seq > after {
+				fromMem = append(fromMem, crdt.Delta{Slot: slot, Entry: e})
+			}
+		}
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(fromMem, func(a, b crdt.Delta) int {
+		switch {
+		case a.Entry.Seq < b.Entry.Seq:
+			return -1
+		case a.Entry.Seq > b.Entry.Seq:
+			return 1
+		}
+		return a.Slot.Compare(b.Slot)
+	})
+
+	size := 0
+	lastSeq := after
+	full := func(seq uint64) bool { return size >= maxBytes && seq > lastSeq }
+	take := func(d crdt.Delta) {
+		c.Deltas = append(c.Deltas, d)
+		size += deltaSize(d)
+		lastSeq = d.Entry.Seq
+	}
+	exhausted := true
+	idx, known := s.reps.table().lookup(origin)
+	err := s.state.View(func(tx *bolt.Tx) error {
+		if !known {
+			for _, d := range fromMem {
+				if full(d.Entry.Seq) {
+					exhausted = false
+					break
+				}
+				take(d)
+			}
+			return nil
+		}
+		prefix := binary.BigEndian.AppendUint32(nil, idx)
+		cur := tx.Bucket(bucketSeqIdx).Cursor()
+		k, _ := cur.Seek(binary.BigEndian.AppendUint64(bytes.Clone(prefix), after+1))
+		mi := 0
+		for {
+			// Next from state.db, skipping slots that mem supersedes.
+			var dbDelta crdt.Delta
+			dbOK := false
+			for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
+				_, seq, slot, err := parseSeqIdxKey(k)
+				if err != nil {
+					return err
+				}
+				if inMem[slot] {
+					continue
+				}
+				e, ok, err := s.storedEntry(tx, slot, idx, origin)
+				if err != nil {
+					return err
+				}
+				if !ok || e.Seq != seq {
+					continue // the index lags the slot; the slot's own seq is found elsewhere
+				}
+				dbDelta, dbOK = crdt.Delta{Slot: slot, Entry: e}, true
+				break
+			}
+			memOK := mi < len(fromMem)
+			if !dbOK && !memOK {
+				return nil
+			}
+			next := dbDelta
+			if !dbOK || (memOK && fromMem[mi].Entry.Seq <= dbDelta.Entry.Seq) {
+				next = fromMem[mi]
+				mi++
+			} else {
+				k, _ = cur.Next()
+			}
+			if full(next.Entry.Seq) {
+				exhausted = false
+				return nil
+			}
+			take(next)
+		}
+	})
+	if err != nil {
+		return Chunk{}, fmt.Errorf("entries of %s after %d: %w", origin, after, err)
+	}
+	c.Next = lastSeq
+	c.Done = exhausted
+	if exhausted {
+		c.Next = max(lastSeq, top)
+		c.Covered = max(after, top)
+	} else {
+		c.Covered = max(after, min(lastSeq, top))
+	}
+	return c, nil
+}
+
+// storedEntry reads origin's entry of slot from state.db.
+func (s *Store) storedEntry(tx *bolt.Tx, slot crdt.Slot, idx uint32, origin crdt.ReplicaID) (crdt.Entry, bool, error) {
+	var v []byte
+	if slot.IsTotal() {
+		v = tx.Bucket(bucketTotals).Get([]byte(slot.Name))
+	} else {
+		v = tx.Bucket(bucketWindows).Get(windowKey(nil, slot.Name, slot.Res, slot.Start))
+	}
+	if v == nil {
+		return crdt.Entry{}, false, nil
+	}
+	var eb [8]storedEntry
+	es, err := decodeStoredCounter(v, eb[:0])
+	if err != nil {
+		return crdt.Entry{}, false, err
+	}
+	for _, e := range es {
+		if e.idx == idx {
+			return crdt.Entry{Replica: origin, Value: e.value, Seq: e.seq}, true, nil
+		}
+	}
+	return crdt.Entry{}, false, nil
+}

@@ -1,0 +1,54 @@
+package store
+
+import (
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+)
+
+// Stats are counters and gauges about the store, for metrics and tests.
+type Stats struct {
+	Commits         uint64        // journal commits since open
+	CommittedOps    uint64        // requests and merges those commits carried
+	CommitTime      time.Duration // total time spent in journal commits
+	Checkpoints     uint64        // checkpoints since open
+	PendingSlots    int           // slots changed since the last checkpoint
+	JournalRecords  uint64        // records not yet trimmed
+	Seq             uint64        // this replica's last committed seq
+	StateBytes      int64         // size of state.db
+	JournalBytes    int64         // size of journal.db
+	IdempotencyKeys int           // keys committed since the last checkpoint
+	ReplicasKnown   int           // replicas in the replica table
+}
+
+type statCounters struct {
+	commits, committedOps, commitNanos, checkpoints atomic.Uint64
+}
+
+// Stats returns the store's current figures.
+func (s *Store) Stats() Stats {
+	s.mu.RLock()
+	st := Stats{
+		PendingSlots:    len(s.mem),
+		Seq:             s.seq,
+		IdempotencyKeys: len(s.idem),
+	}
+	jlast := s.jlast
+	s.mu.RUnlock()
+	st.Commits = s.stats.commits.Load()
+	st.CommittedOps = s.stats.committedOps.Load()
+	st.CommitTime = time.Duration(s.stats.commitNanos.Load())
+	st.Checkpoints = s.stats.checkpoints.Load()
+	if t := s.truncatedSeen.Load(); jlast > t {
+		st.JournalRecords = jlast - t
+	}
+	st.ReplicasKnown = len(s.reps.table().infos)
+	if fi, err := os.Stat(filepath.Join(s.cfg.Dir, StateFile)); err == nil {
+		st.StateBytes = fi.Size()
+	}
+	if fi, err := os.Stat(filepath.Join(s.cfg.Dir, JournalFile)); err == nil {
+		st.JournalBytes = fi.Size()
+	}
+	return st
+}

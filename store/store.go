@@ -1,0 +1,446 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"abacus/crdt"
+)
+
+// File names inside the data directory.
+const (
+	StateFile   = "state.db"
+	JournalFile = "journal.db"
+)
+
+// Store is one replica's durable counter state. All methods are safe for
+// concurrent use.
+type Store struct {
+	cfg     Config
+	log     *slog.Logger
+	state   *bolt.DB
+	journal *bolt.DB
+	replica crdt.ReplicaID
+
+	reps replicas
+
+	// ops feeds the committer. closeMu guards sends against Close: a sender
+	// holds it for reading, Close takes it for writing and then closes ops.
+	ops      chan *op
+	closeMu  sync.RWMutex
+	closed   bool
+	stopping atomic.Bool // set first thing in Close, read without locks
+
+	ckptReq chan job
+	kick    chan struct{}
+	stopped chan struct{} // closed when the checkpointer has stopped
+	// Checkpointer-only state.
+	truncated     uint64 // journal records up to here are deleted
+	truncatedSeen atomic.Uint64
+	afterCommit   func()
+
+	stats  statCounters
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+
+	mu sync.RWMutex // guards the fields below
+	// mem holds every slot changed since the last checkpoint, as complete
+	// counters (state.db's entries merged with the changes). A counter in mem
+	// is never modified: the committer replaces it, so the checkpointer can
+	// compare pointers to see whether a slot changed while it was writing.
+	mem      map[crdt.Slot]*crdt.GCounter
+	memNames map[string]int            // slots in mem per counter name
+	idem     map[string]idemRecord     // committed keys not yet checkpointed
+	vv       map[crdt.ReplicaID]uint64 // other replicas: complete up to seq
+	seq      uint64                    // this replica's last committed seq
+	jlast    uint64                    // last journal record whose effects are in mem
+	failed   error
+	// roomCond wakes a committer waiting for a checkpoint to shrink mem.
+	roomCond *sync.Cond
+
+	jnext uint64 // next journal record number; committer only
+
+	idemMu   sync.Mutex
+	inflight map[string]chan struct{}
+}
+
+// Open opens or creates the data directory cfg.Dir, replays its journal, and
+// starts the committer and checkpointer.
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory %s: %w", cfg.Dir, err)
+	}
+	s := &Store{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		ops:      make(chan *op, 4096),
+		ckptReq:  make(chan job),
+		stopped:  make(chan struct{}),
+		kick:     make(chan struct{}, 1),
+		mem:      make(map[crdt.Slot]*crdt.GCounter),
+		memNames: make(map[string]int),
+		idem:     make(map[string]idemRecord),
+		vv:       make(map[crdt.ReplicaID]uint64),
+		inflight: make(map[string]chan struct{}),
+	}
+	s.roomCond = sync.NewCond(&s.mu)
+	var err error
+	if s.state, err = openBolt(filepath.Join(cfg.Dir, StateFile), false); err != nil {
+		return nil, err
+	}
+	if s.journal, err = openBolt(filepath.Join(cfg.Dir, JournalFile), true); err != nil {
+		s.state.Close()
+		return nil, err
+	}
+	if err := s.load(); err != nil {
+		s.journal.Close()
+		s.state.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(2)
+	go s.runCommitter()
+	go s.runCheckpointer(ctx)
+	return s, nil
+}
+
+func openBolt(path string, journal bool) (*bolt.DB, error) {
+	opts := &bolt.Options{
+		Timeout:      time.Second,
+		FreelistType: bolt.FreelistMapType,
+		// The journal is small and rewritten constantly: rebuilding its
+		// freelist on open is cheap, writing it on every commit is not.
+		NoFreelistSync: journal,
+	}
+	db, err := bolt.Open(path, 0o600, opts)
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: %w", path, ErrInUse)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if journal {
+		// Records are appended in key order.
+		db.AllocSize = 1 << 20
+	}
+	return db, nil
+}
+
+// Replica is this store's replica ID.
+func (s *Store) Replica() crdt.ReplicaID { return s.replica }
+
+// Now is the store's clock.
+func (s *Store) Now() time.Time { return s.cfg.Now() }
+
+// Config returns the configuration the store runs with, defaults filled in.
+func (s *Store) Config() Config { return s.cfg }
+
+func (s *Store) load() error {
+	var fresh bool
+	err := s.state.Update(func(tx *bolt.Tx) error {
+		for _, b := range stateBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if meta.Get(metaSchema) == nil {
+			fresh = true
+			id, err := crdt.NewReplicaID(s.randReader())
+			if err != nil {
+				return err
+			}
+			for k, v := range map[string][]byte{
+				string(metaSchema):  u64(schemaVersion),
+				string(metaReplica): id[:],
+				string(metaWindows): []byte(s.cfg.Windows.String()),
+				string(metaSeq):     u64(0),
+				string(metaCreated): u64(uint64(s.cfg.Now().Unix())),
+			} {
+				if err := meta.Put([]byte(k), v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("initialise %s: %w", StateFile, err)
+	}
+	err = s.state.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(metaSchema); len(v) != 8 || binary.BigEndian.Uint64(v) != schemaVersion {
+			return fmt.Errorf("%s schema %x, this build reads %d: %w", StateFile, v, schemaVersion, ErrIncompatible)
+		}
+		if w := string(meta.Get(metaWindows)); w != s.cfg.Windows.String() {
+			return fmt.Errorf("%s was created with windows %q, configured %q: %w", StateFile, w, s.cfg.Windows.String(), ErrIncompatible)
+		}
+		v := meta.Get(metaReplica)
+		if len(v) != len(s.replica) {
+			return fmt.Errorf("%s replica id: %w", StateFile, ErrIncompatible)
+		}
+		copy(s.replica[:], v)
+		if v := meta.Get(metaSeq); len(v) == 8 {
+			s.seq = binary.BigEndian.Uint64(v)
+		}
+		t, err := loadReplicas(tx)
+		if err != nil {
+			return err
+		}
+		s.reps.cur.Store(t)
+		s.reps.persisted = len(t.infos)
+		return tx.Bucket(bucketVV).ForEach(func(k, v []byte) error {
+			if len(k) != 16 || len(v) != 8 {
+				return fmt.Errorf("vv entry %x: %w", k, ErrIncompatible)
+			}
+			s.vv[crdt.ReplicaID(k)] = binary.BigEndian.Uint64(v)
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("load %s: %w", StateFile, err)
+	}
+	s.reps.ensure(s.replica)
+	if fresh {
+		s.log.Info("created data directory", "dir", s.cfg.Dir, "replica", s.replica.String())
+	}
+	return s.replay()
+}
+
+func (s *Store) randReader() interface{ Read([]byte) (int, error) } {
+	if s.cfg.Rand != nil {
+		return s.cfg.Rand
+	}
+	return rand.Reader
+}
+
+// replay reads journal.db and applies every record to mem: the commits that
+// were acknowledged but not yet checkpointed before the last stop.
+func (s *Store) replay() error {
+	err := s.journal.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketJournal); err != nil {
+			return err
+		}
+		switch v := meta.Get(metaReplica); {
+		case v == nil:
+			if n := tx.Bucket(bucketJournal).Stats().KeyN; n != 0 {
+				return fmt.Errorf("%s holds %d records but no replica id: %w", JournalFile, n, ErrIncompatible)
+			}
+			return meta.Put(metaReplica, s.replica[:])
+		case !bytes.Equal(v, s.replica[:]):
+			return fmt.Errorf("%s belongs to replica %x, %s to %s: %w", JournalFile, v, StateFile, s.replica, ErrIncompatible)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("open journal: %w", err)
+	}
+	var records int
+	now := s.cfg.Now()
+	err = s.state.View(func(stx *bolt.Tx) error {
+		return s.journal.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketJournal).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if len(k) != 8 {
+					return fmt.Errorf("journal key %x: %w", k, ErrIncompatible)
+				}
+				n := binary.BigEndian.Uint64(k)
+				r, err := decodeRecord(v)
+				if err != nil {
+					return fmt.Errorf("journal record %d: %w", n, err)
+				}
+				if err := s.applyRecord(stx, &r, now); err != nil {
+					return fmt.Errorf("journal record %d: %w", n, err)
+				}
+				s.jlast, s.jnext = n, n+1
+				records++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("replay journal: %w", err)
+	}
+	if s.jnext == 0 {
+		s.jnext = 1
+	}
+	if records > 0 {
+		s.log.Info("replayed journal", "records", records, "slots", len(s.mem), "seq", s.seq)
+	}
+	return nil
+}
+
+// applyRecord merges a journal record into mem. Only replay calls it.
+func (s *Store) applyRecord(stx *bolt.Tx, r *record, now time.Time) error {
+	s.seq = max(s.seq, r.seq)
+	for _, d := range r.deltas {
+		if !s.keep(d.Slot, now) {
+			continue
+		}
+		g := s.mem[d.Slot]
+		if g == nil {
+			loaded, err := s.loadCounter(stx, d.Slot)
+			if err != nil {
+				return err
+			}
+			g = loaded
+			s.putMem(d.Slot, g)
+		}
+		g.MergeEntry(d.Entry)
+	}
+	for _, x := range r.idem {
+		if x.Expires > now.UnixNano() {
+			s.idem[x.Key] = x
+		}
+	}
+	for _, c := range r.covers {
+		s.vv[c.Origin] = max(s.vv[c.Origin], c.Seq)
+	}
+	return nil
+}
+
+// keep reports whether slot is worth storing at now: totals always, windows
+// while retained under this store's resolutions.
+func (s *Store) keep(slot crdt.Slot, now time.Time) bool {
+	return slot.IsTotal() || s.cfg.Windows.Retained(slot.Res, slot.Start, now)
+}
+
+func (s *Store) putMem(slot crdt.Slot, g *crdt.GCounter) {
+	if _, ok := s.mem[slot]; !ok {
+		s.memNames[slot.Name]++
+	}
+	s.mem[slot] = g
+}
+
+func (s *Store) deleteMem(slot crdt.Slot) {
+	if _, ok := s.mem[slot]; !ok {
+		return
+	}
+	delete(s.mem, slot)
+	if n := s.memNames[slot.Name] - 1; n > 0 {
+		s.memNames[slot.Name] = n
+	} else {
+		delete(s.memNames, slot.Name)
+	}
+}
+
+// loadCounter reads slot's counter from state.db; a missing slot is empty.
+func (s *Store) loadCounter(tx *bolt.Tx, slot crdt.Slot) (*crdt.GCounter, error) {
+	var v []byte
+	if slot.IsTotal() {
+		v = tx.Bucket(bucketTotals).Get([]byte(slot.Name))
+	} else {
+		var kb [160]byte
+		v = tx.Bucket(bucketWindows).Get(windowKey(kb[:0], slot.Name, slot.Res, slot.Start))
+	}
+	g := &crdt.GCounter{}
+	if v == nil {
+		return g, nil
+	}
+	var eb [8]storedEntry
+	es, err := decodeStoredCounter(v, eb[:0])
+	if err != nil {
+		return nil, fmt.Errorf("slot %+v: %w", slot, err)
+	}
+	t := s.reps.table()
+	for _, e := range es {
+		id, ok := t.id(e.idx)
+		if !ok {
+			return nil, fmt.Errorf("slot %+v names unknown replica index %d: %w", slot, e.idx, ErrIncompatible)
+		}
+		g.MergeEntry(crdt.Entry{Replica: id, Value: e.value, Seq: e.seq})
+	}
+	return g, nil
+}
+
+// Close stops taking requests, finishes the commits in flight, checkpoints,
+// and closes the files. It is safe to call more than once; ctx bounds the wait.
+func (s *Store) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		// Release a committer waiting for room first: senders may be blocked
+		// on a full ops channel while holding closeMu for reading.
+		s.stopping.Store(true)
+		s.mu.Lock()
+		s.roomCond.Broadcast()
+		s.mu.Unlock()
+		s.closeMu.Lock()
+		s.closed = true
+		close(s.ops)
+		s.closeMu.Unlock()
+
+		done := make(chan struct{})
+		go func() {
+			s.wg.Wait() // the committer drains ops, then the checkpointer stops
+			close(done)
+		}()
+		s.cancel()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.closeErr = fmt.Errorf("close store: %w", ctx.Err())
+			return
+		}
+		if err := s.checkpoint(); err != nil && !errors.Is(err, ErrFailed) {
+			s.closeErr = fmt.Errorf("final checkpoint: %w", err)
+		}
+		if err := s.journal.Close(); err != nil && s.closeErr == nil {
+			s.closeErr = err
+		}
+		if err := s.state.Close(); err != nil && s.closeErr == nil {
+			s.closeErr = err
+		}
+	})
+	return s.closeErr
+}
+
+func (s *Store) fail(err error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed == nil {
+		s.failed = fmt.Errorf("%w: %v", ErrFailed, err)
+		s.log.Error("store failed; refusing writes until restart", "err", err)
+	}
+	return s.failed
+}
+
+// Err is nil while the store takes writes, and says why once it does not.
+func (s *Store) Err() error {
+	s.closeMu.RLock()
+	closed := s.closed
+	s.closeMu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.failed
+}
+
+func (s *Store) String() string {
+	return "store " + s.cfg.Dir + " replica " + s.replica.String() + " seq " + strconv.FormatUint(s.seq, 10)
+}
