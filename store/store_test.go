@@ -88,9 +88,9 @@ func TestStore_EventTime_LandsInEveryResolution(t *testing.T) {
 	c := newClock(t0)
 	s := mustOpen(t, testConfig(t.TempDir(), c))
 	now := c.Now()
-	recent := now.Add(-(2*time.Hour + 17*time.Minute))  // all three resolutions
-	old := now.Add(-(5*24*time.Hour + 3*time.Hour))      // hours and days only
-	ancient := now.Add(-(6 * 365 * 24 * time.Hour))      // total only
+	recent := now.Add(-(2*time.Hour + 17*time.Minute)) // all three resolutions
+	old := now.Add(-(5*24*time.Hour + 3*time.Hour))    // hours and days only
+	ancient := now.Add(-(6 * 365 * 24 * time.Hour))    // total only
 	mustApply(t, s, inc("e", 1, recent), inc("e", 10, old), inc("e", 100, ancient))
 	if got := mustTotal(t, s, "e"); got != 111 {
 		t.Fatalf("total = %d, want 111", got)
