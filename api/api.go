@@ -1,0 +1,233 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"abacus/window"
+)
+
+// Increment is one increment as the API takes it.
+type Increment struct {
+	Name   string
+	Amount uint64
+	TS     time.Time
+}
+
+// WriteRequest is one client request: its increments apply all or nothing.
+type WriteRequest struct {
+	Increments []Increment
+	// IdempotencyKey, if not empty, makes the request apply at most once.
+	IdempotencyKey string
+	// Fingerprint identifies the request, so a key reused for another request
+	// is refused.
+	Fingerprint [32]byte
+	// Render builds the response body from the totals after the request, to
+	// store with the idempotency key. It is called once, on the commit path.
+	Render func(totals []uint64) []byte
+}
+
+// WriteResult is what a write did.
+type WriteResult struct {
+	// Totals holds, per increment, its counter's total on this node after the
+	// request.
+	Totals []uint64
+	// Replayed means the key was seen before: Response is the stored response.
+	Replayed bool
+	Response []byte
+}
+
+// ReplicaCount is one replica's share of a counter.
+type ReplicaCount struct {
+	Replica string
+	Node    string
+	DC      string
+	Count   uint64
+}
+
+// NameTotal is one counter in a listing.
+type NameTotal struct {
+	Name  string
+	Total uint64
+}
+
+// Errors a Counters implementation returns for the API to map to statuses.
+var (
+	ErrOverflow            = errors.New("counter would overflow")
+	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
+	ErrFutureTime          = errors.New("event time too far in the future")
+	ErrUnavailable         = errors.New("unavailable")
+)
+
+// Counters is what the API needs from the node's counters.
+type Counters interface {
+	// Now is the node's clock.
+	Now() time.Time
+	// Apply applies req and returns once it is acknowledged.
+	Apply(ctx context.Context, req *WriteRequest) (WriteResult, error)
+	// Total is a counter's total on this node (0 if never incremented).
+	Total(name string) (uint64, error)
+	// Replicas is a counter's total per replica.
+	Replicas(name string) ([]ReplicaCount, error)
+	// Range returns one count per point of plan.
+	Range(name string, plan window.Plan) ([]uint64, error)
+	// List returns counters by name: up to limit names with prefix after
+	// after, and the after of the next page ("" if none).
+	List(prefix, after string, limit int) ([]NameTotal, string, error)
+}
+
+// Member is one node as /v1/cluster shows it.
+type Member struct {
+	Name    string `json:"name"`
+	Replica string `json:"replica,omitempty"`
+	DC      string `json:"dc"`
+	Addr    string `json:"addr"`
+	State   string `json:"state,omitempty"`
+	// Lag is how far behind this member's copy of this node's data is, as
+	// seen from here; absent when unknown.
+	Lag *Lag `json:"lag,omitempty"`
+}
+
+// Lag is a peer's replication lag.
+type Lag struct {
+	Seqs    uint64  `json:"seqs"`    // commits of this node the peer has not confirmed
+	Seconds float64 `json:"seconds"` // age of the oldest of those commits
+}
+
+// Cluster is what the API needs to know about membership.
+type Cluster interface {
+	Self() Member
+	Members() []Member
+	// Ready is nil when the node should receive traffic, else why not.
+	Ready() error
+}
+
+// Deps is everything the handler needs.
+type Deps struct {
+	Counters Counters
+	Cluster  Cluster
+	Windows  window.Config
+	Logger   *slog.Logger
+	// Registerer receives the HTTP metrics; nil means none are kept.
+	Registerer prometheus.Registerer
+	// Metrics serves /metrics; nil means the route answers 404.
+	Metrics http.Handler
+	// RequestTimeout bounds how long a write waits for its commit. Zero means
+	// 10 seconds.
+	RequestTimeout time.Duration
+}
+
+// Body limits.
+const (
+	maxSingleBody = 64 << 10
+	maxBatchBody  = 4 << 20
+	maxBatchItems = 10_000
+)
+
+type server struct {
+	Deps
+	router  *chi.Mux
+	metrics *httpMetrics
+}
+
+// NewHandler returns the HTTP handler of a node.
+func NewHandler(d Deps) http.Handler {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.RequestTimeout == 0 {
+		d.RequestTimeout = 10 * time.Second
+	}
+	s := &server{Deps: d, router: chi.NewRouter()}
+	s.metrics = newHTTPMetrics(d.Registerer)
+	r := s.router
+	r.Use(s.recoverer, s.metrics.middleware, middleware.GetHead)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, kindNotFound, "no route for "+r.Method+" "+r.URL.Path)
+	})
+	r.MethodNotAllowed(s.methodNotAllowed)
+
+	r.Get("/healthz", s.healthz)
+	r.Get("/readyz", s.readyz)
+	if d.Metrics != nil {
+		r.Method(http.MethodGet, "/metrics", d.Metrics)
+	}
+	r.Get("/", s.compatTotal)
+	r.Get("/inc", s.compatInc)
+	r.Post("/inc", s.compatInc)
+	r.Route("/v1", func(r chi.Router) {
+		r.Mount("/counters", s.counterRoutes())
+		r.Post("/increments", s.batch)
+		r.Get("/cluster", s.cluster)
+	})
+	return r
+}
+
+func (s *server) counterRoutes() chi.Router {
+	r := chi.NewRouter()
+	r.Get("/", s.list)
+	r.Get("/{name}", s.get)
+	r.Post("/{name}/increment", s.increment)
+	r.Get("/{name}/range", s.rangeQuery)
+	return r
+}
+
+var routeMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions}
+
+func (s *server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	var allowed []string
+	for _, m := range routeMethods {
+		if s.router.Match(chi.NewRouteContext(), m, r.URL.Path) {
+			allowed = append(allowed, m)
+		}
+	}
+	for _, m := range allowed {
+		w.Header().Add("Allow", m)
+	}
+	writeProblem(w, kindMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path)
+}
+
+// recoverer turns a panic in a handler into a 500 instead of a dead
+// connection, and logs it. No input should reach one.
+func (s *server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.Logger.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "panic", v)
+				writeProblem(w, kindInternal, "")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ok\n"))
+}
+
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
+	if err := s.Cluster.Ready(); err != nil {
+		writeProblem(w, kindUnavailable, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ready\n"))
+}
+
+func (s *server) cluster(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, struct {
+		Self    Member   `json:"self"`
+		Members []Member `json:"members"`
+	}{s.Cluster.Self(), s.Cluster.Members()})
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"abacus/cmd/abacus/internal/agent"
+	"abacus/store"
+	"abacus/window"
+)
+
+func runAgent(args []string, stderr io.Writer) error {
+	def := agent.DefaultConfig()
+	fs := flag.NewFlagSet("abacus agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", def.DataDir, "data directory (created if missing)")
+	httpAddr := fs.String("http-addr", def.HTTPAddr, "HTTP listen address")
+	nodeName := fs.String("node-name", def.NodeName, "node name, unique in the cluster")
+	dc := fs.String("dc", def.DC, "datacenter of this node")
+	windows := fs.String("windows", def.Windows.String(), "resolutions and retention, size:retention,… (the whole cluster must agree)")
+	durability := fs.String("durability", "fsync", "fsync: acknowledge after fsync; async: acknowledge at once, commit at least every 10ms")
+	idemTTL := fs.String("idempotency-ttl", "24h", "how long Idempotency-Keys are remembered")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: abacus agent [flags]\n\nRuns an Abacus node.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+
+	cfg := def
+	cfg.DataDir, cfg.HTTPAddr, cfg.NodeName, cfg.DC = *dataDir, *httpAddr, *nodeName, *dc
+	var err error
+	if cfg.Windows, err = window.ParseConfig(*windows); err != nil {
+		return fmt.Errorf("--windows: %v", err)
+	}
+	if cfg.Durability, err = store.ParseDurability(*durability); err != nil {
+		return fmt.Errorf("--durability: %v", err)
+	}
+	if cfg.IdempotencyTTL, err = window.ParseDuration(*idemTTL); err != nil || cfg.IdempotencyTTL <= 0 {
+		return fmt.Errorf("--idempotency-ttl: want a positive duration such as 24h or 7d")
+	}
+	if cfg.Logger, err = newLogger(stderr, *logLevel, *logFormat); err != nil {
+		return err
+	}
+
+	a, err := agent.New(cfg)
+	if err != nil {
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- a.Serve() }()
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	select {
+	case err := <-served:
+		a.Shutdown(context.Background())
+		return err
+	case sig := <-sigs:
+		cfg.Logger.Info("shutting down; a second signal exits at once", "signal", sig.String())
+	}
+	go func() {
+		sig := <-sigs
+		cfg.Logger.Warn("exiting at once", "signal", sig.String())
+		os.Exit(1)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != nil {
+		return err
+	}
+	return <-served
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}

@@ -1,0 +1,187 @@
+// Package agent wires one Abacus node together: the store, the gossip layer,
+// the HTTP API and its server. cmd/abacus runs it from flags; in-process tests
+// run several.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"abacus/api"
+	"abacus/store"
+	"abacus/window"
+)
+
+// Config configures a node.
+type Config struct {
+	// DataDir holds the node's database; created if missing.
+	DataDir string
+	// HTTPAddr is where the API listens, host:port; port 0 picks one.
+	HTTPAddr string
+	// NodeName names the node in the cluster; empty means the hostname.
+	NodeName string
+	// DC is the node's datacenter.
+	DC string
+	// Windows is the resolution set; every node of a cluster must agree.
+	Windows window.Config
+	// Durability is store.Fsync (ack after fsync) or store.Async.
+	Durability store.Durability
+	// IdempotencyTTL is how long idempotency keys are remembered; zero means 24h.
+	IdempotencyTTL time.Duration
+	// Logger receives all logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now. Tests inject their own.
+	Now func() time.Time
+	// Store, if not nil, adjusts the store configuration before opening (tests).
+	Store func(*store.Config)
+}
+
+// DefaultConfig is a single node on loopback with data in ./abacus-data.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		DataDir:  "./abacus-data",
+		HTTPAddr: "127.0.0.1:4000",
+		NodeName: host,
+		DC:       "dc1",
+		Windows:  window.DefaultConfig(),
+	}
+}
+
+// Agent is a running node.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	store   *store.Store
+	http    *http.Server
+	ln      net.Listener
+	reg     *prometheus.Registry
+	served  chan error
+	closing atomic.Bool
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New opens the data directory and binds the HTTP listener. Serve starts
+// answering.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NodeName == "" {
+		cfg.NodeName, _ = os.Hostname()
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry(), served: make(chan error, 1)}
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	scfg := store.DefaultConfig(cfg.DataDir)
+	scfg.Windows = cfg.Windows
+	scfg.Durability = cfg.Durability
+	scfg.IdempotencyTTL = cfg.IdempotencyTTL
+	scfg.Logger = cfg.Logger.With("component", "store")
+	scfg.Now = cfg.Now
+	if cfg.Store != nil {
+		cfg.Store(&scfg)
+	}
+	st, err := store.Open(scfg)
+	if err != nil {
+		return nil, err
+	}
+	a.store = st
+	st.SetReplicaInfo(store.ReplicaInfo{ID: st.Replica(), Node: cfg.NodeName, DC: cfg.DC})
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		st.Close(context.Background())
+		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	a.ln = ln
+	handler := api.NewHandler(api.Deps{
+		Counters:   counters{st},
+		Cluster:    (*cluster)(a),
+		Windows:    cfg.Windows,
+		Logger:     cfg.Logger.With("component", "api"),
+		Registerer: a.reg,
+		Metrics:    promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}),
+	})
+	a.http = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.With("component", "http").Handler(), slog.LevelWarn),
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12},
+	}
+	return a, nil
+}
+
+// Addr is the HTTP listener's address.
+func (a *Agent) Addr() string { return a.ln.Addr().String() }
+
+// Store is the node's store (tests and tools look inside).
+func (a *Agent) Store() *store.Store { return a.store }
+
+// Serve answers HTTP until Shutdown, returning nil then.
+func (a *Agent) Serve() error {
+	a.log.Info("serving", "http", "http://"+a.Addr(), "data_dir", a.cfg.DataDir, "replica", a.store.Replica().String(),
+		"node", a.cfg.NodeName, "dc", a.cfg.DC, "durability", a.cfg.Durability.String())
+	err := a.http.Serve(a.ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops taking requests, lets requests in flight finish (their
+// commits included), then closes the store. ctx bounds the whole; it is safe
+// to call more than once.
+func (a *Agent) Shutdown(ctx context.Context) error {
+	a.shutdownOnce.Do(func() {
+		a.closing.Store(true)
+		if err := a.http.Shutdown(ctx); err != nil {
+			a.shutdownErr = fmt.Errorf("stop http: %w", err)
+			a.http.Close()
+		}
+		if err := a.store.Close(ctx); err != nil && a.shutdownErr == nil {
+			a.shutdownErr = err
+		}
+		a.log.Info("stopped")
+	})
+	return a.shutdownErr
+}
+
+// cluster is the agent seen as api.Cluster.
+type cluster Agent
+
+func (c *cluster) Self() api.Member {
+	return api.Member{Name: c.cfg.NodeName, Replica: c.store.Replica().String(), DC: c.cfg.DC, Addr: c.ln.Addr().String()}
+}
+
+func (c *cluster) Members() []api.Member {
+	self := c.Self()
+	self.State = "alive"
+	return []api.Member{self}
+}
+
+func (c *cluster) Ready() error {
+	if c.closing.Load() {
+		return errors.New("shutting down")
+	}
+	return c.store.Err()
+}

@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"abacus/api"
+	"abacus/store"
+	"abacus/window"
+)
+
+// counters adapts the store to api.Counters.
+type counters struct {
+	st *store.Store
+}
+
+var _ api.Counters = counters{}
+
+func (c counters) Now() time.Time { return c.st.Now() }
+
+func (c counters) Apply(ctx context.Context, req *api.WriteRequest) (api.WriteResult, error) {
+	sr := &store.Request{
+		Increments:     make([]store.Increment, len(req.Increments)),
+		IdempotencyKey: req.IdempotencyKey,
+		Fingerprint:    req.Fingerprint,
+	}
+	for i, inc := range req.Increments {
+		sr.Increments[i] = store.Increment(inc)
+	}
+	if req.Render != nil {
+		sr.Render = func(r store.Result) []byte { return req.Render(r.Totals) }
+	}
+	res, err := c.st.Apply(ctx, sr)
+	if err != nil {
+		return api.WriteResult{}, apiError(err)
+	}
+	return api.WriteResult{Totals: res.Totals, Replayed: res.Replayed, Response: res.Response}, nil
+}
+
+// apiError maps store errors onto the errors api knows.
+func apiError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrOverflow):
+		return api.ErrOverflow
+	case errors.Is(err, store.ErrIdempotencyMismatch):
+		return api.ErrIdempotencyMismatch
+	case errors.Is(err, store.ErrFuture):
+		return api.ErrFutureTime
+	case errors.Is(err, store.ErrClosed):
+		return fmt.Errorf("%w: %w", api.ErrUnavailable, errors.New("shutting down"))
+	case errors.Is(err, store.ErrFailed):
+		return fmt.Errorf("%w: %w", api.ErrUnavailable, errors.New("a disk write failed; restart the node"))
+	}
+	return err
+}
+
+func (c counters) Total(name string) (uint64, error) { return c.st.Total(name) }
+
+func (c counters) Replicas(name string) ([]api.ReplicaCount, error) {
+	rs, err := c.st.Replicas(name)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.ReplicaCount, len(rs))
+	for i, r := range rs {
+		out[i] = api.ReplicaCount{Replica: r.ID.String(), Node: r.Node, DC: r.DC, Count: r.Count}
+	}
+	return out, nil
+}
+
+func (c counters) Range(name string, plan window.Plan) ([]uint64, error) {
+	return c.st.Range(name, plan)
+}
+
+func (c counters) List(prefix, after string, limit int) ([]api.NameTotal, string, error) {
+	page, next, err := c.st.List(prefix, after, limit)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]api.NameTotal, len(page))
+	for i, p := range page {
+		out[i] = api.NameTotal(p)
+	}
+	return out, next, nil
+}
