@@ -15,12 +15,12 @@ import (
 // fakeCounters is an in-memory api.Counters: enough behaviour to test the HTTP
 // layer on its own (the agent tests run the real store behind it).
 type fakeCounters struct {
-	mu     sync.Mutex
-	now    time.Time
-	totals map[string]uint64
-	keys   map[string]fakeKey
+	mu      sync.Mutex
+	now     time.Time
+	totals  map[string]uint64
+	keys    map[string]fakeKey
 	applied []api.WriteRequest
-	err    error // returned by Apply when set
+	err     error // returned by Apply when set
 }
 
 type fakeKey struct {
