@@ -150,6 +150,9 @@ func (s *Store) checkpoint() error {
 				return err
 			}
 		}
+		if err := w.flush(); err != nil {
+			return err
+		}
 		if err := tx.Bucket(bucketMeta).Put(metaSeq, u64(snap.seq)); err != nil {
 			return err
 		}
@@ -199,6 +202,9 @@ func (s *Store) checkpoint() error {
 		return s.fail(err)
 	}
 	s.stats.checkpoints.Add(1)
+	if s.cfg.ObserveCheckpoint != nil {
+		s.cfg.ObserveCheckpoint(len(snap.slots), time.Since(start))
+	}
 	s.log.Debug("checkpoint", "slots", len(snap.slots), "idempotency_keys", len(snap.idem), "journal_upto", snap.jlast, "took", time.Since(start))
 	return nil
 }
@@ -226,12 +232,15 @@ func (s *Store) truncateJournal(n uint64) error {
 }
 
 // slotWriter writes counters into state.db and keeps the seq and expiry
-// indexes in step.
+// indexes in step. Index changes are collected and applied in key order at
+// the end: bbolt splits nodes only at commit, so keys inserted out of order
+// into one leaf would shift an ever longer slice on every insert.
 type slotWriter struct {
 	s                               *Store
 	tx                              *bolt.Tx
 	totals, windows, expiry, seqidx *bolt.Bucket
 	old                             []storedEntry
+	seqDel, seqPut, expPut          [][]byte
 }
 
 func (w *slotWriter) write(slot crdt.Slot, g *crdt.GCounter, now time.Time) error {
@@ -252,38 +261,48 @@ func (w *slotWriter) write(slot crdt.Slot, g *crdt.GCounter, now time.Time) erro
 		}
 	}
 	entries := make([]storedEntry, 0, g.Len())
-	var werr error
 	g.Each(func(e crdt.Entry) {
-		if werr != nil {
-			return
-		}
 		idx := s.reps.ensure(e.Replica)
 		entries = append(entries, storedEntry{idx: idx, value: e.Value, seq: e.Seq})
-		oldSeq, had := uint64(0), false
 		for _, o := range w.old {
 			if o.idx == idx {
-				oldSeq, had = o.seq, true
+				if o.seq == e.Seq {
+					return
+				}
+				w.seqDel = append(w.seqDel, seqIdxKey(idx, o.seq, slot))
 				break
 			}
 		}
-		if had && oldSeq == e.Seq {
-			return
-		}
-		if had {
-			if werr = w.seqidx.Delete(seqIdxKey(idx, oldSeq, slot)); werr != nil {
-				return
-			}
-		}
-		werr = w.seqidx.Put(seqIdxKey(idx, e.Seq, slot), []byte{})
+		w.seqPut = append(w.seqPut, seqIdxKey(idx, e.Seq, slot))
 	})
-	if werr != nil {
-		return werr
-	}
 	if err := b.Put(key, appendStoredCounter(nil, entries)); err != nil {
 		return err
 	}
 	if oldVal == nil && !slot.IsTotal() {
-		return w.expiry.Put(expiryKey(slot.Res, slot.Start, slot.Name), []byte{})
+		w.expPut = append(w.expPut, expiryKey(slot.Res, slot.Start, slot.Name))
+	}
+	return nil
+}
+
+// flush applies the collected index changes in key order.
+func (w *slotWriter) flush() error {
+	for _, ks := range [][][]byte{w.seqDel, w.seqPut, w.expPut} {
+		slices.SortFunc(ks, bytes.Compare)
+	}
+	for _, k := range w.seqDel {
+		if err := w.seqidx.Delete(k); err != nil {
+			return err
+		}
+	}
+	for _, k := range w.seqPut {
+		if err := w.seqidx.Put(k, []byte{}); err != nil {
+			return err
+		}
+	}
+	for _, k := range w.expPut {
+		if err := w.expiry.Put(k, []byte{}); err != nil {
+			return err
+		}
 	}
 	return nil
 }
