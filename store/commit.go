@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -68,11 +69,28 @@ type op struct {
 	deltas []crdt.Delta
 	covers []Cover
 
+	// done receives one value when the op is decided. It is buffered, so the
+	// committer never blocks on a caller that stopped waiting, and reusable,
+	// so ops can be pooled.
 	done    chan struct{}
 	res     Result
 	learned int
 	err     error
 }
+
+var opPool = sync.Pool{New: func() any { return &op{done: make(chan struct{}, 1)} }}
+
+func getOp() *op { return opPool.Get().(*op) }
+
+// putOp recycles o; only a caller that received from o.done may call it.
+func putOp(o *op) {
+	*o = op{done: o.done}
+	opPool.Put(o)
+}
+
+// lingerMinBatch is the smallest previous batch that makes the committer
+// linger: below it, concurrency is too low for waiting to pay.
+const lingerMinBatch = 4
 
 // Limits on one commit, so that a commit, its journal record and one seq's
 // entries stay bounded (a seq's entries are never split across catch-up chunks).
@@ -88,24 +106,28 @@ func (s *Store) Apply(ctx context.Context, req *Request) (Result, error) {
 	if err := s.validate(req); err != nil {
 		return Result{}, err
 	}
-	o := &op{kind: opApply, req: req, done: make(chan struct{})}
 	if req.IdempotencyKey != "" {
 		res, replayed, err := s.idemBegin(ctx, req)
 		if err != nil || replayed {
 			return res, err
 		}
 	}
+	o := getOp()
+	o.kind, o.req = opApply, req
 	if err := s.submit(ctx, o); err != nil {
 		if req.IdempotencyKey != "" {
 			s.idemEnd(req.IdempotencyKey)
 		}
+		putOp(o)
 		return Result{}, err
 	}
 	select {
 	case <-o.done:
-		return o.res, o.err
+		res, err := o.res, o.err
+		putOp(o)
+		return res, err
 	case <-ctx.Done():
-		return Result{}, ctx.Err()
+		return Result{}, ctx.Err() // o is still the committer's; it is not recycled
 	}
 }
 
@@ -113,13 +135,17 @@ func (s *Store) Apply(ctx context.Context, req *Request) (Result, error) {
 // and returns once they are durable, with the number of entries that raised
 // something here.
 func (s *Store) Merge(ctx context.Context, deltas []crdt.Delta, covers []Cover) (int, error) {
-	o := &op{kind: opMerge, deltas: deltas, covers: covers, done: make(chan struct{})}
+	o := getOp()
+	o.kind, o.deltas, o.covers = opMerge, deltas, covers
 	if err := s.submit(ctx, o); err != nil {
+		putOp(o)
 		return 0, err
 	}
 	select {
 	case <-o.done:
-		return o.learned, o.err
+		n, err := o.learned, o.err
+		putOp(o)
+		return n, err
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
@@ -175,16 +201,18 @@ func (s *Store) submit(ctx context.Context, o *op) error {
 // them in one transaction: group commit.
 func (s *Store) runCommitter() {
 	defer s.wg.Done()
+	st := newStaging(s)
 	var (
 		batch   []*op
-		pending *staging // Async: acknowledged, not yet committed
+		pending bool // Async: st holds acknowledged changes not yet committed
 		flush   *time.Timer
 		flushC  <-chan time.Time
 	)
 	flushPending := func() {
-		if pending != nil {
-			s.commit(pending)
-			pending = nil
+		if pending {
+			s.commit(st)
+			st.reset()
+			pending = false
 		}
 		if flush != nil {
 			flush.Stop()
@@ -192,6 +220,8 @@ func (s *Store) runCommitter() {
 		}
 	}
 	defer flushPending()
+	prevBatch := 0
+	var linger *time.Timer
 	for {
 		select {
 		case o, ok := <-s.ops:
@@ -213,20 +243,47 @@ func (s *Store) runCommitter() {
 					break drain
 				}
 			}
+			// Linger: when the last commit was shared by several requests,
+			// more are on their way; wait a little for as many again, so that
+			// one commit (two fsyncs, a few hundred µs of CPU) serves them
+			// all. Few clients never wait.
+			if s.cfg.CommitLinger > 0 && prevBatch >= lingerMinBatch && len(batch) < prevBatch && s.cfg.Durability == Fsync {
+				if linger == nil {
+					linger = time.NewTimer(s.cfg.CommitLinger)
+				} else {
+					linger.Reset(s.cfg.CommitLinger)
+				}
+			wait:
+				for len(batch) < prevBatch && changes < maxChangesPerCommit {
+					select {
+					case o, ok := <-s.ops:
+						if !ok {
+							break wait
+						}
+						batch = append(batch, o)
+						changes += o.size()
+					case <-linger.C:
+						break wait
+					}
+				}
+				linger.Stop()
+			}
+			prevBatch = len(batch)
 			s.waitForRoom()
-			st := s.stage(batch, pending)
+			s.stage(st, batch)
 			if s.cfg.Durability == Fsync {
 				s.commit(st)
+				st.reset()
 				continue
 			}
 			s.install(st)
 			st.ack()
-			pending = st
+			pending = true
 			if flush == nil {
 				flush = time.NewTimer(s.cfg.AsyncFlushInterval)
 				flushC = flush.C
 			}
-			if len(pending.deltas) >= maxChangesPerCommit {
+			if len(st.deltas) >= maxChangesPerCommit {
 				flushPending()
 			}
 		case <-flushC:
@@ -253,25 +310,45 @@ func (s *Store) waitForRoom() {
 	}
 }
 
-// staging is one group commit being assembled. Counters are private copies
-// until install publishes them.
+// staging is one group commit being assembled: with Async, several batches
+// acknowledged in memory and committed together. Counters are private copies
+// until install publishes them. The committer reuses one staging.
 type staging struct {
 	s   *Store
 	now time.Time
-	ops []*op
-	tx  *bolt.Tx // state.db read transaction, opened on first need
+	ops []*op // of the current batch
+	tx  *bolt.Tx
 
-	slots   map[crdt.Slot]*crdt.GCounter
-	changed map[deltaKey]int // index into deltas
-	deltas  []crdt.Delta
+	// Per batch.
+	slots   map[crdt.Slot]int32 // into arena
+	arena   []stagedSlot
+	dirty   []int32          // arena entries raised in this batch
+	other   map[deltaKey]int // merged entries of other replicas: index into deltas
+	touched []int32          // per request: arena entries it adds to
+	totalAt []int32          // per request: arena entry of each increment's total
+	reqNo   uint32
+
+	// Per commit.
+	deltas  []crdt.Delta // raised entries, absolute values
 	idem    []idemRecord
 	covers  []cover
 	vv      map[crdt.ReplicaID]uint64 // staged version vector changes
-	seq     uint64                    // seq of this replica's changes in this commit
-	lastSeq uint64                    // this replica's last seq once committed
-	ownSeen uint64                    // highest seq of this replica's entries met in merges
-	err     error                     // a read of state.db failed
-	nops    int                       // ops staged, across Async batches
+	batches int
+	seq     uint64 // seq of this replica's changes in the current batch
+	lastSeq uint64 // this replica's last seq once committed
+	ownSeen uint64 // highest seq of this replica's entries met in merges
+	err     error  // a read of state.db failed
+	nops    int
+	buf     []byte // journal record encoding
+}
+
+type stagedSlot struct {
+	slot  crdt.Slot
+	g     *crdt.GCounter
+	dirty bool
+	own   int    // index into deltas of this replica's entry in this batch, or -1
+	req   uint32 // request whose amount pend holds
+	pend  uint64 // that request's amount for this slot
 }
 
 type deltaKey struct {
@@ -279,22 +356,31 @@ type deltaKey struct {
 	replica crdt.ReplicaID
 }
 
-// stage computes the effect of ops. With Async, prev is the acknowledged but
-// uncommitted staging this one extends.
-func (s *Store) stage(ops []*op, prev *staging) *staging {
-	st := prev
-	if st == nil {
-		st = &staging{
-			s:       s,
-			slots:   make(map[crdt.Slot]*crdt.GCounter),
-			changed: make(map[deltaKey]int),
-			vv:      make(map[crdt.ReplicaID]uint64),
-		}
-	} else {
-		// Async: the counters of prev are installed in mem; further changes
-		// must go to fresh copies so that mem's counters never change.
-		clear(st.slots)
+func newStaging(s *Store) *staging {
+	return &staging{
+		s:     s,
+		slots: make(map[crdt.Slot]int32),
+		other: make(map[deltaKey]int),
+		vv:    make(map[crdt.ReplicaID]uint64),
 	}
+}
+
+// reset empties st after a commit.
+func (st *staging) reset() {
+	st.deltas = st.deltas[:0]
+	st.idem = st.idem[:0]
+	st.covers = st.covers[:0]
+	clear(st.vv)
+	st.batches, st.lastSeq, st.ownSeen, st.err, st.nops = 0, 0, 0, nil, 0
+}
+
+// stage computes the effect of ops on top of what st already holds.
+func (s *Store) stage(st *staging, ops []*op) {
+	clear(st.slots)
+	clear(st.other)
+	st.arena = st.arena[:0]
+	st.dirty = st.dirty[:0]
+	st.batches++
 	st.now = s.cfg.Now()
 	st.ops = append(st.ops[:0], ops...)
 	st.nops += len(ops)
@@ -332,12 +418,13 @@ func (s *Store) stage(ops []*op, prev *staging) *staging {
 		st.tx.Rollback()
 		st.tx = nil
 	}
-	return st
 }
 
-func (st *staging) counter(slot crdt.Slot) (*crdt.GCounter, error) {
-	if g, ok := st.slots[slot]; ok {
-		return g, nil
+// stageSlot returns the arena index of slot's private counter, loading it
+// from mem or state.db on first use in this batch.
+func (st *staging) stageSlot(slot crdt.Slot) (int32, error) {
+	if i, ok := st.slots[slot]; ok {
+		return i, nil
 	}
 	s := st.s
 	s.mu.RLock()
@@ -349,98 +436,98 @@ func (st *staging) counter(slot crdt.Slot) (*crdt.GCounter, error) {
 		if st.tx == nil {
 			tx, err := s.state.Begin(false)
 			if err != nil {
-				return nil, err
+				return 0, err
 			}
 			st.tx = tx
 		}
 		var err error
 		if g, err = s.loadCounter(st.tx, slot); err != nil {
-			return nil, err
+			return 0, err
 		}
 	}
-	st.slots[slot] = g
-	return g, nil
+	i := int32(len(st.arena))
+	st.arena = append(st.arena, stagedSlot{slot: slot, g: g, own: -1})
+	st.slots[slot] = i
+	return i, nil
 }
 
-func (st *staging) raise(slot crdt.Slot, e crdt.Entry) {
-	k := deltaKey{slot, e.Replica}
-	if i, ok := st.changed[k]; ok {
-		st.deltas[i].Entry = e
-		return
+// raise records that e is the new entry of arena slot i.
+func (st *staging) raise(i int32, e crdt.Entry) {
+	ss := &st.arena[i]
+	if !ss.dirty {
+		ss.dirty = true
+		st.dirty = append(st.dirty, i)
 	}
-	st.changed[k] = len(st.deltas)
-	st.deltas = append(st.deltas, crdt.Delta{Slot: slot, Entry: e})
-}
-
-type slotAmount struct {
-	slot   crdt.Slot
-	amount uint64
+	if e.Replica == st.s.replica {
+		if ss.own >= 0 {
+			st.deltas[ss.own].Entry = e
+			return
+		}
+		ss.own = len(st.deltas)
+	} else {
+		k := deltaKey{ss.slot, e.Replica}
+		if j, ok := st.other[k]; ok {
+			st.deltas[j].Entry = e
+			return
+		}
+		st.other[k] = len(st.deltas)
+	}
+	st.deltas = append(st.deltas, crdt.Delta{Slot: ss.slot, Entry: e})
 }
 
 func (st *staging) apply(o *op) error {
 	s, req := st.s, o.req
-	// Sum the request's amounts per slot, refusing a sum that overflows.
+	// First pass: sum the request's amount per slot on the staged slots,
+	// stamped with this request's number, refusing a sum that overflows.
+	st.reqNo++
+	touched := st.touched[:0]
+	totals := st.totalAt[:0]
 	var wins [8]window.Window
-	adds := make([]slotAmount, 0, 4*len(req.Increments))
-	var index map[crdt.Slot]int
-	if len(req.Increments) > 4 {
-		index = make(map[crdt.Slot]int, 4*len(req.Increments))
-	}
-	add := func(slot crdt.Slot, amount uint64) bool {
-		i := -1
-		if index != nil {
-			if j, ok := index[slot]; ok {
-				i = j
-			}
-		} else {
-			for j := range adds {
-				if adds[j].slot == slot {
-					i = j
-					break
-				}
-			}
-		}
-		if i < 0 {
-			if index != nil {
-				index[slot] = len(adds)
-			}
-			adds = append(adds, slotAmount{slot, amount})
-			return true
-		}
-		if adds[i].amount > math.MaxUint64-amount {
-			return false
-		}
-		adds[i].amount += amount
-		return true
-	}
-	for _, inc := range req.Increments {
-		if !add(crdt.TotalSlot(inc.Name), inc.Amount) {
-			return ErrOverflow
-		}
-		for _, w := range s.cfg.Windows.AppendWindows(wins[:0], inc.TS, st.now) {
-			if !add(crdt.Slot{Name: inc.Name, Res: w.Res, Start: w.Start}, inc.Amount) {
-				return ErrOverflow
-			}
-		}
-	}
-	for _, a := range adds {
-		g, err := st.counter(a.slot)
+	add := func(slot crdt.Slot, amount uint64) (int32, error) {
+		i, err := st.stageSlot(slot)
 		if err != nil {
 			st.err = err
+			return 0, err
+		}
+		ss := &st.arena[i]
+		if ss.req != st.reqNo {
+			ss.req, ss.pend = st.reqNo, 0
+			touched = append(touched, i)
+		}
+		if ss.pend > math.MaxUint64-amount {
+			return 0, ErrOverflow
+		}
+		ss.pend += amount
+		return i, nil
+	}
+	defer func() { st.touched, st.totalAt = touched, totals }()
+	for _, inc := range req.Increments {
+		i, err := add(crdt.TotalSlot(inc.Name), inc.Amount)
+		if err != nil {
 			return err
 		}
-		if err := g.CanAdd(s.replica, a.amount); err != nil {
+		totals = append(totals, i)
+		for _, w := range s.cfg.Windows.AppendWindows(wins[:0], inc.TS, st.now) {
+			if _, err := add(crdt.Slot{Name: inc.Name, Res: w.Res, Start: w.Start}, inc.Amount); err != nil {
+				return err
+			}
+		}
+	}
+	// Second pass: refuse the whole request if any slot would overflow.
+	for _, i := range touched {
+		if err := st.arena[i].g.CanAdd(s.replica, st.arena[i].pend); err != nil {
 			return err
 		}
 	}
-	for _, a := range adds {
-		e, _ := st.slots[a.slot].Add(s.replica, a.amount, st.seq)
-		st.raise(a.slot, e)
+	// Third pass: apply.
+	for _, i := range touched {
+		e, _ := st.arena[i].g.Add(s.replica, st.arena[i].pend, st.seq)
+		st.raise(i, e)
 	}
 	st.lastSeq = max(st.lastSeq, st.seq)
 	o.res.Totals = make([]uint64, len(req.Increments))
-	for i, inc := range req.Increments {
-		o.res.Totals[i] = st.slots[crdt.TotalSlot(inc.Name)].Value()
+	for k, i := range totals {
+		o.res.Totals[k] = st.arena[i].g.Value()
 	}
 	if req.IdempotencyKey != "" {
 		if req.Render != nil {
@@ -463,13 +550,13 @@ func (st *staging) merge(o *op) (int, error) {
 		if !d.Slot.Valid() || !s.keep(d.Slot, st.now) || d.Entry.Replica.IsZero() {
 			continue
 		}
-		g, err := st.counter(d.Slot)
+		i, err := st.stageSlot(d.Slot)
 		if err != nil {
 			st.err = err
 			return learned, err
 		}
-		if g.MergeEntry(d.Entry) {
-			st.raise(d.Slot, d.Entry)
+		if st.arena[i].g.MergeEntry(d.Entry) {
+			st.raise(i, d.Entry)
 			learned++
 		}
 	}
@@ -492,6 +579,22 @@ func (st *staging) merge(o *op) (int, error) {
 }
 
 func (st *staging) record() *record {
+	if st.batches > 1 {
+		// Async batches each name their own newest entries; keep the newest
+		// of each across them.
+		last := make(map[deltaKey]int, len(st.deltas))
+		for i, d := range st.deltas {
+			last[deltaKey{d.Slot, d.Entry.Replica}] = i
+		}
+		kept := st.deltas[:0]
+		for i, d := range st.deltas {
+			if last[deltaKey{d.Slot, d.Entry.Replica}] == i {
+				kept = append(kept, d)
+			}
+		}
+		st.deltas = kept
+		st.batches = 1
+	}
 	return &record{seq: st.lastSeq, deltas: st.deltas, idem: st.idem, covers: st.covers}
 }
 
@@ -506,12 +609,17 @@ func (s *Store) commit(st *staging) {
 	if !r.empty() {
 		n := s.jnext
 		start := time.Now()
+		st.buf = r.appendTo(st.buf[:0])
 		err := s.journal.Update(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketJournal).Put(u64(n), r.appendTo(nil))
+			return tx.Bucket(bucketJournal).Put(u64(n), st.buf)
 		})
+		took := time.Since(start)
 		s.stats.commits.Add(1)
-		s.stats.commitNanos.Add(uint64(time.Since(start)))
+		s.stats.commitNanos.Add(uint64(took))
 		s.stats.committedOps.Add(uint64(st.nops))
+		if s.cfg.ObserveCommit != nil {
+			s.cfg.ObserveCommit(st.nops, took)
+		}
 		if err != nil {
 			err = s.fail(fmt.Errorf("commit journal record %d: %w", n, err))
 			st.failAll(err)
@@ -529,7 +637,7 @@ func (s *Store) commit(st *staging) {
 		st.ack()
 	}
 	if len(st.deltas) > 0 && s.cfg.OnCommit != nil {
-		s.cfg.OnCommit(st.deltas)
+		s.cfg.OnCommit(st.deltas) // it must not keep the slice: st reuses it
 	}
 }
 
@@ -538,10 +646,8 @@ func (s *Store) commit(st *staging) {
 func (s *Store) install(st *staging) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k := range st.changed {
-		if g, ok := st.slots[k.slot]; ok {
-			s.putMem(k.slot, g)
-		}
+	for _, i := range st.dirty {
+		s.putMem(st.arena[i].slot, st.arena[i].g)
 	}
 	for _, x := range st.idem {
 		s.idem[x.Key] = x
@@ -558,7 +664,7 @@ func (st *staging) ack() {
 		if o.kind == opApply && o.req.IdempotencyKey != "" {
 			st.s.idemEnd(o.req.IdempotencyKey)
 		}
-		close(o.done)
+		o.done <- struct{}{}
 	}
 	st.ops = st.ops[:0]
 }

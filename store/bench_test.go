@@ -1,0 +1,73 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"abacus/store"
+)
+
+// BenchmarkApply measures durable single increments from many goroutines: the
+// store's group commit without HTTP in front of it.
+func BenchmarkApply(b *testing.B) {
+	for _, counters := range []int{1, 10_000} {
+		b.Run(fmt.Sprintf("counters=%d", counters), func(b *testing.B) {
+			cfg := store.DefaultConfig(b.TempDir())
+			s, err := store.Open(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close(context.Background())
+			names := make([]string, counters)
+			for i := range names {
+				names[i] = fmt.Sprintf("bench.%d", i)
+			}
+			var next atomic.Int64
+			b.SetParallelism(32) // 32 × GOMAXPROCS concurrent writers
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := next.Add(1)
+					req := &store.Request{Increments: []store.Increment{{Name: names[i%int64(counters)], Amount: 1, TS: time.Now()}}}
+					if _, err := s.Apply(context.Background(), req); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			st := s.Stats()
+			b.ReportMetric(float64(st.CommittedOps)/float64(max(st.Commits, 1)), "ops/commit")
+			b.ReportMetric(float64(st.CommitTime.Microseconds())/float64(max(st.Commits, 1)), "µs/commit")
+		})
+	}
+}
+
+// BenchmarkApplyBatch measures durable batches of 1,000 increments.
+func BenchmarkApplyBatch(b *testing.B) {
+	cfg := store.DefaultConfig(b.TempDir())
+	s, err := store.Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	incs := make([]store.Increment, 1000)
+	now := time.Now()
+	for i := range incs {
+		incs[i] = store.Increment{Name: fmt.Sprintf("bench.%d", i*7%10000), Amount: 1, TS: now}
+	}
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Apply(context.Background(), &store.Request{Increments: incs}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N*len(incs))/b.Elapsed().Seconds(), "increments/s")
+}
