@@ -119,9 +119,6 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Metrics serves /metrics; nil means the route answers 404.
 	Metrics http.Handler
-	// RequestTimeout bounds how long a write waits for its commit. Zero means
-	// 10 seconds.
-	RequestTimeout time.Duration
 }
 
 // Body limits.
@@ -142,41 +139,46 @@ func NewHandler(d Deps) http.Handler {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	if d.RequestTimeout == 0 {
-		d.RequestTimeout = 10 * time.Second
-	}
 	s := &server{Deps: d, router: chi.NewRouter()}
 	s.metrics = newHTTPMetrics(d.Registerer)
 	r := s.router
-	r.Use(s.recoverer, s.metrics.middleware, middleware.GetHead)
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+	r.Use(s.recoverer, middleware.GetHead)
+	r.NotFound(s.metrics.instrument("unmatched", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, kindNotFound, "no route for "+r.Method+" "+r.URL.Path)
-	})
-	r.MethodNotAllowed(s.methodNotAllowed)
-
-	r.Get("/healthz", s.healthz)
-	r.Get("/readyz", s.readyz)
-	if d.Metrics != nil {
-		r.Method(http.MethodGet, "/metrics", d.Metrics)
+	}))
+	r.MethodNotAllowed(s.metrics.instrument("unmatched", s.methodNotAllowed))
+	// One flat router: a request is matched once. Each route is instrumented
+	// with its pattern as the metrics label, fixed here rather than rebuilt
+	// from the routing context on every request.
+	route := func(method, pattern string, h http.HandlerFunc) {
+		if method == http.MethodGet {
+			h = noStore(h)
+		}
+		r.Method(method, pattern, s.metrics.instrument(pattern, h))
 	}
-	r.Get("/", s.compatTotal)
-	r.Get("/inc", s.compatInc)
-	r.Post("/inc", s.compatInc)
-	r.Route("/v1", func(r chi.Router) {
-		r.Mount("/counters", s.counterRoutes())
-		r.Post("/increments", s.batch)
-		r.Get("/cluster", s.cluster)
-	})
+	route("GET", "/healthz", s.healthz)
+	route("GET", "/readyz", s.readyz)
+	if d.Metrics != nil {
+		route("GET", "/metrics", d.Metrics.ServeHTTP)
+	}
+	route("GET", "/", s.compatTotal)
+	route("GET", "/inc", s.compatInc)
+	route("POST", "/inc", s.compatInc)
+	route("GET", "/v1/counters", s.list)
+	route("GET", "/v1/counters/{name}", s.get)
+	route("POST", "/v1/counters/{name}/increment", s.increment)
+	route("GET", "/v1/counters/{name}/range", s.rangeQuery)
+	route("POST", "/v1/increments", s.batch)
+	route("GET", "/v1/cluster", s.cluster)
 	return r
 }
 
-func (s *server) counterRoutes() chi.Router {
-	r := chi.NewRouter()
-	r.Get("/", s.list)
-	r.Get("/{name}", s.get)
-	r.Post("/{name}/increment", s.increment)
-	r.Get("/{name}/range", s.rangeQuery)
-	return r
+// noStore marks a read's answer as not to be cached: counts change.
+func noStore(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		h(w, r)
+	}
 }
 
 var routeMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions}

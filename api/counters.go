@@ -100,9 +100,9 @@ func fingerprint(r *http.Request, body []byte) [32]byte {
 
 // write applies req and writes either the fresh or the replayed response.
 func (s *server) write(w http.ResponseWriter, r *http.Request, req *WriteRequest, contentType string) {
-	ctx, cancel := context.WithTimeout(r.Context(), s.RequestTimeout)
-	defer cancel()
-	res, err := s.Counters.Apply(ctx, req)
+	// No timer of our own: a client that gives up closes its connection,
+	// which cancels r.Context().
+	res, err := s.Counters.Apply(r.Context(), req)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -3,9 +3,9 @@ package api
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -33,27 +33,54 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 	return m
 }
 
-func (m *httpMetrics) middleware(next http.Handler) http.Handler {
+// instrument wraps h to count and time its requests under route. The
+// per-route children are looked up once per method and code, not per request.
+func (m *httpMetrics) instrument(route string, h http.HandlerFunc) http.HandlerFunc {
 	if m == nil {
-		return next
+		return h
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		next.ServeHTTP(sw, r)
-		route := "unmatched"
-		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" && sw.code != http.StatusNotFound && sw.code != http.StatusMethodNotAllowed {
-			route = rc.RoutePattern()
+	type key struct {
+		method string
+		code   int
+	}
+	var (
+		mu       sync.RWMutex
+		counters = map[key]prometheus.Counter{}
+		timers   = map[string]prometheus.Observer{}
+	)
+	observe := func(method string, code int, d time.Duration) {
+		k := key{method, code}
+		mu.RLock()
+		c, okc := counters[k]
+		o, oko := timers[method]
+		mu.RUnlock()
+		if !okc || !oko {
+			mu.Lock()
+			if c, okc = counters[k]; !okc {
+				c = m.requests.WithLabelValues(route, method, strconv.Itoa(code))
+				counters[k] = c
+			}
+			if o, oko = timers[method]; !oko {
+				o = m.duration.WithLabelValues(route, method)
+				timers[method] = o
+			}
+			mu.Unlock()
 		}
+		c.Inc()
+		o.Observe(d.Seconds())
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := statusWriter{ResponseWriter: w, code: http.StatusOK}
+		h(&sw, r)
 		method := r.Method
 		switch method {
 		case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
 		default:
 			method = "other" // bound label values against arbitrary methods
 		}
-		m.requests.WithLabelValues(route, method, strconv.Itoa(sw.code)).Inc()
-		m.duration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
-	})
+		observe(method, sw.code, time.Since(start))
+	}
 }
 
 // statusWriter remembers the status code written through it.
