@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -17,7 +20,7 @@ import (
 	"abacus/window"
 )
 
-func runAgent(args []string, stderr io.Writer) error {
+func runAgent(args []string, stdout, stderr io.Writer) error {
 	def := agent.DefaultConfig()
 	fs := flag.NewFlagSet("abacus agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -30,11 +33,12 @@ func runAgent(args []string, stderr io.Writer) error {
 	idemTTL := fs.String("idempotency-ttl", "24h", "how long Idempotency-Keys are remembered")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
+	pprofAddr := fs.String("pprof-addr", "", "serve Go's net/http/pprof on this address (off when empty; keep it on loopback)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: abacus agent [flags]\n\nRuns an Abacus node.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 
@@ -57,6 +61,15 @@ func runAgent(args []string, stderr io.Writer) error {
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err
+	}
+	if *pprofAddr != "" {
+		ln, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			a.Shutdown(context.Background())
+			return fmt.Errorf("--pprof-addr: %v", err)
+		}
+		cfg.Logger.Info("serving pprof", "addr", "http://"+ln.Addr().String()+"/debug/pprof/")
+		go http.Serve(ln, pprofMux())
 	}
 	served := make(chan error, 1)
 	go func() { served <- a.Serve() }()
@@ -82,6 +95,18 @@ func runAgent(args []string, stderr io.Writer) error {
 		return err
 	}
 	return <-served
+}
+
+// pprofMux serves net/http/pprof's handlers, registered on a private mux so
+// that they never reach the API's listener.
+func pprofMux() *http.ServeMux {
+	m := http.NewServeMux()
+	m.HandleFunc("/debug/pprof/", pprof.Index)
+	m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return m
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

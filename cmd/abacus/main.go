@@ -33,7 +33,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "agent":
-		err = runAgent(args[1:], stderr)
+		err = runAgent(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -46,31 +46,32 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.Is(err, errUsage):
-		return 2
 	}
 	fmt.Fprintf(stderr, "abacus %s: %v\n", args[0], err)
 	return 1
 }
 
-// errUsage means the flags were wrong; the flag package has said how.
-var errUsage = errors.New("usage")
-
 // parseFlags parses args, then fills every flag not given on the command line
-// from ABACUS_<FLAG> in the environment.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
+// from ABACUS_<FLAG> in the environment. A bad flag is one line of error (the
+// caller prints it); -h prints the usage to stdout.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("%v (see %s -h)", err, fs.Name())
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return fmt.Errorf("unexpected argument %q (see %s -h)", fs.Arg(0), fs.Name())
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		if set[f.Name] || err != nil {
 			return

@@ -69,7 +69,6 @@ type Agent struct {
 	http    *http.Server
 	ln      net.Listener
 	reg     *prometheus.Registry
-	served  chan error
 	closing atomic.Bool
 
 	shutdownOnce sync.Once
@@ -85,31 +84,35 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.NodeName == "" {
 		cfg.NodeName, _ = os.Hostname()
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry(), served: make(chan error, 1)}
+	a := &Agent{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry()}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	// Bind first: a port in use then fails before the data directory is
+	// touched.
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	a.ln = ln
 	scfg := store.DefaultConfig(cfg.DataDir)
 	scfg.Windows = cfg.Windows
 	scfg.Durability = cfg.Durability
 	scfg.IdempotencyTTL = cfg.IdempotencyTTL
 	scfg.Logger = cfg.Logger.With("component", "store")
 	scfg.Now = cfg.Now
+	newStoreMetrics(a.reg).hook(&scfg)
 	if cfg.Store != nil {
 		cfg.Store(&scfg)
 	}
 	st, err := store.Open(scfg)
 	if err != nil {
+		ln.Close()
 		return nil, err
 	}
 	a.store = st
+	a.reg.MustRegister(storeCollector{st})
 	st.SetReplicaInfo(store.ReplicaInfo{ID: st.Replica(), Node: cfg.NodeName, DC: cfg.DC})
 
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		st.Close(context.Background())
-		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
-	}
-	a.ln = ln
 	handler := api.NewHandler(api.Deps{
 		Counters:   counters{st},
 		Cluster:    (*cluster)(a),
