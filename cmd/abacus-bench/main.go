@@ -1,0 +1,414 @@
+// Command abacus-bench drives concurrent HTTP clients against a running Abacus
+// node and reports throughput and latency percentiles.
+//
+//	abacus-bench --mode inc --clients 64 --duration 10s --runs 5
+//	abacus-bench --mode batch --batch 1000 --clients 8
+//	abacus-bench --mode range --write-clients 16
+//	abacus-bench trivial --listen 127.0.0.1:4100   # a trivial chi server, for a ceiling
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+)
+
+type options struct {
+	addr         string
+	mode         string
+	clients      int
+	writeClients int
+	duration     time.Duration
+	warmup       time.Duration
+	counters     int
+	batch        int
+	runs         int
+	prefix       string
+	jsonOut      bool
+	verify       bool
+	pid          int
+}
+
+// result is one run's figures.
+type result struct {
+	Mode        string  `json:"mode"`
+	Clients     int     `json:"clients"`
+	Counters    int     `json:"counters"`
+	Batch       int     `json:"batch,omitempty"`
+	Seconds     float64 `json:"seconds"`
+	Requests    int64   `json:"requests"`
+	Errors      int64   `json:"errors"`
+	ReqPerSec   float64 `json:"requests_per_second"`
+	IncPerSec   float64 `json:"increments_per_second,omitempty"`
+	P50ms       float64 `json:"p50_ms"`
+	P99ms       float64 `json:"p99_ms"`
+	P999ms      float64 `json:"p999_ms"`
+	ServerCPUus float64 `json:"server_cpu_us_per_request,omitempty"`
+	Verified    *bool   `json:"verified,omitempty"`
+	VerifyNote  string  `json:"verify_note,omitempty"`
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "trivial" {
+		trivial(os.Args[2:])
+		return
+	}
+	var o options
+	flag.StringVar(&o.addr, "addr", "http://127.0.0.1:4000", "node to load")
+	flag.StringVar(&o.mode, "mode", "inc", "inc (single increments), batch, total (reads), range (48h at 1m: 2,880 points), trivial (GET / of a trivial server)")
+	flag.IntVar(&o.clients, "clients", 64, "concurrent clients, one keep-alive connection each")
+	flag.IntVar(&o.writeClients, "write-clients", 0, "with total or range: clients sending increments meanwhile")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per run")
+	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured time before each run")
+	flag.IntVar(&o.counters, "counters", 1, "distinct counters to spread increments over")
+	flag.IntVar(&o.batch, "batch", 1000, "increments per batch request")
+	flag.IntVar(&o.runs, "runs", 1, "runs; with more than one, the median run is reported too")
+	flag.StringVar(&o.prefix, "prefix", "bench", "counter name prefix")
+	flag.BoolVar(&o.jsonOut, "json", false, "print results as JSON lines")
+	flag.BoolVar(&o.verify, "verify", true, "for inc and batch: check the node's totals rose by exactly the increments acknowledged")
+	flag.IntVar(&o.pid, "pid", 0, "the server's process ID: report its CPU time per request (steadier than throughput on a shared machine)")
+	flag.Parse()
+	u, err := url.Parse(o.addr)
+	if err != nil || u.Host == "" {
+		fmt.Fprintf(os.Stderr, "abacus-bench: bad --addr %q\n", o.addr)
+		os.Exit(2)
+	}
+	var results []result
+	for i := 0; i < o.runs; i++ {
+		r, err := run(o, u.Host)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "abacus-bench: %v\n", err)
+			os.Exit(1)
+		}
+		results = append(results, r)
+		print(o, "run", r)
+	}
+	if len(results) > 1 {
+		med, lo, hi := summarize(results)
+		print(o, "median", med)
+		if !o.jsonOut {
+			fmt.Printf("  range over %d runs: %.0f–%.0f req/s, p99 %.2f–%.2f ms\n", len(results), lo.ReqPerSec, hi.ReqPerSec, lo.P99ms, hi.P99ms)
+		}
+	}
+	for _, r := range results {
+		if r.Verified != nil && !*r.Verified {
+			os.Exit(1)
+		}
+	}
+}
+
+func print(o options, label string, r result) {
+	if o.jsonOut {
+		b, _ := json.Marshal(struct {
+			Label string `json:"label"`
+			result
+		}{label, r})
+		fmt.Println(string(b))
+		return
+	}
+	line := fmt.Sprintf("%-6s mode=%s clients=%d counters=%d", label, r.Mode, r.Clients, r.Counters)
+	if r.Mode == "batch" {
+		line += fmt.Sprintf(" batch=%d", r.Batch)
+	}
+	line += fmt.Sprintf(": %.0f req/s", r.ReqPerSec)
+	if r.IncPerSec > 0 {
+		line += fmt.Sprintf(", %.0f increments/s", r.IncPerSec)
+	}
+	line += fmt.Sprintf(", p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, errors %d", r.P50ms, r.P99ms, r.P999ms, r.Errors)
+	if r.ServerCPUus > 0 {
+		line += fmt.Sprintf(", server CPU %.1f µs/request", r.ServerCPUus)
+	}
+	if r.Verified != nil {
+		line += ", " + r.VerifyNote
+	}
+	fmt.Println(line)
+}
+
+// summarize returns the run with the median throughput, and the lowest and
+// highest figures seen.
+func summarize(rs []result) (med, lo, hi result) {
+	byRate := slices.Clone(rs)
+	slices.SortFunc(byRate, func(a, b result) int {
+		switch {
+		case a.ReqPerSec < b.ReqPerSec:
+			return -1
+		case a.ReqPerSec > b.ReqPerSec:
+			return 1
+		}
+		return 0
+	})
+	med = byRate[len(byRate)/2]
+	lo, hi = byRate[0], byRate[len(byRate)-1]
+	p99s := make([]float64, len(rs))
+	for i, r := range rs {
+		p99s[i] = r.P99ms
+	}
+	slices.Sort(p99s)
+	med.P99ms = p99s[len(p99s)/2]
+	lo.P99ms, hi.P99ms = p99s[0], p99s[len(p99s)-1]
+	return med, lo, hi
+}
+
+func (o options) name(i int) string { return fmt.Sprintf("%s.%d", o.prefix, i%o.counters) }
+
+// requests builds the request variants each client cycles through.
+func requests(o options, host string) (reqs [][]byte, incsPer int, err error) {
+	switch o.mode {
+	case "inc":
+		for i := 0; i < o.counters; i++ {
+			reqs = append(reqs, request("POST", host, "/v1/counters/"+o.name(i)+"/increment", nil))
+		}
+		return reqs, 1, nil
+	case "batch":
+		variants := min(16, max(1, o.counters))
+		for v := 0; v < variants; v++ {
+			var b bytes.Buffer
+			b.WriteString(`{"increments":[`)
+			for i := 0; i < o.batch; i++ {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				fmt.Fprintf(&b, `{"name":%q}`, o.name(v*o.batch+i))
+			}
+			b.WriteString(`]}`)
+			reqs = append(reqs, request("POST", host, "/v1/increments", b.Bytes(), "Content-Type", "application/json"))
+		}
+		return reqs, o.batch, nil
+	case "total":
+		for i := 0; i < o.counters; i++ {
+			reqs = append(reqs, request("GET", host, "/v1/counters/"+o.name(i), nil))
+		}
+		return reqs, 0, nil
+	case "range":
+		from := time.Now().Add(-48 * time.Hour).Add(time.Minute).Truncate(time.Minute).Unix()
+		for i := 0; i < o.counters; i++ {
+			reqs = append(reqs, request("GET", host, fmt.Sprintf("/v1/counters/%s/range?from=%d&step=1m", o.name(i), from), nil))
+		}
+		return reqs, 0, nil
+	case "trivial":
+		return [][]byte{request("GET", host, "/", nil)}, 0, nil
+	}
+	return nil, 0, fmt.Errorf("unknown --mode %q", o.mode)
+}
+
+func run(o options, host string) (result, error) {
+	reqs, incsPer, err := requests(o, host)
+	if err != nil {
+		return result{}, err
+	}
+	var before uint64
+	verify := o.verify && incsPer > 0
+	if verify {
+		if before, err = sumTotals(o); err != nil {
+			return result{}, err
+		}
+	}
+	var (
+		measuring atomic.Bool
+		stop      atomic.Bool
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		lat       []time.Duration
+		okAll     atomic.Int64 // every 200 to an increment request, warmup included
+		requestsN atomic.Int64
+		errorsN   atomic.Int64
+		firstErr  atomic.Value
+	)
+	worker := func(id int, reqs [][]byte, record bool) {
+		defer wg.Done()
+		c, err := dial(host)
+		if err != nil {
+			firstErr.CompareAndSwap(nil, err.Error())
+			errorsN.Add(1)
+			return
+		}
+		defer c.Close()
+		local := make([]time.Duration, 0, 1<<16)
+		buf := make([]byte, 0, 256<<10)
+		for i := id; !stop.Load(); i++ {
+			start := time.Now()
+			status, body, err := c.do(reqs[i%len(reqs)], buf)
+			d := time.Since(start)
+			if err != nil {
+				firstErr.CompareAndSwap(nil, err.Error())
+				errorsN.Add(1)
+				return
+			}
+			if status == 200 && record && incsPer > 0 {
+				okAll.Add(1)
+			}
+			if !record || !measuring.Load() {
+				continue
+			}
+			requestsN.Add(1)
+			if status != 200 {
+				errorsN.Add(1)
+				firstErr.CompareAndSwap(nil, fmt.Sprintf("status %d: %s", status, body))
+				continue
+			}
+			local = append(local, d)
+		}
+		mu.Lock()
+		lat = append(lat, local...)
+		mu.Unlock()
+	}
+	for i := 0; i < o.clients; i++ {
+		wg.Add(1)
+		go worker(i, reqs, true)
+	}
+	var writeAcked atomic.Int64
+	if o.writeClients > 0 && incsPer == 0 {
+		wreqs, _, _ := requests(options{mode: "inc", counters: o.counters, prefix: o.prefix}, host)
+		for i := 0; i < o.writeClients; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := dial(host)
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				buf := make([]byte, 0, 4096)
+				for j := i; !stop.Load(); j++ {
+					if s, _, err := c.do(wreqs[j%len(wreqs)], buf); err != nil {
+						return
+					} else if s == 200 {
+						writeAcked.Add(1)
+					}
+				}
+			}()
+		}
+	}
+	time.Sleep(o.warmup)
+	cpu0 := processCPU(o.pid)
+	measuring.Store(true)
+	start := time.Now()
+	time.Sleep(o.duration)
+	measuring.Store(false)
+	elapsed := time.Since(start)
+	cpu1 := processCPU(o.pid)
+	stop.Store(true)
+	wg.Wait()
+	if msg := firstErr.Load(); msg != nil {
+		fmt.Fprintf(os.Stderr, "abacus-bench: first error: %v\n", msg)
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))]) / float64(time.Millisecond)
+	}
+	r := result{
+		Mode: o.mode, Clients: o.clients, Counters: o.counters, Seconds: elapsed.Seconds(),
+		Requests: requestsN.Load(), Errors: errorsN.Load(),
+		P50ms: pct(0.50), P99ms: pct(0.99), P999ms: pct(0.999),
+	}
+	if o.mode == "batch" {
+		r.Batch = o.batch
+	}
+	r.ReqPerSec = float64(r.Requests-r.Errors) / elapsed.Seconds()
+	if o.pid != 0 && r.Requests > 0 {
+		r.ServerCPUus = float64(cpu1-cpu0) / float64(time.Microsecond) / float64(r.Requests)
+	}
+	r.IncPerSec = r.ReqPerSec * float64(incsPer)
+	if verify {
+		after, err := sumTotals(o)
+		if err != nil {
+			return r, err
+		}
+		want := uint64(okAll.Load()) * uint64(incsPer)
+		ok := after-before == want
+		r.Verified = &ok
+		if ok {
+			r.VerifyNote = fmt.Sprintf("verified: totals rose by exactly the %d increments acknowledged", want)
+		} else {
+			r.VerifyNote = fmt.Sprintf("MISMATCH: totals rose by %d, %d increments acknowledged", after-before, want)
+		}
+	}
+	return r, nil
+}
+
+// processCPU is the user and system CPU time process pid has used, from
+// /proc/<pid>/stat (Linux); zero if unknown.
+func processCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name; utime and stime are the
+	// 14th and 15th fields, in clock ticks (100 per second on Linux).
+	rest := string(b[bytes.LastIndexByte(b, ')')+2:])
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	var ut, st int64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// sumTotals adds up the totals of the counters the run uses.
+func sumTotals(o options) (uint64, error) {
+	var sum uint64
+	after := ""
+	for {
+		u := fmt.Sprintf("%s/v1/counters?prefix=%s.&limit=1000", strings.TrimRight(o.addr, "/"), url.QueryEscape(o.prefix))
+		if after != "" {
+			u += "&after=" + url.QueryEscape(after)
+		}
+		resp, err := http.Get(u)
+		if err != nil {
+			return 0, err
+		}
+		var page struct {
+			Counters []struct{ Total uint64 }
+			Next     *string
+		}
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if err != nil {
+			return 0, fmt.Errorf("list counters: %w", err)
+		}
+		for _, c := range page.Counters {
+			sum += c.Total
+		}
+		if page.Next == nil {
+			return sum, nil
+		}
+		after = *page.Next
+	}
+}
+
+// trivial serves a chi router whose only route answers "0\n": the cost of
+// HTTP and routing alone on this machine, for comparison.
+func trivial(args []string) {
+	fs := flag.NewFlagSet("trivial", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:4100", "address to serve on")
+	fs.Parse(args)
+	r := chi.NewRouter()
+	r.Get("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("0\n"))
+	})
+	fmt.Fprintf(os.Stderr, "trivial chi server on http://%s\n", *listen)
+	if err := http.ListenAndServe(*listen, r); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
