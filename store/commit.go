@@ -74,7 +74,7 @@ type op struct {
 	// so ops can be pooled.
 	done    chan struct{}
 	res     Result
-	learned int
+	learned []crdt.Delta
 	err     error
 }
 
@@ -132,22 +132,22 @@ func (s *Store) Apply(ctx context.Context, req *Request) (Result, error) {
 }
 
 // Merge applies entries learned from peers and the covers that come with them,
-// and returns once they are durable, with the number of entries that raised
-// something here.
-func (s *Store) Merge(ctx context.Context, deltas []crdt.Delta, covers []Cover) (int, error) {
+// and returns once they are durable, with the entries that raised something
+// here (news worth passing on).
+func (s *Store) Merge(ctx context.Context, deltas []crdt.Delta, covers []Cover) ([]crdt.Delta, error) {
 	o := getOp()
 	o.kind, o.deltas, o.covers = opMerge, deltas, covers
 	if err := s.submit(ctx, o); err != nil {
 		putOp(o)
-		return 0, err
+		return nil, err
 	}
 	select {
 	case <-o.done:
-		n, err := o.learned, o.err
+		learned, err := o.learned, o.err
 		putOp(o)
-		return n, err
+		return learned, err
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return nil, ctx.Err()
 	}
 }
 
@@ -339,7 +339,8 @@ type staging struct {
 	ownSeen uint64 // highest seq of this replica's entries met in merges
 	err     error  // a read of state.db failed
 	nops    int
-	buf     []byte // journal record encoding
+	buf     []byte       // journal record encoding
+	ownBuf  []crdt.Delta // this replica's deltas, for OnCommit
 }
 
 type stagedSlot struct {
@@ -543,9 +544,9 @@ func (st *staging) apply(o *op) error {
 	return nil
 }
 
-func (st *staging) merge(o *op) (int, error) {
+func (st *staging) merge(o *op) ([]crdt.Delta, error) {
 	s := st.s
-	learned := 0
+	var learned []crdt.Delta
 	for _, d := range o.deltas {
 		if !d.Slot.Valid() || !s.keep(d.Slot, st.now) || d.Entry.Replica.IsZero() {
 			continue
@@ -557,7 +558,7 @@ func (st *staging) merge(o *op) (int, error) {
 		}
 		if st.arena[i].g.MergeEntry(d.Entry) {
 			st.raise(i, d.Entry)
-			learned++
+			learned = append(learned, d)
 		}
 	}
 	for _, c := range o.covers {
@@ -636,8 +637,17 @@ func (s *Store) commit(st *staging) {
 	if s.cfg.Durability == Fsync {
 		st.ack()
 	}
-	if len(st.deltas) > 0 && s.cfg.OnCommit != nil {
-		s.cfg.OnCommit(st.deltas) // it must not keep the slice: st reuses it
+	if s.cfg.OnCommit != nil {
+		own := st.ownBuf[:0]
+		for _, d := range st.deltas {
+			if d.Entry.Replica == s.replica {
+				own = append(own, d)
+			}
+		}
+		st.ownBuf = own
+		if len(own) > 0 {
+			s.cfg.OnCommit(own) // it must not keep the slice: st reuses it
+		}
 	}
 }
 

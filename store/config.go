@@ -82,9 +82,10 @@ type Config struct {
 	// Logger receives the store's logs. Nil discards them.
 	Logger *slog.Logger
 	// OnCommit is called after each commit, from the committing goroutine, with
-	// the entries the commit raised: this replica's new values and what it
-	// learned from peers. Every value it sees is already on disk. It must not
-	// block, call back into the store, or keep the slice after returning.
+	// the entries of this replica the commit raised: what the gossip layer
+	// sends to peers. Every value it sees is already on disk. (Entries learned
+	// from peers are returned by Merge instead.) It must not block, call back
+	// into the store, or keep the slice after returning.
 	OnCommit func([]crdt.Delta)
 	// ObserveCommit, if set, is called after each journal commit with the
 	// requests and merges it carried and how long the commit took. Same rules

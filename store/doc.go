@@ -30,8 +30,9 @@
 // durability it answers before the commit and commits at least every
 // AsyncFlushInterval.
 //
-// After each commit, Config.OnCommit receives the raised entries, so the
-// gossip layer only ever sends values that are on disk.
+// After each commit, Config.OnCommit receives this replica's raised entries,
+// and Merge returns the entries it learned, so the gossip layer only ever
+// sends values that are on disk.
 //
 // # Replication
 //

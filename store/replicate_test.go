@@ -181,3 +181,43 @@ func TestStore_Replicate_Model(t *testing.T) {
 		sameCounters(t, names, want, now, stores...)
 	})
 }
+
+func TestStore_Merge_ReturnsWhatItLearned(t *testing.T) {
+	c := newClock(t0)
+	cfg := testConfig(t.TempDir(), c)
+	var mu sync.Mutex
+	var own []crdt.Delta
+	cfg.OnCommit = func(ds []crdt.Delta) {
+		mu.Lock()
+		own = append(own, ds...)
+		mu.Unlock()
+	}
+	s := mustOpen(t, cfg)
+	ctx := context.Background()
+	peer := crdt.ReplicaID{9}
+	d := crdt.Delta{Slot: crdt.TotalSlot("m"), Entry: crdt.Entry{Replica: peer, Value: 5, Seq: 3}}
+	stale := crdt.Delta{Slot: crdt.TotalSlot("m"), Entry: crdt.Entry{Replica: peer, Value: 4, Seq: 2}}
+	learned, err := s.Merge(ctx, []crdt.Delta{d}, nil)
+	if err != nil || len(learned) != 1 || learned[0] != d {
+		t.Fatalf("first merge learned %v, %v", learned, err)
+	}
+	for _, again := range []crdt.Delta{d, stale} {
+		if learned, err := s.Merge(ctx, []crdt.Delta{again}, nil); err != nil || len(learned) != 0 {
+			t.Fatalf("merging %+v again learned %v, %v", again, learned, err)
+		}
+	}
+	mustApply(t, s, inc("m", 1, c.Now()))
+	mu.Lock()
+	defer mu.Unlock()
+	for _, o := range own {
+		if o.Entry.Replica != s.Replica() {
+			t.Fatalf("OnCommit saw another replica's entry %+v", o)
+		}
+	}
+	if len(own) != 4 {
+		t.Fatalf("OnCommit saw %d entries, want 4", len(own))
+	}
+	if got := mustTotal(t, s, "m"); got != 6 {
+		t.Fatalf("total = %d, want 6", got)
+	}
+}
