@@ -88,7 +88,8 @@ type Member struct {
 	Name    string `json:"name"`
 	Replica string `json:"replica,omitempty"`
 	DC      string `json:"dc"`
-	Addr    string `json:"addr"`
+	Addr    string `json:"addr"`           // gossip address
+	HTTP    string `json:"http,omitempty"` // API address
 	State   string `json:"state,omitempty"`
 	// Lag is how far behind this member's copy of this node's data is, as
 	// seen from here; absent when unknown.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"flag"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"abacus/cmd/abacus/internal/agent"
+	"abacus/gossip"
 	"abacus/store"
 	"abacus/window"
 )
@@ -28,6 +30,12 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	httpAddr := fs.String("http-addr", def.HTTPAddr, "HTTP listen address")
 	nodeName := fs.String("node-name", def.NodeName, "node name, unique in the cluster")
 	dc := fs.String("dc", def.DC, "datacenter of this node")
+	gossipAddr := fs.String("gossip-addr", def.GossipAddr, "gossip listen address, UDP and TCP (host:port)")
+	advertise := fs.String("advertise", "", "gossip address peers should use, host:port (default: --gossip-addr)")
+	join := fs.String("join", "", "gossip addresses of nodes to join, host:port,… (retried until one answers)")
+	profile := fs.String("gossip-profile", string(def.Profile), "gossip timings: lan, wan or local")
+	keyFile := fs.String("gossip-key-file", "", "file holding the base64 AES key that encrypts gossip (make one with abacus keygen)")
+	clusterName := fs.String("cluster-name", def.ClusterName, "cluster name; nodes of other clusters are refused")
 	windows := fs.String("windows", def.Windows.String(), "resolutions and retention, size:retention,… (the whole cluster must agree)")
 	durability := fs.String("durability", "fsync", "fsync: acknowledge after fsync; async: acknowledge at once, commit at least every 10ms")
 	idemTTL := fs.String("idempotency-ttl", "24h", "how long Idempotency-Keys are remembered")
@@ -44,7 +52,21 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 
 	cfg := def
 	cfg.DataDir, cfg.HTTPAddr, cfg.NodeName, cfg.DC = *dataDir, *httpAddr, *nodeName, *dc
+	cfg.GossipAddr, cfg.Advertise, cfg.ClusterName = *gossipAddr, *advertise, *clusterName
 	var err error
+	if cfg.Profile, err = gossip.ParseProfile(*profile); err != nil {
+		return fmt.Errorf("--gossip-profile: %v", err)
+	}
+	for _, a := range strings.Split(*join, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			cfg.Join = append(cfg.Join, a)
+		}
+	}
+	if *keyFile != "" {
+		if cfg.GossipKey, err = readKeyFile(*keyFile); err != nil {
+			return fmt.Errorf("--gossip-key-file: %v", err)
+		}
+	}
 	if cfg.Windows, err = window.ParseConfig(*windows); err != nil {
 		return fmt.Errorf("--windows: %v", err)
 	}
@@ -58,6 +80,9 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	if cfg.GossipKey == nil && !loopback(cfg.GossipAddr) {
+		cfg.Logger.Warn("GOSSIP IS NOT ENCRYPTED: anyone who reaches " + cfg.GossipAddr + " can join this cluster and change its counts; set --gossip-key-file (abacus keygen makes a key)")
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err
@@ -95,6 +120,35 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return <-served
+}
+
+// readKeyFile reads a base64 gossip key of 16, 24 or 32 bytes.
+func readKeyFile(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: not base64: %v", path, err)
+	}
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("%s: key of %d bytes; want 16, 24 or 32 (abacus keygen makes one)", path, n)
+	}
+	return key, nil
+}
+
+// loopback reports whether a host:port listens on loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // pprofMux serves net/http/pprof's handlers, registered on a private mux so

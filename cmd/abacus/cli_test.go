@@ -27,9 +27,9 @@ func TestCLI_AgentStartupErrors(t *testing.T) {
 		{"bad durability", []string{"agent", "--durability", "maybe"}, nil, "--durability"},
 		{"bad windows", []string{"agent", "--windows", "1m:30s"}, nil, "--windows"},
 		{"bad env", []string{"agent"}, []string{"ABACUS_LOG_LEVEL=loud"}, "--log-level"},
-		{"data dir is a file", []string{"agent", "--data-dir", filepath.Join(notADir, "data"), "--http-addr", "127.0.0.1:0"}, nil, "data directory"},
-		{"data dir in use", []string{"agent", "--data-dir", running.dataDir, "--http-addr", "127.0.0.1:0"}, nil, "in use"},
-		{"port in use", []string{"agent", "--data-dir", t.TempDir(), "--http-addr", strings.TrimPrefix(running.url, "http://")}, nil, "address already in use"},
+		{"data dir is a file", []string{"agent", "--data-dir", filepath.Join(notADir, "data"), "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0"}, nil, "data directory"},
+		{"data dir in use", []string{"agent", "--data-dir", running.dataDir, "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0"}, nil, "in use"},
+		{"port in use", []string{"agent", "--data-dir", t.TempDir(), "--http-addr", strings.TrimPrefix(running.url, "http://"), "--gossip-addr", "127.0.0.1:0"}, nil, "address already in use"},
 		{"stray argument", []string{"agent", "extra"}, nil, "unexpected argument"},
 	}
 	for _, tt := range tests {

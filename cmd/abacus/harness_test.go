@@ -89,7 +89,7 @@ func startNode(t testing.TB, dataDir string, extra ...string) *node {
 
 func (n *node) start() {
 	n.t.Helper()
-	args := append([]string{"agent", "--data-dir", n.dataDir, "--http-addr", "127.0.0.1:0", "--log-format", "text"}, n.args...)
+	args := append([]string{"agent", "--data-dir", n.dataDir, "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--log-format", "text"}, n.args...)
 	cmd := exec.Command(abacusBinary(n.t), args...)
 	pr, pw := io.Pipe()
 	n.logs = &syncBuffer{}

@@ -3,6 +3,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +17,7 @@ const usage = `abacus: a clustered, persistent, time-windowed counting server
 
 Usage:
   abacus agent [flags]            run a node
+  abacus keygen                   print a new gossip encryption key
   abacus <command> -h             help for a command
 
 Every flag can also be set as ABACUS_<FLAG> in the environment, for example
@@ -34,6 +37,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "agent":
 		err = runAgent(args[1:], stdout, stderr)
+	case "keygen":
+		err = runKeygen(args[1:], stdout)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -84,4 +89,21 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 		}
 	})
 	return err
+}
+
+// runKeygen prints a new random 32-byte AES key, base64, for --gossip-key-file.
+func runKeygen(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("abacus keygen", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: abacus keygen\n\nPrints a new gossip key (32 random bytes, base64). Save it to a file\nreadable only by the agent and pass it with --gossip-key-file on every node.\n")
+	}
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
+	return nil
 }

@@ -21,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"abacus/api"
+	"abacus/crdt"
+	"abacus/gossip"
 	"abacus/store"
 	"abacus/window"
 )
@@ -47,17 +49,37 @@ type Config struct {
 	Now func() time.Time
 	// Store, if not nil, adjusts the store configuration before opening (tests).
 	Store func(*store.Config)
+
+	// GossipAddr is host:port for gossip (UDP and TCP); port 0 picks one.
+	GossipAddr string
+	// Advertise is the host:port peers should reach gossip at; empty means
+	// GossipAddr.
+	Advertise string
+	// Join lists host:port gossip addresses to join.
+	Join []string
+	// Profile is the gossip timing profile: lan, wan or local.
+	Profile gossip.Profile
+	// GossipKey, if set, encrypts gossip (AES-GCM, 16, 24 or 32 bytes).
+	GossipKey []byte
+	// ClusterName separates clusters sharing a network.
+	ClusterName string
+	// Gossip, if not nil, adjusts the gossip configuration (tests: faults,
+	// shorter timings).
+	Gossip func(*gossip.Config)
 }
 
 // DefaultConfig is a single node on loopback with data in ./abacus-data.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		DataDir:  "./abacus-data",
-		HTTPAddr: "127.0.0.1:4000",
-		NodeName: host,
-		DC:       "dc1",
-		Windows:  window.DefaultConfig(),
+		DataDir:     "./abacus-data",
+		HTTPAddr:    "127.0.0.1:4000",
+		NodeName:    host,
+		DC:          "dc1",
+		Windows:     window.DefaultConfig(),
+		GossipAddr:  "127.0.0.1:7946",
+		Profile:     gossip.LAN,
+		ClusterName: "abacus",
 	}
 }
 
@@ -66,6 +88,7 @@ type Agent struct {
 	cfg     Config
 	log     *slog.Logger
 	store   *store.Store
+	gossip  *gossip.Gossip
 	http    *http.Server
 	ln      net.Listener
 	reg     *prometheus.Registry
@@ -101,6 +124,14 @@ func New(cfg Config) (*Agent, error) {
 	scfg.Logger = cfg.Logger.With("component", "store")
 	scfg.Now = cfg.Now
 	newStoreMetrics(a.reg).hook(&scfg)
+	// The store exists before the gossip layer that needs it; its commits
+	// reach gossip once gossip exists (nothing is committed before).
+	var g atomic.Pointer[gossip.Gossip]
+	scfg.OnCommit = func(ds []crdt.Delta) {
+		if gg := g.Load(); gg != nil {
+			gg.Committed(ds)
+		}
+	}
 	if cfg.Store != nil {
 		cfg.Store(&scfg)
 	}
@@ -113,8 +144,35 @@ func New(cfg Config) (*Agent, error) {
 	a.reg.MustRegister(storeCollector{st})
 	st.SetReplicaInfo(store.ReplicaInfo{ID: st.Replica(), Node: cfg.NodeName, DC: cfg.DC})
 
+	gcfg := gossip.Config{
+		NodeName:      cfg.NodeName,
+		BindAddr:      cfg.GossipAddr,
+		AdvertiseAddr: cfg.Advertise,
+		Join:          cfg.Join,
+		Profile:       cfg.Profile,
+		SecretKey:     cfg.GossipKey,
+		ClusterName:   cfg.ClusterName,
+		DC:            cfg.DC,
+		Windows:       cfg.Windows.String(),
+		HTTPAddr:      ln.Addr().String(),
+		Logger:        cfg.Logger.With("component", "gossip"),
+		Now:           cfg.Now,
+	}
+	if cfg.Gossip != nil {
+		cfg.Gossip(&gcfg)
+	}
+	gs, err := gossip.New(gcfg, replicator{st})
+	if err != nil {
+		ln.Close()
+		st.Close(context.Background())
+		return nil, err
+	}
+	g.Store(gs)
+	a.gossip = gs
+	a.reg.MustRegister(gossipCollector{gs})
+
 	handler := api.NewHandler(api.Deps{
-		Counters:   counters{st},
+		Counters:   counters{st, gs},
 		Cluster:    (*cluster)(a),
 		Windows:    cfg.Windows,
 		Logger:     cfg.Logger.With("component", "api"),
@@ -151,15 +209,22 @@ func (a *Agent) Serve() error {
 	return err
 }
 
+// Gossip is the node's gossip layer (tests look inside).
+func (a *Agent) Gossip() *gossip.Gossip { return a.gossip }
+
 // Shutdown stops taking requests, lets requests in flight finish (their
-// commits included), then closes the store. ctx bounds the whole; it is safe
-// to call more than once.
+// commits included), sends the deltas still waiting to every peer, leaves the
+// cluster, and closes the store. ctx bounds the whole; it is safe to call
+// more than once.
 func (a *Agent) Shutdown(ctx context.Context) error {
 	a.shutdownOnce.Do(func() {
 		a.closing.Store(true)
 		if err := a.http.Shutdown(ctx); err != nil {
 			a.shutdownErr = fmt.Errorf("stop http: %w", err)
 			a.http.Close()
+		}
+		if err := a.gossip.Close(ctx); err != nil && a.shutdownErr == nil {
+			a.shutdownErr = fmt.Errorf("leave cluster: %w", err)
 		}
 		if err := a.store.Close(ctx); err != nil && a.shutdownErr == nil {
 			a.shutdownErr = err
@@ -173,18 +238,32 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 type cluster Agent
 
 func (c *cluster) Self() api.Member {
-	return api.Member{Name: c.cfg.NodeName, Replica: c.store.Replica().String(), DC: c.cfg.DC, Addr: c.ln.Addr().String()}
+	return apiMember(c.gossip.Self())
 }
 
 func (c *cluster) Members() []api.Member {
-	self := c.Self()
-	self.State = "alive"
-	return []api.Member{self}
+	ms := c.gossip.Members()
+	out := make([]api.Member, len(ms))
+	for i, m := range ms {
+		out[i] = apiMember(m)
+	}
+	return out
+}
+
+func apiMember(m gossip.Member) api.Member {
+	out := api.Member{Name: m.Name, Replica: m.Replica, DC: m.DC, Addr: m.Addr, HTTP: m.HTTPAddr, State: m.State}
+	if m.Lag != nil {
+		out.Lag = &api.Lag{Seqs: m.Lag.Seqs, Seconds: m.Lag.Seconds}
+	}
+	return out
 }
 
 func (c *cluster) Ready() error {
 	if c.closing.Load() {
 		return errors.New("shutting down")
 	}
-	return c.store.Err()
+	if err := c.store.Err(); err != nil {
+		return err
+	}
+	return c.gossip.Ready()
 }

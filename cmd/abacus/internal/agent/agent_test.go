@@ -19,6 +19,7 @@ func startAgent(t *testing.T, dir string, mutate ...func(*agent.Config)) *agent.
 	cfg := agent.DefaultConfig()
 	cfg.DataDir = dir
 	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.GossipAddr = "127.0.0.1:0"
 	cfg.NodeName = "n1"
 	for _, m := range mutate {
 		m(&cfg)
@@ -190,6 +191,7 @@ func TestAgent_PortInUse(t *testing.T) {
 	cfg := agent.DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr = a.Addr()
+	cfg.GossipAddr = "127.0.0.1:0"
 	if _, err := agent.New(cfg); err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("second agent on %s: %v", a.Addr(), err)
 	}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"abacus/gossip"
 	"abacus/store"
 )
 
@@ -87,4 +88,60 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReplicas, prometheus.GaugeValue, float64(s.ReplicasKnown))
 	ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(s.Commits))
 	ch <- prometheus.MustNewConstMetric(descCheckpoints, prometheus.CounterValue, float64(s.Checkpoints))
+}
+
+// gossipCollector reads the gossip layer's figures at scrape time.
+type gossipCollector struct {
+	g *gossip.Gossip
+}
+
+var (
+	descGossipMsgs   = prometheus.NewDesc("abacus_gossip_messages_total", "Gossip messages by direction and kind.", []string{"direction", "kind"}, nil)
+	descGossipBytes  = prometheus.NewDesc("abacus_gossip_bytes_total", "Gossip message bytes (before memberlist's framing and encryption) by direction and kind.", []string{"direction", "kind"}, nil)
+	descExchanges    = prometheus.NewDesc("abacus_gossip_pushpull_exchanges_total", "Anti-entropy push/pull states merged from peers.", nil, nil)
+	descPulls        = prometheus.NewDesc("abacus_gossip_pulls_total", "Anti-entropy catch-ups, by outcome (started, completed).", []string{"outcome"}, nil)
+	descChunks       = prometheus.NewDesc("abacus_gossip_chunks_total", "Anti-entropy chunks, served to peers or merged from them.", []string{"direction"}, nil)
+	descEntries      = prometheus.NewDesc("abacus_gossip_entries_total", "Counter entries moved by gossip, by how (pulled, learned from broadcasts, committed here and queued).", []string{"how"}, nil)
+	descGossipErrors = prometheus.NewDesc("abacus_gossip_dropped_total", "Inbound gossip dropped, by reason (decode, queue_full, refused_node).", []string{"reason"}, nil)
+	descOutbox       = prometheus.NewDesc("abacus_gossip_outbox_entries", "Entries waiting to be broadcast.", nil, nil)
+	descMembers      = prometheus.NewDesc("abacus_cluster_members", "Members by state, this node included.", []string{"state"}, nil)
+	descLagSeconds   = prometheus.NewDesc("abacus_replication_lag_seconds", "Age of the oldest commit of this node a peer had not confirmed in its last digest.", []string{"peer"}, nil)
+	descLagSeqs      = prometheus.NewDesc("abacus_replication_lag_commits", "Commits of this node a peer had not confirmed in its last digest.", []string{"peer"}, nil)
+)
+
+func (c gossipCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descGossipMsgs, descGossipBytes, descExchanges, descPulls, descChunks, descEntries, descGossipErrors, descOutbox, descMembers, descLagSeconds, descLagSeqs} {
+		ch <- d
+	}
+}
+
+func (c gossipCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.g.Stats()
+	for kind := range s.MessagesIn {
+		ch <- prometheus.MustNewConstMetric(descGossipMsgs, prometheus.CounterValue, float64(s.MessagesIn[kind]), "in", kind)
+		ch <- prometheus.MustNewConstMetric(descGossipMsgs, prometheus.CounterValue, float64(s.MessagesOut[kind]), "out", kind)
+		ch <- prometheus.MustNewConstMetric(descGossipBytes, prometheus.CounterValue, float64(s.BytesIn[kind]), "in", kind)
+		ch <- prometheus.MustNewConstMetric(descGossipBytes, prometheus.CounterValue, float64(s.BytesOut[kind]), "out", kind)
+	}
+	ch <- prometheus.MustNewConstMetric(descExchanges, prometheus.CounterValue, float64(s.Exchanges))
+	ch <- prometheus.MustNewConstMetric(descPulls, prometheus.CounterValue, float64(s.PullsStarted), "started")
+	ch <- prometheus.MustNewConstMetric(descPulls, prometheus.CounterValue, float64(s.PullsDone), "completed")
+	ch <- prometheus.MustNewConstMetric(descChunks, prometheus.CounterValue, float64(s.ChunksServed), "served")
+	ch <- prometheus.MustNewConstMetric(descChunks, prometheus.CounterValue, float64(s.ChunksMerged), "merged")
+	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.CounterValue, float64(s.EntriesPulled), "pulled")
+	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.CounterValue, float64(s.EntriesLearned), "learned")
+	ch <- prometheus.MustNewConstMetric(descEntries, prometheus.CounterValue, float64(s.EntriesCommited), "committed")
+	ch <- prometheus.MustNewConstMetric(descGossipErrors, prometheus.CounterValue, float64(s.DecodeErrors), "decode")
+	ch <- prometheus.MustNewConstMetric(descGossipErrors, prometheus.CounterValue, float64(s.Dropped), "queue_full")
+	ch <- prometheus.MustNewConstMetric(descGossipErrors, prometheus.CounterValue, float64(s.Refused), "refused_node")
+	ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(s.OutboxEntries))
+	for state, n := range c.g.MemberCounts() {
+		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(n), state)
+	}
+	for _, m := range c.g.Members()[1:] {
+		if m.Lag != nil {
+			ch <- prometheus.MustNewConstMetric(descLagSeconds, prometheus.GaugeValue, m.Lag.Seconds, m.Name)
+			ch <- prometheus.MustNewConstMetric(descLagSeqs, prometheus.GaugeValue, float64(m.Lag.Seqs), m.Name)
+		}
+	}
 }

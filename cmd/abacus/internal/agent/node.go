@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"abacus/api"
+	"abacus/crdt"
+	"abacus/gossip"
 	"abacus/store"
 	"abacus/window"
 )
@@ -14,6 +16,7 @@ import (
 // counters adapts the store to api.Counters.
 type counters struct {
 	st *store.Store
+	g  *gossip.Gossip
 }
 
 var _ api.Counters = counters{}
@@ -21,6 +24,9 @@ var _ api.Counters = counters{}
 func (c counters) Now() time.Time { return c.st.Now() }
 
 func (c counters) Apply(ctx context.Context, req *api.WriteRequest) (api.WriteResult, error) {
+	if err := c.g.WriteBlocked(); err != nil {
+		return api.WriteResult{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
 	sr := &store.Request{
 		Increments:     make([]store.Increment, len(req.Increments)),
 		IdempotencyKey: req.IdempotencyKey,
@@ -84,4 +90,36 @@ func (c counters) List(prefix, after string, limit int) ([]api.NameTotal, string
 		out[i] = api.NameTotal(p)
 	}
 	return out, next, nil
+}
+
+// replicator adapts the store to gossip.Store.
+type replicator struct {
+	st *store.Store
+}
+
+var _ gossip.Store = replicator{}
+
+func (r replicator) Replica() crdt.ReplicaID           { return r.st.Replica() }
+func (r replicator) Digest() map[crdt.ReplicaID]uint64 { return r.st.Digest() }
+
+func (r replicator) EntriesSince(origin crdt.ReplicaID, after uint64, maxBytes int) (gossip.Chunk, error) {
+	c, err := r.st.EntriesSince(origin, after, maxBytes)
+	return gossip.Chunk{After: c.After, Next: c.Next, Covered: c.Covered, Deltas: c.Deltas, Done: c.Done}, err
+}
+
+func (r replicator) Merge(ctx context.Context, ds []crdt.Delta, covers []gossip.Cover) ([]crdt.Delta, error) {
+	sc := make([]store.Cover, len(covers))
+	for i, c := range covers {
+		sc[i] = store.Cover(c)
+	}
+	return r.st.Merge(ctx, ds, sc)
+}
+
+func (r replicator) SetReplicaInfo(id crdt.ReplicaID, node, dc string) {
+	r.st.SetReplicaInfo(store.ReplicaInfo{ID: id, Node: node, DC: dc})
+}
+
+func (r replicator) ReplicaInfo(id crdt.ReplicaID) (string, string, bool) {
+	info, ok := r.st.ReplicaInfo(id)
+	return info.Node, info.DC, ok && info.Node != ""
 }

@@ -1,0 +1,142 @@
+package gossip
+
+import (
+	"slices"
+
+	"github.com/hashicorp/memberlist"
+
+	"abacus/crdt"
+)
+
+// delegate is the Gossip seen as memberlist.Delegate. Its methods run on
+// memberlist's goroutines, under its locks: they decode, record and hand work
+// to the workers without blocking, never touch the disk, and never panic on
+// any input.
+type delegate Gossip
+
+var _ memberlist.Delegate = (*delegate)(nil)
+
+func (d *delegate) g() *Gossip { return (*Gossip)(d) }
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	b := d.self.encode()
+	if len(b) > limit {
+		d.log.Error("node metadata too large; peers will not know this node's replica", "bytes", len(b), "limit", limit)
+		return nil
+	}
+	return b
+}
+
+func (d *delegate) NotifyMsg(b []byte) {
+	d.g().handleMsg(b)
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	g := d.g()
+	var msgs [][]byte
+	used := 0
+	for {
+		m := g.out.take(limit - used - overhead)
+		if m == nil {
+			break
+		}
+		msgs = append(msgs, m)
+		used += len(m) + overhead
+		g.stats.sent(msgDeltas, len(m))
+	}
+	return msgs
+}
+
+func (d *delegate) LocalState(join bool) []byte {
+	g := d.g()
+	b := g.digest().appendTo(nil)
+	g.stats.sent(msgDigest, len(b))
+	return b
+}
+
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	g := d.g()
+	g.stats.received(msgDigest, len(buf))
+	t, dec, err := header(buf)
+	if err != nil || t != msgDigest {
+		g.stats.decodeErrors.Add(1)
+		g.log.Debug("dropping push/pull state", "err", err, "type", t)
+		return
+	}
+	m, err := decodeDigest(dec)
+	if err != nil {
+		g.stats.decodeErrors.Add(1)
+		g.log.Debug("dropping push/pull state", "err", err)
+		return
+	}
+	g.stats.exchanges.Add(1)
+	g.sawDigest(m)
+}
+
+// digest is this node's version vector as a message.
+func (g *Gossip) digest() *digestMsg {
+	vv := g.store.Digest()
+	m := &digestMsg{name: g.cfg.NodeName, entries: make([]digestEntry, 0, len(vv))}
+	for o, s := range vv {
+		m.entries = append(m.entries, digestEntry{origin: o, seq: s})
+	}
+	slices.SortFunc(m.entries, func(a, b digestEntry) int { return a.origin.Compare(b.origin) })
+	return m
+}
+
+// handleMsg decodes a user message and queues the work it asks for.
+func (g *Gossip) handleMsg(b []byte) {
+	t, dec, err := header(b)
+	if err != nil {
+		g.stats.decodeErrors.Add(1)
+		g.log.Debug("dropping gossip message", "err", err, "bytes", len(b))
+		return
+	}
+	g.stats.received(t, len(b))
+	switch t {
+	case msgDeltas:
+		m, err := decodeDeltas(dec)
+		if err != nil {
+			break
+		}
+		select {
+		case g.mergeCh <- m.deltas():
+		default:
+			g.stats.dropped.Add(1) // anti-entropy delivers it
+		}
+		return
+	case msgDigest:
+		m, err := decodeDigest(dec)
+		if err != nil {
+			break
+		}
+		g.sawDigest(m)
+		return
+	case msgPull:
+		m, err := decodePull(dec)
+		if err != nil {
+			break
+		}
+		select {
+		case g.serveCh <- m:
+		default:
+			g.stats.dropped.Add(1) // the puller retries
+		}
+		return
+	case msgChunk:
+		m, err := decodeChunk(dec)
+		if err != nil {
+			break
+		}
+		select {
+		case g.chunkCh <- m:
+		default:
+			g.stats.dropped.Add(1)
+		}
+		return
+	}
+	g.stats.decodeErrors.Add(1)
+	g.log.Debug("dropping malformed gossip message", "type", t.String(), "bytes", len(b))
+}
+
+var _ = crdt.ReplicaID{}

@@ -1,0 +1,60 @@
+package gossip
+
+import (
+	"net"
+	"strconv"
+
+	"github.com/hashicorp/memberlist"
+
+	"abacus/crdt"
+)
+
+// events is the Gossip seen as memberlist.EventDelegate: it keeps the member
+// table. It must not call back into memberlist.
+type events Gossip
+
+var _ memberlist.EventDelegate = (*events)(nil)
+
+func (e *events) NotifyJoin(n *memberlist.Node)   { (*Gossip)(e).noteMember(n, "alive") }
+func (e *events) NotifyUpdate(n *memberlist.Node) { (*Gossip)(e).noteMember(n, "alive") }
+
+func (e *events) NotifyLeave(n *memberlist.Node) {
+	state := "dead"
+	if n.State == memberlist.StateLeft {
+		state = "left"
+	}
+	(*Gossip)(e).noteMember(n, state)
+}
+
+func (g *Gossip) noteMember(n *memberlist.Node, state string) {
+	if n.Name == g.cfg.NodeName {
+		return
+	}
+	m, err := decodeMeta(n.Meta)
+	addr := net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	now := g.cfg.Now()
+	g.mu.Lock()
+	p := g.peerLocked(n.Name)
+	if err == nil {
+		p.meta = m
+	}
+	if p.state != state {
+		p.changed = now
+	}
+	p.state, p.addr = state, addr
+	g.known[n.Name] = knownMember{addr: addr, lastSeen: now}
+	g.mu.Unlock()
+	if err == nil && !m.replica.IsZero() {
+		g.store.SetReplicaInfo(m.replica, n.Name, m.dc)
+	}
+	g.log.Info("member "+state, "node", n.Name, "addr", addr, "dc", m.dc)
+}
+
+func (g *Gossip) peerLocked(name string) *peer {
+	p := g.peers[name]
+	if p == nil {
+		p = &peer{name: name, digest: make(map[crdt.ReplicaID]uint64)}
+		g.peers[name] = p
+	}
+	return p
+}

@@ -1,0 +1,385 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"math"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"abacus/crdt"
+)
+
+// Gossip is one node's membership and replication. Create it with New after
+// the store is open; feed it the store's commits with Committed.
+type Gossip struct {
+	cfg   Config
+	log   *slog.Logger
+	store Store
+	self  meta
+	ml    *memberlist.Memberlist
+	addr  string // this node's gossip address
+
+	out            *outbox
+	transmits      atomic.Int32 // how often each broadcast value is sent
+	retransmitMult int
+
+	// Inbound work, filled by delegates without blocking.
+	mergeCh chan []crdt.Delta
+	chunkCh chan chunkMsg
+	serveCh chan pullMsg
+	pullCh  chan pullReq
+
+	mu      sync.Mutex // guards the fields below
+	peers   map[string]*peer
+	pulls   map[crdt.ReplicaID]*pullState
+	known   map[string]knownMember // every member ever seen, for rejoining
+	commits commitLog
+
+	joined    atomic.Bool
+	joinedCh  chan struct{}
+	duplicate atomic.Pointer[error]
+
+	stats  stats
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+}
+
+// peer is what this node knows of another.
+type peer struct {
+	name    string
+	meta    meta
+	digest  map[crdt.ReplicaID]uint64
+	seen    time.Time // when the digest was last updated
+	state   string
+	addr    string
+	changed time.Time
+}
+
+type knownMember struct {
+	addr     string
+	lastSeen time.Time
+}
+
+// pullState is one catch-up in progress: origin's entries from peer.
+type pullState struct {
+	peer     string
+	after    uint64
+	progress time.Time
+}
+
+// New starts gossiping: it binds the gossip port, and if Join is set, joins
+// in the background (Ready reports when it has).
+func New(cfg Config, st Store) (*Gossip, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &Gossip{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		store:    st,
+		out:      newOutbox(cfg.OutboxLimit),
+		mergeCh:  make(chan []crdt.Delta, 1024),
+		chunkCh:  make(chan chunkMsg, 16),
+		serveCh:  make(chan pullMsg, 64),
+		pullCh:   make(chan pullReq, 256),
+		peers:    make(map[string]*peer),
+		pulls:    make(map[crdt.ReplicaID]*pullState),
+		known:    make(map[string]knownMember),
+		joinedCh: make(chan struct{}),
+		ctx:      ctx,
+		cancel:   cancel,
+	}
+	g.self = meta{
+		replica:  st.Replica(),
+		dc:       cfg.DC,
+		cluster:  cfg.ClusterName,
+		windows:  windowsHash(cfg.Windows),
+		httpAddr: cfg.HTTPAddr,
+		started:  cfg.Now().UnixNano(),
+	}
+	g.commits.init(1 << 16)
+	mc, err := g.memberlistConfig()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	g.retransmitMult = mc.RetransmitMult
+	g.transmits.Store(int32(retransmits(g.retransmitMult, 1)))
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		cancel()
+		if t, ok := mc.Transport.(interface{ Shutdown() error }); ok {
+			t.Shutdown()
+		}
+		return nil, fmt.Errorf("start gossip on %s: %w", cfg.BindAddr, err)
+	}
+	g.ml = ml
+	// Taken once: memberlist's LocalNode points into state it rewrites under
+	// its own lock, so reading it later would race.
+	self := ml.LocalNode()
+	g.addr = net.JoinHostPort(self.Addr.String(), strconv.Itoa(int(self.Port)))
+	if len(cfg.Join) == 0 {
+		g.markJoined()
+	}
+	g.wg.Add(6)
+	go g.mergeWorker()
+	go g.chunkWorker()
+	go g.serveWorker()
+	go g.pullSender()
+	go g.tickLoop()
+	go g.joinLoop()
+	return g, nil
+}
+
+func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
+	cfg := g.cfg
+	mc := cfg.memberlist()
+	mc.Name = cfg.NodeName
+	host, port, err := splitHostPort(cfg.BindAddr, 7946)
+	if err != nil {
+		return nil, fmt.Errorf("gossip address %q: %w", cfg.BindAddr, err)
+	}
+	mc.BindAddr, mc.BindPort = host, port
+	if cfg.AdvertiseAddr != "" {
+		ah, ap, err := splitHostPort(cfg.AdvertiseAddr, port)
+		if err != nil {
+			return nil, fmt.Errorf("advertise address %q: %w", cfg.AdvertiseAddr, err)
+		}
+		mc.AdvertiseAddr, mc.AdvertisePort = ah, ap
+	}
+	mc.Label = cfg.ClusterName
+	if len(cfg.SecretKey) > 0 {
+		mc.SecretKey = cfg.SecretKey
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
+	mc.Logger = log.New(logWriter{cfg.Logger}, "", 0)
+	mc.Delegate = (*delegate)(g)
+	mc.Events = (*events)(g)
+	mc.Alive = (*aliveDelegate)(g)
+	mc.Merge = (*mergeDelegate)(g)
+	// A node restarted under the same name at a new address is taken back
+	// after this long instead of being ignored until it is reaped.
+	mc.DeadNodeReclaimTime = 10 * time.Second
+	if cfg.Tune != nil {
+		cfg.Tune(mc)
+	}
+	// Build the transport here so that tests can wrap it and port 0 works.
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+		BindAddrs: []string{mc.BindAddr},
+		BindPort:  mc.BindPort,
+		Logger:    mc.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gossip address %s: %w", cfg.BindAddr, err)
+	}
+	if mc.BindPort == 0 {
+		mc.BindPort = nt.GetAutoBindPort()
+		if mc.AdvertisePort == 0 || cfg.AdvertiseAddr == "" {
+			mc.AdvertisePort = mc.BindPort
+		}
+	}
+	var t memberlist.NodeAwareTransport = nt
+	if cfg.WrapTransport != nil {
+		t = cfg.WrapTransport(nt)
+	}
+	mc.Transport = t
+	return mc, nil
+}
+
+func splitHostPort(addr string, defPort int) (string, int, error) {
+	host, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		// A bare host takes the default port.
+		if _, _, err2 := net.SplitHostPort(addr + ":" + strconv.Itoa(defPort)); err2 == nil {
+			return addr, defPort, nil
+		}
+		return "", 0, err
+	}
+	p, err := strconv.Atoi(ps)
+	if err != nil || p < 0 || p > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", ps)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, p, nil
+}
+
+// retransmits is memberlist's rule: mult × ⌈log10(n+1)⌉.
+func retransmits(mult, n int) int {
+	return mult * int(math.Ceil(math.Log10(float64(n+1))))
+}
+
+// Committed queues this replica's freshly committed entries for broadcast and
+// notes when each seq committed. The store's OnCommit calls it; it does not
+// block.
+func (g *Gossip) Committed(ds []crdt.Delta) {
+	var top uint64
+	for _, d := range ds {
+		top = max(top, d.Entry.Seq)
+	}
+	g.mu.Lock()
+	g.commits.add(top, g.cfg.Now())
+	g.mu.Unlock()
+	g.out.add(ds, int(g.transmits.Load()))
+	g.stats.committedEntries.Add(uint64(len(ds)))
+}
+
+// Addr is the address peers reach this node's gossip at.
+func (g *Gossip) Addr() string { return g.addr }
+
+// Join asks the cluster at addrs to take this node in, now.
+func (g *Gossip) Join(addrs []string) error {
+	n, err := g.ml.Join(addrs)
+	if n > 0 {
+		g.markJoined()
+		return nil
+	}
+	return err
+}
+
+func (g *Gossip) markJoined() {
+	if g.joined.CompareAndSwap(false, true) {
+		close(g.joinedCh)
+	}
+}
+
+// Joined is closed once the node has joined (at once without Join).
+func (g *Gossip) Joined() <-chan struct{} { return g.joinedCh }
+
+// Ready is nil when the node has joined and may take traffic, else why not.
+func (g *Gossip) Ready() error {
+	if err := g.WriteBlocked(); err != nil {
+		return err
+	}
+	if !g.joined.Load() {
+		return fmt.Errorf("joining %v", g.cfg.Join)
+	}
+	return nil
+}
+
+// WriteBlocked is non-nil when this node must refuse writes: another live
+// member holds the same replica ID and was there first (a copied data
+// directory).
+func (g *Gossip) WriteBlocked() error {
+	if p := g.duplicate.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Close sends what waits in the outbox to every peer, leaves the cluster and
+// stops. It is safe to call more than once; ctx bounds the goodbyes.
+func (g *Gossip) Close(ctx context.Context) error {
+	var err error
+	g.closeOnce.Do(func() {
+		g.flushOutbox(ctx)
+		timeout := 5 * time.Second
+		if d, ok := ctx.Deadline(); ok {
+			timeout = max(time.Until(d), 100*time.Millisecond)
+		}
+		if e := g.ml.Leave(timeout); e != nil {
+			g.log.Warn("leaving the cluster", "err", e)
+		}
+		g.cancel()
+		err = g.ml.Shutdown()
+		g.wg.Wait()
+	})
+	return err
+}
+
+// flushOutbox sends every waiting entry to every live peer over TCP, so that
+// nothing committed here waits on this node's next start to spread.
+func (g *Gossip) flushOutbox(ctx context.Context) {
+	ds := g.out.drain()
+	if len(ds) == 0 {
+		return
+	}
+	msgs := encodeDeltas(ds, 1<<20)
+	for _, n := range g.alivePeers() {
+		for _, m := range msgs {
+			if ctx.Err() != nil {
+				return
+			}
+			if err := g.ml.SendReliable(n, m); err != nil {
+				g.log.Debug("final deltas not delivered", "peer", n.Name, "err", err)
+				break
+			}
+			g.stats.sent(msgDeltas, len(m))
+		}
+	}
+}
+
+// encodeDeltas packs deltas into messages of at most size bytes each.
+func encodeDeltas(ds []crdt.Delta, size int) [][]byte {
+	ob := newOutbox(len(ds) + 1)
+	ob.add(ds, 1)
+	var msgs [][]byte
+	for {
+		m := ob.take(size)
+		if m == nil {
+			return msgs
+		}
+		msgs = append(msgs, m)
+	}
+}
+
+// The nodes memberlist's Members and LocalNode return point into state it
+// rewrites under its own lock when a node's alive message changes, so reading
+// them races. This package keeps its own copy of each member's address, taken
+// in the event callbacks (which run under that lock), and sends with nodes
+// built from it.
+
+// node returns the live member called name, or nil.
+func (g *Gossip) node(name string) *memberlist.Node {
+	g.mu.Lock()
+	p := g.peers[name]
+	var addr string
+	if p != nil && p.state == "alive" {
+		addr = p.addr
+	}
+	g.mu.Unlock()
+	if addr == "" {
+		return nil
+	}
+	return nodeAt(name, addr)
+}
+
+// alivePeers lists the other members memberlist reports alive.
+func (g *Gossip) alivePeers() []*memberlist.Node {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []*memberlist.Node
+	for name, p := range g.peers {
+		if p.state == "alive" {
+			if n := nodeAt(name, p.addr); n != nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+func nodeAt(name, addr string) *memberlist.Node {
+	host, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil
+	}
+	port, _ := strconv.Atoi(ps)
+	return &memberlist.Node{Name: name, Addr: net.ParseIP(host), Port: uint16(port)}
+}
+
+var errClosed = errors.New("gossip: closed")

@@ -1,0 +1,83 @@
+package gossip
+
+import (
+	"slices"
+	"strings"
+	"time"
+)
+
+// Member is a node as the cluster sees it.
+type Member struct {
+	Name     string
+	Addr     string // gossip address
+	HTTPAddr string
+	DC       string
+	Replica  string
+	State    string // alive, dead or left
+	// Lag is how far this member's copy of this node's data is behind, as
+	// its last digest showed; nil for this node and members not heard from.
+	Lag *Lag
+}
+
+// Lag is a peer's replication lag, seen from here.
+type Lag struct {
+	// Seqs is how many of this node's commits the peer had not confirmed.
+	Seqs uint64
+	// Seconds is the age of the oldest of those commits (0 if none).
+	Seconds float64
+}
+
+// Self is this node.
+func (g *Gossip) Self() Member {
+	return Member{
+		Name: g.cfg.NodeName, Addr: g.Addr(), HTTPAddr: g.cfg.HTTPAddr, DC: g.cfg.DC,
+		Replica: g.self.replica.String(), State: "alive",
+	}
+}
+
+// Members is every node this node knows of, itself included, by name.
+// (memberlist's suspect state is not reported: its only exported view is the
+// node structures it mutates under its own lock.)
+func (g *Gossip) Members() []Member {
+	own := g.store.Digest()[g.self.replica]
+	now := g.cfg.Now()
+	out := []Member{g.Self()}
+	g.mu.Lock()
+	for name, p := range g.peers {
+		if p.state == "" {
+			continue
+		}
+		m := Member{Name: name, Addr: p.addr, HTTPAddr: p.meta.httpAddr, DC: p.meta.dc, State: p.state}
+		if !p.meta.replica.IsZero() {
+			m.Replica = p.meta.replica.String()
+		}
+		if !p.seen.IsZero() {
+			m.Lag = g.lagLocked(p, own, now)
+		}
+		out = append(out, m)
+	}
+	g.mu.Unlock()
+	slices.SortFunc(out[1:], func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (g *Gossip) lagLocked(p *peer, own uint64, now time.Time) *Lag {
+	have := p.digest[g.self.replica]
+	if have >= own {
+		return &Lag{}
+	}
+	l := &Lag{Seqs: own - have}
+	if t, _ := g.commits.since(have + 1); !t.IsZero() {
+		l.Seconds = now.Sub(t).Seconds()
+	}
+	return l
+}
+
+// MemberCounts counts members (this node included) by state.
+func (g *Gossip) MemberCounts() map[string]int {
+	c := map[string]int{"alive": 0, "dead": 0, "left": 0}
+	for _, m := range g.Members() {
+		c[m.State]++
+	}
+	return c
+}

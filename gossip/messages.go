@@ -1,0 +1,251 @@
+package gossip
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"abacus/crdt"
+)
+
+// Every gossip message starts with a type byte and a version byte. Types are
+// append-only; a receiver drops (and counts) types and versions it does not
+// know, so nodes of different versions can share a cluster.
+type msgType byte
+
+const (
+	msgDeltas msgType = 1 // fresh entries, broadcast and relayed
+	msgDigest msgType = 2 // a version vector: push/pull state and digest pings
+	msgPull   msgType = 3 // "send me origin O's entries after seq s"
+	msgChunk  msgType = 4 // the answer to a pull
+)
+
+const wireVersion = 1
+
+func (t msgType) String() string {
+	switch t {
+	case msgDeltas:
+		return "deltas"
+	case msgDigest:
+		return "digest"
+	case msgPull:
+		return "pull"
+	case msgChunk:
+		return "chunk"
+	}
+	return fmt.Sprintf("unknown(%d)", byte(t))
+}
+
+var errUnknownType = errors.New("gossip: unknown message type or version")
+
+const maxNodeName = 256
+
+// entry is one origin's entry of one slot; the origin is implied by context.
+type entry struct {
+	slot  crdt.Slot
+	value uint64
+	seq   uint64
+}
+
+func appendEntry(b []byte, e entry) []byte {
+	b = crdt.AppendSlot(b, e.slot)
+	b = binary.AppendUvarint(b, e.value)
+	return binary.AppendUvarint(b, e.seq)
+}
+
+func entrySize(e entry) int { return len(appendEntry(make([]byte, 0, 64), e)) }
+
+func readEntry(d *crdt.Decoder) entry {
+	e := entry{slot: d.Slot()}
+	e.value = d.Uvarint()
+	e.seq = d.Uvarint()
+	return e
+}
+
+const minEntrySize = crdt.MinSlotSize + 2
+
+// originGroup is a run of entries of one origin replica.
+type originGroup struct {
+	origin  crdt.ReplicaID
+	entries []entry
+}
+
+// deltasMsg: uvarint n, n × (origin (16), uvarint m, m × entry).
+type deltasMsg struct {
+	groups []originGroup
+}
+
+func (m *deltasMsg) appendTo(b []byte) []byte {
+	b = append(b, byte(msgDeltas), wireVersion)
+	b = binary.AppendUvarint(b, uint64(len(m.groups)))
+	for _, g := range m.groups {
+		b = append(b, g.origin[:]...)
+		b = binary.AppendUvarint(b, uint64(len(g.entries)))
+		for _, e := range g.entries {
+			b = appendEntry(b, e)
+		}
+	}
+	return b
+}
+
+func (m *deltasMsg) deltas() []crdt.Delta {
+	var out []crdt.Delta
+	for _, g := range m.groups {
+		for _, e := range g.entries {
+			out = append(out, crdt.Delta{Slot: e.slot, Entry: crdt.Entry{Replica: g.origin, Value: e.value, Seq: e.seq}})
+		}
+	}
+	return out
+}
+
+func decodeDeltas(d *crdt.Decoder) (deltasMsg, error) {
+	var m deltasMsg
+	n := d.Count(16 + 1)
+	for i := 0; i < n && d.Err() == nil; i++ {
+		g := originGroup{origin: d.Replica()}
+		k := d.Count(minEntrySize)
+		for j := 0; j < k && d.Err() == nil; j++ {
+			g.entries = append(g.entries, readEntry(d))
+		}
+		m.groups = append(m.groups, g)
+	}
+	return m, finish(d)
+}
+
+// digestMsg is a node's version vector: for each origin, the seq up to which
+// the node holds every change. name says whose.
+type digestMsg struct {
+	name    string
+	entries []digestEntry
+}
+
+type digestEntry struct {
+	origin crdt.ReplicaID
+	seq    uint64
+}
+
+func (m *digestMsg) appendTo(b []byte) []byte {
+	b = append(b, byte(msgDigest), wireVersion)
+	b = appendString(b, m.name)
+	b = binary.AppendUvarint(b, uint64(len(m.entries)))
+	for _, e := range m.entries {
+		b = append(b, e.origin[:]...)
+		b = binary.AppendUvarint(b, e.seq)
+	}
+	return b
+}
+
+func decodeDigest(d *crdt.Decoder) (digestMsg, error) {
+	m := digestMsg{name: d.String(maxNodeName)}
+	n := d.Count(17)
+	for i := 0; i < n && d.Err() == nil; i++ {
+		m.entries = append(m.entries, digestEntry{origin: d.Replica(), seq: d.Uvarint()})
+	}
+	return m, finish(d)
+}
+
+// pullMsg asks a peer for origin's entries with a seq above after.
+type pullMsg struct {
+	from     string // the requester, to answer to
+	origin   crdt.ReplicaID
+	after    uint64
+	maxBytes uint64
+}
+
+func (m *pullMsg) appendTo(b []byte) []byte {
+	b = append(b, byte(msgPull), wireVersion)
+	b = appendString(b, m.from)
+	b = append(b, m.origin[:]...)
+	b = binary.AppendUvarint(b, m.after)
+	return binary.AppendUvarint(b, m.maxBytes)
+}
+
+func decodePull(d *crdt.Decoder) (pullMsg, error) {
+	m := pullMsg{from: d.String(maxNodeName), origin: d.Replica(), after: d.Uvarint(), maxBytes: d.Uvarint()}
+	return m, finish(d)
+}
+
+// chunkMsg answers a pull: origin's entries with a seq in (after, next], and
+// the claim that, with them, a receiver that had reached after holds every
+// change of origin up to covered.
+type chunkMsg struct {
+	from    string
+	origin  crdt.ReplicaID
+	after   uint64
+	next    uint64
+	covered uint64
+	done    bool
+	node    string // where origin lives, as far as the sender knows
+	dc      string
+	entries []entry
+}
+
+func (m *chunkMsg) appendTo(b []byte) []byte {
+	b = append(b, byte(msgChunk), wireVersion)
+	b = appendString(b, m.from)
+	b = append(b, m.origin[:]...)
+	b = binary.AppendUvarint(b, m.after)
+	b = binary.AppendUvarint(b, m.next)
+	b = binary.AppendUvarint(b, m.covered)
+	done := byte(0)
+	if m.done {
+		done = 1
+	}
+	b = append(b, done)
+	b = appendString(b, m.node)
+	b = appendString(b, m.dc)
+	b = binary.AppendUvarint(b, uint64(len(m.entries)))
+	for _, e := range m.entries {
+		b = appendEntry(b, e)
+	}
+	return b
+}
+
+func decodeChunk(d *crdt.Decoder) (chunkMsg, error) {
+	m := chunkMsg{from: d.String(maxNodeName), origin: d.Replica(), after: d.Uvarint(), next: d.Uvarint(), covered: d.Uvarint()}
+	switch d.Byte() {
+	case 0:
+	case 1:
+		m.done = true
+	default:
+		d.Fail(crdt.ErrMalformed)
+	}
+	m.node = d.String(maxNodeName)
+	m.dc = d.String(maxNodeName)
+	n := d.Count(minEntrySize)
+	for i := 0; i < n && d.Err() == nil; i++ {
+		m.entries = append(m.entries, readEntry(d))
+	}
+	if d.Err() == nil && (m.covered < m.after || m.next < m.after) {
+		d.Fail(crdt.ErrMalformed)
+	}
+	return m, finish(d)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// finish checks that the decoder met no error and consumed everything.
+func finish(d *crdt.Decoder) error {
+	if d.Err() == nil && d.Len() != 0 {
+		d.Fail(crdt.ErrMalformed)
+	}
+	if err := d.Err(); err != nil {
+		return fmt.Errorf("gossip: %w", err)
+	}
+	return nil
+}
+
+// header splits a message into its type and payload decoder.
+func header(b []byte) (msgType, *crdt.Decoder, error) {
+	if len(b) < 2 {
+		return 0, nil, fmt.Errorf("gossip: message of %d bytes: %w", len(b), crdt.ErrTruncated)
+	}
+	t := msgType(b[0])
+	if b[1] != wireVersion || t < msgDeltas || t > msgChunk {
+		return t, nil, errUnknownType
+	}
+	return t, crdt.NewDecoder(b[2:]), nil
+}

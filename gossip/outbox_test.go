@@ -1,0 +1,109 @@
+package gossip
+
+import (
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"abacus/crdt"
+)
+
+var timeNow = time.Now
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func delta(name string, origin byte, value, seq uint64) crdt.Delta {
+	return crdt.Delta{Slot: crdt.TotalSlot(name), Entry: crdt.Entry{Replica: crdt.ReplicaID{origin}, Value: value, Seq: seq}}
+}
+
+func decodeTaken(t *testing.T, b []byte) []crdt.Delta {
+	t.Helper()
+	typ, d, err := header(b)
+	if err != nil || typ != msgDeltas {
+		t.Fatalf("not a deltas message: %v", err)
+	}
+	m, err := decodeDeltas(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.deltas()
+}
+
+func TestOutbox_MessagesFitTheLimit(t *testing.T) {
+	o := newOutbox(10_000)
+	var ds []crdt.Delta
+	for i := 0; i < 500; i++ {
+		ds = append(ds, delta(fmt.Sprintf("counter-%03d", i), byte(i%3), uint64(i+1), uint64(i+1)))
+	}
+	o.add(ds, 1)
+	seen := map[string]bool{}
+	for _, limit := range []int{1360, 200, 64} {
+		for {
+			b := o.take(limit)
+			if b == nil {
+				break
+			}
+			if len(b) > limit {
+				t.Fatalf("message of %d bytes for a limit of %d", len(b), limit)
+			}
+			for _, d := range decodeTaken(t, b) {
+				seen[d.Slot.Name] = true
+			}
+		}
+	}
+	if len(seen) != 500 || o.len() != 0 {
+		t.Fatalf("sent %d of 500 entries, %d still waiting", len(seen), o.len())
+	}
+}
+
+func TestOutbox_Coalesces(t *testing.T) {
+	o := newOutbox(100)
+	for v := uint64(1); v <= 1000; v++ {
+		o.add([]crdt.Delta{delta("hot", 1, v, v)}, 3)
+	}
+	o.add([]crdt.Delta{delta("hot", 1, 5, 5)}, 3) // a stale value never replaces a newer one
+	if o.len() != 1 {
+		t.Fatalf("%d entries for one hot slot", o.len())
+	}
+	for i := 0; i < 3; i++ {
+		got := decodeTaken(t, o.take(1360))
+		if len(got) != 1 || got[0].Entry.Value != 1000 {
+			t.Fatalf("transmission %d = %+v, want the newest value once", i, got)
+		}
+	}
+	if b := o.take(1360); b != nil {
+		t.Fatalf("sent more than the transmit count")
+	}
+}
+
+func TestOutbox_Bounded(t *testing.T) {
+	o := newOutbox(50)
+	for i := 0; i < 200; i++ {
+		o.add([]crdt.Delta{delta(fmt.Sprintf("c%d", i), 1, 1, 1)}, 2)
+	}
+	if o.len() != 50 || o.dropped != 150 {
+		t.Fatalf("len %d dropped %d, want 50 and 150", o.len(), o.dropped)
+	}
+	if len(o.queue) > 200 {
+		t.Fatalf("queue holds %d keys for 50 entries", len(o.queue))
+	}
+}
+
+func TestCommitLog(t *testing.T) {
+	var c commitLog
+	c.init(4)
+	t0 := time.Unix(1000, 0)
+	for s := uint64(1); s <= 6; s++ {
+		c.add(s*10, t0.Add(time.Duration(s)*time.Second))
+	}
+	if ts, ok := c.since(35); !ok || !ts.Equal(t0.Add(4*time.Second)) {
+		t.Fatalf("since(35) = %v %v", ts, ok)
+	}
+	if _, ok := c.since(5); ok {
+		t.Fatal("a seq older than the log was found exactly")
+	}
+	if _, ok := c.since(61); ok {
+		t.Fatal("a future seq was found")
+	}
+}

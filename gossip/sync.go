@@ -1,0 +1,339 @@
+package gossip
+
+import (
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"abacus/crdt"
+)
+
+// Anti-entropy, after the scuttlebutt reconciliation: every node's digest is
+// its version vector. A node that sees a peer ahead on some origin pulls that
+// origin's entries after its own vector's seq, one bounded chunk at a time,
+// each chunk saying how far it covers. The puller asks for the next chunk only
+// after merging the last, so catch-up paces itself; a chain cut short (a lost
+// stream, a peer gone) is simply started again from the vector.
+
+// sawDigest records a peer's version vector and starts the pulls it calls for.
+// Delegates call it: it does not block.
+func (g *Gossip) sawDigest(m digestMsg) {
+	if m.name == "" || m.name == g.cfg.NodeName {
+		return
+	}
+	now := g.cfg.Now()
+	g.mu.Lock()
+	p := g.peers[m.name]
+	if p == nil || p.state == "" {
+		// Not a member memberlist admitted (push/pull merges membership
+		// before the delegate sees the state): nothing to record, and no
+		// table to grow for whoever can reach the port.
+		g.mu.Unlock()
+		return
+	}
+	clear(p.digest)
+	for _, e := range m.entries {
+		p.digest[e.origin] = e.seq
+	}
+	p.seen = now
+	g.mu.Unlock()
+	g.schedulePulls()
+}
+
+type pullReq struct {
+	to  string
+	msg pullMsg
+}
+
+// schedulePulls starts a pull for every origin some live peer is ahead on and
+// no pull is already under way for.
+func (g *Gossip) schedulePulls() {
+	ours := g.store.Digest()
+	now := g.cfg.Now()
+	var reqs []pullReq
+	g.mu.Lock()
+	type best struct {
+		peer string
+		seq  uint64
+	}
+	ahead := map[crdt.ReplicaID]best{}
+	for name, p := range g.peers {
+		if p.state != "alive" && p.state != "" {
+			continue
+		}
+		for o, s := range p.digest {
+			if s > ours[o] && s > ahead[o].seq {
+				ahead[o] = best{name, s}
+			}
+		}
+	}
+	for o, b := range ahead {
+		if ps := g.pulls[o]; ps != nil && now.Sub(ps.progress) < g.cfg.PullTimeout {
+			continue
+		}
+		g.pulls[o] = &pullState{peer: b.peer, after: ours[o], progress: now}
+		reqs = append(reqs, pullReq{to: b.peer, msg: pullMsg{from: g.cfg.NodeName, origin: o, after: ours[o], maxBytes: uint64(g.cfg.ChunkBytes)}})
+	}
+	g.mu.Unlock()
+	for _, r := range reqs {
+		g.stats.pullsStarted.Add(1)
+		g.queuePull(r)
+	}
+}
+
+func (g *Gossip) queuePull(r pullReq) {
+	select {
+	case g.pullCh <- r:
+	default:
+		g.abandonPull(r.msg.origin, r.to)
+	}
+}
+
+func (g *Gossip) abandonPull(origin crdt.ReplicaID, peer string) {
+	g.mu.Lock()
+	if ps := g.pulls[origin]; ps != nil && ps.peer == peer {
+		delete(g.pulls, origin)
+	}
+	g.mu.Unlock()
+}
+
+// pullSender sends pull requests; a stream to an unreachable peer may block
+// for memberlist's TCP timeout, so it does not run on a delegate.
+func (g *Gossip) pullSender() {
+	defer g.wg.Done()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case r := <-g.pullCh:
+			n := g.node(r.to)
+			if n == nil {
+				g.abandonPull(r.msg.origin, r.to)
+				continue
+			}
+			b := r.msg.appendTo(nil)
+			if err := g.ml.SendReliable(n, b); err != nil {
+				g.log.Debug("pull not sent", "peer", r.to, "err", err)
+				g.abandonPull(r.msg.origin, r.to)
+				continue
+			}
+			g.stats.sent(msgPull, len(b))
+		}
+	}
+}
+
+// serveWorker answers pulls with chunks read from the store.
+func (g *Gossip) serveWorker() {
+	defer g.wg.Done()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case m := <-g.serveCh:
+			n := g.node(m.from)
+			if n == nil {
+				continue
+			}
+			size := int(min(max(m.maxBytes, 1<<10), uint64(g.cfg.ChunkBytes)))
+			c, err := g.store.EntriesSince(m.origin, m.after, size)
+			if err != nil {
+				g.log.Error("reading entries for a peer", "peer", m.from, "origin", m.origin.String(), "err", err)
+				continue
+			}
+			out := chunkMsg{from: g.cfg.NodeName, origin: m.origin, after: c.After, next: c.Next, covered: c.Covered, done: c.Done}
+			out.node, out.dc, _ = g.store.ReplicaInfo(m.origin)
+			out.entries = make([]entry, len(c.Deltas))
+			for i, d := range c.Deltas {
+				out.entries[i] = entry{slot: d.Slot, value: d.Entry.Value, seq: d.Entry.Seq}
+			}
+			b := out.appendTo(nil)
+			if err := g.ml.SendReliable(n, b); err != nil {
+				g.log.Debug("chunk not sent", "peer", m.from, "err", err)
+				continue
+			}
+			g.stats.sent(msgChunk, len(b))
+			g.stats.chunksServed.Add(1)
+		}
+	}
+}
+
+// chunkWorker merges chunks and asks for the next one.
+func (g *Gossip) chunkWorker() {
+	defer g.wg.Done()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case m := <-g.chunkCh:
+			ds := make([]crdt.Delta, len(m.entries))
+			for i, e := range m.entries {
+				ds[i] = crdt.Delta{Slot: e.slot, Entry: crdt.Entry{Replica: m.origin, Value: e.value, Seq: e.seq}}
+			}
+			// Catch-up data is not relayed: every peer pulls its own.
+			_, err := g.store.Merge(g.ctx, ds, []Cover{{Origin: m.origin, From: m.after, To: m.covered}})
+			if err != nil {
+				g.log.Warn("merging a chunk", "peer", m.from, "err", err)
+			} else {
+				g.stats.chunksMerged.Add(1)
+				g.stats.entriesPulled.Add(uint64(len(ds)))
+			}
+			if m.node != "" {
+				if _, _, ok := g.store.ReplicaInfo(m.origin); !ok {
+					g.store.SetReplicaInfo(m.origin, m.node, m.dc)
+				}
+			}
+			now := g.cfg.Now()
+			var next *pullReq
+			g.mu.Lock()
+			if p := g.peers[m.from]; p != nil && p.digest[m.origin] < m.covered {
+				p.digest[m.origin] = m.covered
+			}
+			if ps := g.pulls[m.origin]; ps != nil && ps.peer == m.from {
+				if err == nil && !m.done {
+					ps.after, ps.progress = m.next, now
+					next = &pullReq{to: m.from, msg: pullMsg{from: g.cfg.NodeName, origin: m.origin, after: m.next, maxBytes: uint64(g.cfg.ChunkBytes)}}
+				} else {
+					delete(g.pulls, m.origin)
+					if err == nil {
+						g.stats.pullsDone.Add(1)
+					}
+				}
+			}
+			g.mu.Unlock()
+			if next != nil {
+				g.queuePull(*next)
+			}
+		}
+	}
+}
+
+// mergeWorker merges broadcast deltas, several messages per commit, and
+// relays what was news so that it spreads epidemically.
+func (g *Gossip) mergeWorker() {
+	defer g.wg.Done()
+	for {
+		var ds []crdt.Delta
+		select {
+		case <-g.ctx.Done():
+			return
+		case ds = <-g.mergeCh:
+		}
+	more:
+		for len(ds) < 8192 {
+			select {
+			case more := <-g.mergeCh:
+				ds = append(ds, more...)
+			default:
+				break more
+			}
+		}
+		learned, err := g.store.Merge(g.ctx, ds, nil)
+		if err != nil {
+			if g.ctx.Err() == nil {
+				g.log.Warn("merging broadcast deltas", "err", err)
+			}
+			continue
+		}
+		g.stats.entriesLearned.Add(uint64(len(learned)))
+		if len(learned) > 0 {
+			g.out.add(learned, int(g.transmits.Load()))
+		}
+	}
+}
+
+// tickLoop sends this node's digest to every live peer and starts the pulls
+// the digests it has seen call for.
+func (g *Gossip) tickLoop() {
+	defer g.wg.Done()
+	t := time.NewTicker(g.cfg.DigestInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-t.C:
+		}
+		peers := g.alivePeers()
+		g.transmits.Store(int32(retransmits(g.retransmitMult, len(peers)+1)))
+		b := g.digest().appendTo(nil)
+		if len(b) <= 1200 { // one UDP packet; larger vectors travel by push/pull only
+			for _, n := range peers {
+				if err := g.ml.SendToAddress(memberlist.Address{Addr: n.Address(), Name: n.Name}, b); err == nil {
+					g.stats.sent(msgDigest, len(b))
+				}
+			}
+		}
+		g.schedulePulls()
+	}
+}
+
+// joinLoop joins the Join addresses, retrying with backoff until one
+// answers, then keeps rejoining whenever members go missing: a partition that
+// outlasts memberlist's dead-node reaping heals without an operator.
+func (g *Gossip) joinLoop() {
+	defer g.wg.Done()
+	backoff := time.Second
+	for len(g.cfg.Join) > 0 && !g.joined.Load() {
+		if err := g.Join(g.cfg.Join); err != nil {
+			g.log.Warn("join failed; retrying", "join", g.cfg.Join, "in", backoff, "err", err)
+		} else {
+			g.log.Info("joined", "via", g.cfg.Join, "members", g.ml.NumMembers())
+			break
+		}
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+	t := time.NewTicker(g.cfg.RejoinInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if addrs := g.missing(); len(addrs) > 0 {
+			if n, err := g.ml.Join(addrs); n > 0 {
+				g.markJoined()
+				g.log.Info("rejoined missing members", "contacted", n, "members", g.ml.NumMembers())
+			} else {
+				g.log.Debug("rejoin failed", "addrs", addrs, "err", err)
+			}
+		}
+	}
+}
+
+// forgetAfter is how long a member unseen is still tried when rejoining.
+const forgetAfter = 72 * time.Hour
+
+// missing lists the addresses to try when members are missing: the Join
+// addresses and every known member not alive now. Nil when none is missing.
+func (g *Gossip) missing() []string {
+	alive := map[string]bool{g.cfg.NodeName: true}
+	for _, n := range g.alivePeers() {
+		alive[n.Name] = true
+	}
+	now := g.cfg.Now()
+	var addrs []string
+	lost := false
+	g.mu.Lock()
+	for name, k := range g.known {
+		switch {
+		case alive[name]:
+			g.known[name] = knownMember{addr: k.addr, lastSeen: now}
+		case now.Sub(k.lastSeen) > forgetAfter:
+			delete(g.known, name)
+		default:
+			lost = true
+			addrs = append(addrs, k.addr)
+		}
+	}
+	g.mu.Unlock()
+	if !lost && (len(alive) > 1 || len(g.cfg.Join) == 0) {
+		return nil
+	}
+	return append(addrs, g.cfg.Join...)
+}
