@@ -634,9 +634,6 @@ func (s *Store) commit(st *staging) {
 		s.jlast = n // every record up to n is now in mem
 		s.mu.Unlock()
 	}
-	if s.cfg.Durability == Fsync {
-		st.ack()
-	}
 	if s.cfg.OnCommit != nil {
 		own := st.ownBuf[:0]
 		for _, d := range st.deltas {
@@ -648,6 +645,10 @@ func (s *Store) commit(st *staging) {
 		if len(own) > 0 {
 			s.cfg.OnCommit(own) // it must not keep the slice: st reuses it
 		}
+	}
+	// Answer last: an acknowledged increment is already on its way to peers.
+	if s.cfg.Durability == Fsync {
+		st.ack()
 	}
 }
 
