@@ -42,6 +42,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	pprofAddr := fs.String("pprof-addr", "", "serve Go's net/http/pprof on this address (off when empty; keep it on loopback)")
+	clockOffset := fs.Duration("debug-clock-offset", 0, "testing only: run this node's clock this far ahead (or behind, if negative) of the machine's, to test clock skew")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: abacus agent [flags]\n\nRuns an Abacus node.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -78,6 +79,10 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.Logger, err = newLogger(stderr, *logLevel, *logFormat); err != nil {
 		return err
+	}
+	if off := *clockOffset; off != 0 {
+		cfg.Now = func() time.Time { return time.Now().Add(off) }
+		cfg.Logger.Warn("this node's clock is offset for testing", "offset", off)
 	}
 
 	if cfg.GossipKey == nil && !loopback(cfg.GossipAddr) {
