@@ -76,9 +76,10 @@ type Config struct {
 	Join []string
 	// Profile picks memberlist's timings.
 	Profile Profile
-	// SecretKey, if set (16, 24 or 32 bytes), encrypts and authenticates every
-	// gossip packet and stream with AES-GCM.
-	SecretKey []byte
+	// Keys, if any, encrypt and authenticate every gossip packet and stream
+	// with AES-GCM (each 16, 24 or 32 bytes). The first key encrypts; all of
+	// them decrypt, which is how a key is rotated without downtime.
+	Keys [][]byte
 	// ClusterName separates clusters: it labels every packet and is checked
 	// in node metadata. Nodes of another cluster are refused.
 	ClusterName string
@@ -129,8 +130,10 @@ func (c *Config) setDefaults() error {
 	if _, err := ParseProfile(string(c.Profile)); err != nil {
 		return err
 	}
-	if n := len(c.SecretKey); n != 0 && n != 16 && n != 24 && n != 32 {
-		return fmt.Errorf("gossip: key of %d bytes; want 16, 24 or 32", n)
+	for _, k := range c.Keys {
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			return fmt.Errorf("gossip: key of %d bytes; want 16, 24 or 32", n)
+		}
 	}
 	def := map[Profile][2]time.Duration{
 		LAN:   {time.Second, 10 * time.Second},

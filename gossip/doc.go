@@ -30,8 +30,9 @@
 // ID (a copied data directory) the later one refuses writes (WriteBlocked) and
 // says why. A node missing members keeps re-joining its Join addresses and the
 // members it knew, so partitions longer than memberlist's dead-node reaping
-// heal by themselves. With a SecretKey every packet and stream is encrypted
-// and authenticated; the cluster name labels them.
+// heal by themselves. With Keys every packet and stream is encrypted and
+// authenticated (the first key encrypts, all decrypt); the cluster name labels
+// them.
 //
 // # Concurrency
 //

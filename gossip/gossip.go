@@ -161,8 +161,12 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 		mc.AdvertiseAddr, mc.AdvertisePort = ah, ap
 	}
 	mc.Label = cfg.ClusterName
-	if len(cfg.SecretKey) > 0 {
-		mc.SecretKey = cfg.SecretKey
+	if len(cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip keys: %w", err)
+		}
+		mc.Keyring = kr
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	}
 	mc.Logger = log.New(logWriter{cfg.Logger}, "", 0)

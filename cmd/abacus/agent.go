@@ -34,7 +34,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	advertise := fs.String("advertise", "", "gossip address peers should use, host:port (default: --gossip-addr)")
 	join := fs.String("join", "", "gossip addresses of nodes to join, host:port,… (retried until one answers)")
 	profile := fs.String("gossip-profile", string(def.Profile), "gossip timings: lan, wan or local")
-	keyFile := fs.String("gossip-key-file", "", "file holding the base64 AES key that encrypts gossip (make one with abacus keygen)")
+	keyFile := fs.String("gossip-key-file", "", "file of base64 AES keys, one per line, that encrypt gossip: the first encrypts, all decrypt (make one with abacus keygen)")
 	clusterName := fs.String("cluster-name", def.ClusterName, "cluster name; nodes of other clusters are refused")
 	windows := fs.String("windows", def.Windows.String(), "resolutions and retention, size:retention,… (the whole cluster must agree)")
 	durability := fs.String("durability", "fsync", "fsync: acknowledge after fsync; async: acknowledge at once, commit at least every 10ms")
@@ -64,7 +64,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if *keyFile != "" {
-		if cfg.GossipKey, err = readKeyFile(*keyFile); err != nil {
+		if cfg.GossipKeys, err = readKeyFile(*keyFile); err != nil {
 			return fmt.Errorf("--gossip-key-file: %v", err)
 		}
 	}
@@ -85,7 +85,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		cfg.Logger.Warn("this node's clock is offset for testing", "offset", off)
 	}
 
-	if cfg.GossipKey == nil && !loopback(cfg.GossipAddr) {
+	if len(cfg.GossipKeys) == 0 && !loopback(cfg.GossipAddr) {
 		cfg.Logger.Warn("GOSSIP IS NOT ENCRYPTED: anyone who reaches " + cfg.GossipAddr + " can join this cluster and change its counts; set --gossip-key-file (abacus keygen makes a key)")
 	}
 	a, err := agent.New(cfg)
@@ -127,20 +127,32 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	return <-served
 }
 
-// readKeyFile reads a base64 gossip key of 16, 24 or 32 bytes.
-func readKeyFile(path string) ([]byte, error) {
+// readKeyFile reads base64 gossip keys of 16, 24 or 32 bytes, one per line
+// (blank lines and # comments skipped). The first is the one that encrypts.
+func readKeyFile(path string) ([][]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil {
-		return nil, fmt.Errorf("%s: not base64: %v", path, err)
+	var keys [][]byte
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		key, err := base64.StdEncoding.DecodeString(line)
+		if err != nil {
+			return nil, fmt.Errorf("%s line %d: not base64", path, i+1)
+		}
+		if n := len(key); n != 16 && n != 24 && n != 32 {
+			return nil, fmt.Errorf("%s line %d: key of %d bytes; want 16, 24 or 32 (abacus keygen makes one)", path, i+1, n)
+		}
+		keys = append(keys, key)
 	}
-	if n := len(key); n != 16 && n != 24 && n != 32 {
-		return nil, fmt.Errorf("%s: key of %d bytes; want 16, 24 or 32 (abacus keygen makes one)", path, n)
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s holds no key", path)
 	}
-	return key, nil
+	return keys, nil
 }
 
 // loopback reports whether a host:port listens on loopback only.

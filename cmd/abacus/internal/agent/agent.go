@@ -59,8 +59,9 @@ type Config struct {
 	Join []string
 	// Profile is the gossip timing profile: lan, wan or local.
 	Profile gossip.Profile
-	// GossipKey, if set, encrypts gossip (AES-GCM, 16, 24 or 32 bytes).
-	GossipKey []byte
+	// GossipKeys, if any, encrypt gossip (AES-GCM, 16, 24 or 32 bytes each);
+	// the first encrypts, all decrypt.
+	GossipKeys [][]byte
 	// ClusterName separates clusters sharing a network.
 	ClusterName string
 	// Gossip, if not nil, adjusts the gossip configuration (tests: faults,
@@ -150,7 +151,7 @@ func New(cfg Config) (*Agent, error) {
 		AdvertiseAddr: cfg.Advertise,
 		Join:          cfg.Join,
 		Profile:       cfg.Profile,
-		SecretKey:     cfg.GossipKey,
+		Keys:          cfg.GossipKeys,
 		ClusterName:   cfg.ClusterName,
 		DC:            cfg.DC,
 		Windows:       cfg.Windows.String(),

@@ -73,7 +73,9 @@ func (c *testCluster) start(name, dir string, mutate ...func(*agent.Config)) *ag
 	cfg.DC = "dc-" + name[:1]
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.GossipAddr = "127.0.0.1:0"
-	cfg.GossipKey = c.key
+	if c.key != nil {
+		cfg.GossipKeys = [][]byte{c.key}
+	}
 	if c.seed != "" {
 		cfg.Join = []string{c.seed}
 	}
@@ -417,8 +419,8 @@ func TestCluster_Outsiders(t *testing.T) {
 	c.waitConverged(10*time.Second, time.Now().Add(-time.Hour))
 
 	outsiders := map[string]func(*agent.Config){
-		"x1": func(cfg *agent.Config) { cfg.GossipKey = []byte("fedcba9876543210fedcba9876543210") },
-		"x2": func(cfg *agent.Config) { cfg.GossipKey = nil },
+		"x1": func(cfg *agent.Config) { cfg.GossipKeys = [][]byte{[]byte("fedcba9876543210fedcba9876543210")} },
+		"x2": func(cfg *agent.Config) { cfg.GossipKeys = nil },
 		"x3": func(cfg *agent.Config) { cfg.ClusterName = "other" },
 		"x4": func(cfg *agent.Config) { cfg.Windows.Resolutions = cfg.Windows.Resolutions[:2] },
 	}
@@ -455,4 +457,18 @@ func httpPostCode(a *agent.Agent, path string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestCluster_KeyRotation: midway through a rotation some nodes encrypt with
+// the old key and some with the new, each decrypting both; they still form
+// one cluster and converge.
+func TestCluster_KeyRotation(t *testing.T) {
+	oldKey, newKey := []byte("0123456789abcdef0123456789abcdef"), []byte("fedcba9876543210fedcba9876543210")
+	c := &testCluster{t: t, net: faultnet.New(3), nodes: map[string]*agent.Agent{}, dirs: map[string]string{}, want: map[string]uint64{}}
+	c.start("a1", t.TempDir(), func(cfg *agent.Config) { cfg.GossipKeys = [][]byte{oldKey, newKey} })
+	c.start("b1", t.TempDir(), func(cfg *agent.Config) { cfg.GossipKeys = [][]byte{newKey, oldKey} })
+	c.waitMembers(2)
+	c.inc("a1", "k", 2, time.Now())
+	c.inc("b1", "k", 3, time.Now())
+	c.waitConverged(10*time.Second, time.Now().Add(-time.Hour))
 }
