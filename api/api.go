@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -120,6 +121,21 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Metrics serves /metrics; nil means the route answers 404.
 	Metrics http.Handler
+	// MetricsPublic serves /metrics without a token even when Auth is set.
+	MetricsPublic bool
+	// Auth, if set, requires bearer tokens: read for GETs, write for
+	// increments, admin for snapshots. /healthz and /readyz stay open.
+	Auth Authorizer
+	// Snapshot, if set, serves GET /v1/snapshot (admin).
+	Snapshot Snapshotter
+}
+
+// Snapshotter writes a consistent copy of the node's database.
+type Snapshotter interface {
+	// Snapshot writes the copy to w.
+	Snapshot(ctx context.Context, w io.Writer) error
+	// SnapshotName suggests a file name for the copy.
+	SnapshotName() string
 }
 
 // Body limits.
@@ -151,26 +167,33 @@ func NewHandler(d Deps) http.Handler {
 	// One flat router: a request is matched once. Each route is instrumented
 	// with its pattern as the metrics label, fixed here rather than rebuilt
 	// from the routing context on every request.
-	route := func(method, pattern string, h http.HandlerFunc) {
+	route := func(method, pattern string, need Role, h http.HandlerFunc) {
 		if method == http.MethodGet {
 			h = noStore(h)
 		}
-		r.Method(method, pattern, s.metrics.instrument(pattern, h))
+		r.Method(method, pattern, s.metrics.instrument(pattern, s.require(need, h)))
 	}
-	route("GET", "/healthz", s.healthz)
-	route("GET", "/readyz", s.readyz)
+	route("GET", "/healthz", RoleNone, s.healthz)
+	route("GET", "/readyz", RoleNone, s.readyz)
 	if d.Metrics != nil {
-		route("GET", "/metrics", d.Metrics.ServeHTTP)
+		need := RoleRead
+		if d.MetricsPublic {
+			need = RoleNone
+		}
+		route("GET", "/metrics", need, d.Metrics.ServeHTTP)
 	}
-	route("GET", "/", s.compatTotal)
-	route("GET", "/inc", s.compatInc)
-	route("POST", "/inc", s.compatInc)
-	route("GET", "/v1/counters", s.list)
-	route("GET", "/v1/counters/{name}", s.get)
-	route("POST", "/v1/counters/{name}/increment", s.increment)
-	route("GET", "/v1/counters/{name}/range", s.rangeQuery)
-	route("POST", "/v1/increments", s.batch)
-	route("GET", "/v1/cluster", s.cluster)
+	route("GET", "/", RoleRead, s.compatTotal)
+	route("GET", "/inc", RoleWrite, s.compatInc)
+	route("POST", "/inc", RoleWrite, s.compatInc)
+	route("GET", "/v1/counters", RoleRead, s.list)
+	route("GET", "/v1/counters/{name}", RoleRead, s.get)
+	route("POST", "/v1/counters/{name}/increment", RoleWrite, s.increment)
+	route("GET", "/v1/counters/{name}/range", RoleRead, s.rangeQuery)
+	route("POST", "/v1/increments", RoleWrite, s.batch)
+	route("GET", "/v1/cluster", RoleRead, s.cluster)
+	if d.Snapshot != nil {
+		route("GET", "/v1/snapshot", RoleAdmin, s.snapshot)
+	}
 	return r
 }
 
@@ -226,6 +249,45 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Write([]byte("ready\n"))
+}
+
+// snapshot serves GET /v1/snapshot: a consistent copy of the database, as a
+// file. A large database takes longer than the server's write timeout allows
+// other answers, so this one has none.
+func (s *server) snapshot(w http.ResponseWriter, r *http.Request) {
+	http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	cw := &countingWriter{w: w, header: func() {
+		h := w.Header()
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("Content-Disposition", `attachment; filename="`+s.Snapshot.SnapshotName()+`"`)
+	}}
+	if err := s.Snapshot.Snapshot(r.Context(), cw); err != nil {
+		s.Logger.Error("snapshot failed", "err", err)
+		if cw.n == 0 {
+			writeProblem(w, kindUnavailable, "the snapshot could not be taken; see the node's log")
+			return
+		}
+		// Part of the file is gone already: cut the connection so that the
+		// client sees an error, not a short file.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// countingWriter sets the headers on the first write and counts the bytes.
+type countingWriter struct {
+	w      io.Writer
+	header func()
+	n      int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.n == 0 && c.header != nil {
+		c.header()
+		c.header = nil
+	}
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func (s *server) cluster(w http.ResponseWriter, r *http.Request) {

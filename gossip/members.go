@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -80,4 +81,29 @@ func (g *Gossip) MemberCounts() map[string]int {
 		c[m.State]++
 	}
 	return c
+}
+
+// CaughtUpOnSelf reports whether this node holds every change of its own
+// replica that any live peer holds: every live peer has sent a digest since
+// the node joined, and none shows a seq of this replica above seq. A node
+// restored from a snapshot waits for this before taking writes. With no live
+// peer there is nothing to wait for.
+func (g *Gossip) CaughtUpOnSelf(seq uint64) (bool, string) {
+	if !g.joined.Load() {
+		return false, fmt.Sprintf("joining %v", g.cfg.Join)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for name, p := range g.peers {
+		if p.state != "alive" {
+			continue
+		}
+		if p.seen.IsZero() {
+			return false, "waiting for " + name + "'s digest"
+		}
+		if s := p.digest[g.self.replica]; s > seq {
+			return false, fmt.Sprintf("%s holds this replica's changes up to seq %d, this node up to %d", name, s, seq)
+		}
+	}
+	return true, ""
 }

@@ -77,6 +77,8 @@ type Store struct {
 
 	jnext uint64 // next journal record number; committer only
 
+	restored bool // state.db was found without its journal: a restored snapshot
+
 	idemMu   sync.Mutex
 	inflight map[string]chan struct{}
 }
@@ -104,6 +106,9 @@ func Open(cfg Config) (*Store, error) {
 		inflight: make(map[string]chan struct{}),
 	}
 	s.roomCond = sync.NewCond(&s.mu)
+	_, errState := os.Stat(filepath.Join(cfg.Dir, StateFile))
+	_, errJournal := os.Stat(filepath.Join(cfg.Dir, JournalFile))
+	s.restored = errState == nil && os.IsNotExist(errJournal)
 	var err error
 	if s.state, err = openBolt(filepath.Join(cfg.Dir, StateFile), false); err != nil {
 		return nil, err
@@ -224,6 +229,9 @@ func (s *Store) load() error {
 	s.reps.ensure(s.replica)
 	if fresh {
 		s.log.Info("created data directory", "dir", s.cfg.Dir, "replica", s.replica.String())
+	}
+	if s.restored {
+		s.log.Warn("state.db without journal.db: restored from a snapshot", "replica", s.replica.String(), "seq", s.seq)
 	}
 	return s.replay()
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -368,5 +370,52 @@ func TestStore_List(t *testing.T) {
 	all, _, _ := s.List("", "", 100)
 	if len(all) != 6 {
 		t.Fatalf("all = %v", all)
+	}
+}
+
+// TestStore_SnapshotRestore: a snapshot placed alone in an empty directory
+// opens with the same replica ID, counts and windows, and says it was
+// restored.
+func TestStore_SnapshotRestore(t *testing.T) {
+	c := newClock(t0)
+	s := mustOpen(t, testConfig(t.TempDir(), c))
+	now := c.Now()
+	mustApply(t, s, inc("snap", 3, now), inc("snap", 4, now.Add(-2*time.Hour)), inc("other", 1, now))
+	if _, err := s.Merge(context.Background(), []crdt.Delta{{Slot: crdt.TotalSlot("snap"), Entry: crdt.Entry{Replica: crdt.ReplicaID{5}, Value: 10, Seq: 2}}}, []store.Cover{{Origin: crdt.ReplicaID{5}, From: 0, To: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	f, err := os.Create(filepath.Join(dir, store.StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Snapshot(context.Background(), f)
+	f.Close()
+	if err != nil || n == 0 {
+		t.Fatalf("snapshot: %d bytes, %v", n, err)
+	}
+	if s.Restored() {
+		t.Fatal("the original claims to be restored")
+	}
+	r := mustOpen(t, testConfig(dir, c))
+	if !r.Restored() {
+		t.Fatal("a snapshot opened without its journal does not say it was restored")
+	}
+	if r.Replica() != s.Replica() || r.Seq() != s.Seq() {
+		t.Fatalf("restored replica %s seq %d, want %s seq %d", r.Replica(), r.Seq(), s.Replica(), s.Seq())
+	}
+	if got := mustTotal(t, r, "snap"); got != 17 {
+		t.Fatalf("restored total = %d, want 17", got)
+	}
+	if d := r.Digest(); d[crdt.ReplicaID{5}] != 2 {
+		t.Fatalf("restored version vector = %v", d)
+	}
+	pts, _ := mustRange(t, r, "snap", window.Query{From: now.Add(-3 * time.Hour), To: now.Add(time.Hour), Step: time.Hour}, now)
+	if sum(pts) != 7 || pts[1] != 4 || pts[3] != 3 {
+		t.Fatalf("restored hour windows = %v", pts)
+	}
+	mustClose(t, r)
+	if r2 := mustOpen(t, testConfig(dir, c)); r2.Restored() {
+		t.Fatal("a restored directory still says restored after its first clean run")
 	}
 }

@@ -37,6 +37,10 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	keyFile := fs.String("gossip-key-file", "", "file of base64 AES keys, one per line, that encrypt gossip: the first encrypts, all decrypt (make one with abacus keygen)")
 	clusterName := fs.String("cluster-name", def.ClusterName, "cluster name; nodes of other clusters are refused")
 	windows := fs.String("windows", def.Windows.String(), "resolutions and retention, size:retention,… (the whole cluster must agree)")
+	authFile := fs.String("auth-token-file", "", `file of "TOKEN ROLE" lines (roles read, write, admin); requests then need "Authorization: Bearer TOKEN"; SIGHUP re-reads it`)
+	metricsPublic := fs.Bool("metrics-public", false, "serve /metrics without a token even with --auth-token-file")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate to serve HTTPS with (with --tls-key); SIGHUP re-reads it")
+	tlsKey := fs.String("tls-key", "", "PEM private key for --tls-cert")
 	durability := fs.String("durability", "fsync", "fsync: acknowledge after fsync; async: acknowledge at once, commit at least every 10ms")
 	idemTTL := fs.String("idempotency-ttl", "24h", "how long Idempotency-Keys are remembered")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -54,6 +58,10 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	cfg := def
 	cfg.DataDir, cfg.HTTPAddr, cfg.NodeName, cfg.DC = *dataDir, *httpAddr, *nodeName, *dc
 	cfg.GossipAddr, cfg.Advertise, cfg.ClusterName = *gossipAddr, *advertise, *clusterName
+	cfg.AuthTokenFile, cfg.MetricsPublic, cfg.TLSCert, cfg.TLSKey = *authFile, *metricsPublic, *tlsCert, *tlsKey
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return fmt.Errorf("--tls-cert and --tls-key go together")
+	}
 	var err error
 	if cfg.Profile, err = gossip.ParseProfile(*profile); err != nil {
 		return fmt.Errorf("--gossip-profile: %v", err)
@@ -107,12 +115,25 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	select {
-	case err := <-served:
-		a.Shutdown(context.Background())
-		return err
-	case sig := <-sigs:
-		cfg.Logger.Info("shutting down; a second signal exits at once", "signal", sig.String())
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case err := <-served:
+			a.Shutdown(context.Background())
+			return err
+		case <-hup:
+			if err := a.Reload(); err != nil {
+				cfg.Logger.Error("reload failed; keeping the previous tokens and certificate", "err", err)
+			} else {
+				cfg.Logger.Info("reloaded tokens and certificate")
+			}
+		case sig := <-sigs:
+			cfg.Logger.Info("shutting down; a second signal exits at once", "signal", sig.String())
+			break wait
+		}
 	}
 	go func() {
 		sig := <-sigs

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -67,6 +68,15 @@ type Config struct {
 	// Gossip, if not nil, adjusts the gossip configuration (tests: faults,
 	// shorter timings).
 	Gossip func(*gossip.Config)
+
+	// AuthTokenFile, if set, holds "TOKEN ROLE" lines; requests then need a
+	// bearer token. Reload re-reads it.
+	AuthTokenFile string
+	// MetricsPublic serves /metrics without a token.
+	MetricsPublic bool
+	// TLSCert and TLSKey, if set, serve HTTPS with this PEM certificate and
+	// key. Reload re-reads them.
+	TLSCert, TLSKey string
 }
 
 // DefaultConfig is a single node on loopback with data in ./abacus-data.
@@ -95,6 +105,10 @@ type Agent struct {
 	reg     *prometheus.Registry
 	closing atomic.Bool
 
+	tokens    atomic.Pointer[api.Tokens]
+	cert      atomic.Pointer[tls.Certificate]
+	restoring atomic.Bool // restored from a snapshot and not yet caught up
+
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -110,6 +124,12 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry()}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := a.loadTokens(); err != nil {
+		return nil, err
+	}
+	if err := a.loadCert(); err != nil {
+		return nil, err
+	}
 
 	// Bind first: a port in use then fails before the data directory is
 	// touched.
@@ -171,15 +191,25 @@ func New(cfg Config) (*Agent, error) {
 	g.Store(gs)
 	a.gossip = gs
 	a.reg.MustRegister(gossipCollector{gs})
+	if st.Restored() {
+		a.restoring.Store(true)
+		a.log.Warn("restored from a snapshot: refusing writes until peers' newer entries of this replica are here")
+	}
 
-	handler := api.NewHandler(api.Deps{
-		Counters:   counters{st, gs},
-		Cluster:    (*cluster)(a),
-		Windows:    cfg.Windows,
-		Logger:     cfg.Logger.With("component", "api"),
-		Registerer: a.reg,
-		Metrics:    promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}),
-	})
+	deps := api.Deps{
+		Counters:      counters{a},
+		Cluster:       (*cluster)(a),
+		Windows:       cfg.Windows,
+		Logger:        cfg.Logger.With("component", "api"),
+		Registerer:    a.reg,
+		Metrics:       promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}),
+		MetricsPublic: cfg.MetricsPublic,
+		Snapshot:      snapshotter{a},
+	}
+	if cfg.AuthTokenFile != "" {
+		deps.Auth = (*authorizer)(a)
+	}
+	handler := api.NewHandler(deps)
 	a.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -188,9 +218,84 @@ func New(cfg Config) (*Agent, error) {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.With("component", "http").Handler(), slog.LevelWarn),
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12},
+		TLSConfig: &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return a.cert.Load(), nil },
+		},
 	}
 	return a, nil
+}
+
+func (a *Agent) loadTokens() error {
+	if a.cfg.AuthTokenFile == "" {
+		return nil
+	}
+	t, err := api.LoadTokens(a.cfg.AuthTokenFile)
+	if err != nil {
+		return fmt.Errorf("auth tokens: %w", err)
+	}
+	a.tokens.Store(t)
+	return nil
+}
+
+func (a *Agent) loadCert() error {
+	if a.cfg.TLSCert == "" && a.cfg.TLSKey == "" {
+		return nil
+	}
+	c, err := tls.LoadX509KeyPair(a.cfg.TLSCert, a.cfg.TLSKey)
+	if err != nil {
+		return fmt.Errorf("tls certificate: %w", err)
+	}
+	a.cert.Store(&c)
+	return nil
+}
+
+// Reload re-reads the token file and the TLS certificate (SIGHUP). On an
+// error the previous ones stay in force.
+func (a *Agent) Reload() error {
+	if err := a.loadTokens(); err != nil {
+		return err
+	}
+	return a.loadCert()
+}
+
+// authorizer checks tokens against the current token file.
+type authorizer Agent
+
+func (z *authorizer) Role(token string) (api.Role, bool) {
+	if t := z.tokens.Load(); t != nil {
+		return t.Role(token)
+	}
+	return api.RoleNone, false
+}
+
+// snapshotter serves /v1/snapshot from the store.
+type snapshotter struct{ a *Agent }
+
+func (s snapshotter) Snapshot(ctx context.Context, w io.Writer) error {
+	_, err := s.a.store.Snapshot(ctx, w)
+	return err
+}
+
+func (s snapshotter) SnapshotName() string {
+	return "abacus-" + s.a.cfg.NodeName + "-" + time.Now().UTC().Format("20060102T150405Z") + ".db"
+}
+
+// writeBlocked says why the node refuses writes, or nil.
+func (a *Agent) writeBlocked() error {
+	if err := a.gossip.WriteBlocked(); err != nil {
+		return err
+	}
+	if a.restoring.Load() {
+		ok, why := a.gossip.CaughtUpOnSelf(a.store.Seq())
+		if !ok {
+			return errors.New("restored from a snapshot; catching up on this replica's own entries first: " + why)
+		}
+		if a.restoring.CompareAndSwap(true, false) {
+			a.log.Info("restored node caught up on its own entries; taking writes")
+		}
+	}
+	return nil
 }
 
 // Addr is the HTTP listener's address.
@@ -201,9 +306,18 @@ func (a *Agent) Store() *store.Store { return a.store }
 
 // Serve answers HTTP until Shutdown, returning nil then.
 func (a *Agent) Serve() error {
-	a.log.Info("serving", "http", "http://"+a.Addr(), "data_dir", a.cfg.DataDir, "replica", a.store.Replica().String(),
+	scheme := "http://"
+	if a.cert.Load() != nil {
+		scheme = "https://"
+	}
+	a.log.Info("serving", "http", scheme+a.Addr(), "gossip", a.gossip.Addr(), "data_dir", a.cfg.DataDir, "replica", a.store.Replica().String(),
 		"node", a.cfg.NodeName, "dc", a.cfg.DC, "durability", a.cfg.Durability.String())
-	err := a.http.Serve(a.ln)
+	var err error
+	if a.cert.Load() != nil {
+		err = a.http.ServeTLS(a.ln, "", "")
+	} else {
+		err = a.http.Serve(a.ln)
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -266,5 +380,8 @@ func (c *cluster) Ready() error {
 	if err := c.store.Err(); err != nil {
 		return err
 	}
-	return c.gossip.Ready()
+	if err := c.gossip.Ready(); err != nil {
+		return err
+	}
+	return (*Agent)(c).writeBlocked()
 }

@@ -15,16 +15,15 @@ import (
 
 // counters adapts the store to api.Counters.
 type counters struct {
-	st *store.Store
-	g  *gossip.Gossip
+	a *Agent
 }
 
 var _ api.Counters = counters{}
 
-func (c counters) Now() time.Time { return c.st.Now() }
+func (c counters) Now() time.Time { return c.a.store.Now() }
 
 func (c counters) Apply(ctx context.Context, req *api.WriteRequest) (api.WriteResult, error) {
-	if err := c.g.WriteBlocked(); err != nil {
+	if err := c.a.writeBlocked(); err != nil {
 		return api.WriteResult{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
 	sr := &store.Request{
@@ -38,7 +37,7 @@ func (c counters) Apply(ctx context.Context, req *api.WriteRequest) (api.WriteRe
 	if req.Render != nil {
 		sr.Render = func(r store.Result) []byte { return req.Render(r.Totals) }
 	}
-	res, err := c.st.Apply(ctx, sr)
+	res, err := c.a.store.Apply(ctx, sr)
 	if err != nil {
 		return api.WriteResult{}, apiError(err)
 	}
@@ -62,10 +61,10 @@ func apiError(err error) error {
 	return err
 }
 
-func (c counters) Total(name string) (uint64, error) { return c.st.Total(name) }
+func (c counters) Total(name string) (uint64, error) { return c.a.store.Total(name) }
 
 func (c counters) Replicas(name string) ([]api.ReplicaCount, error) {
-	rs, err := c.st.Replicas(name)
+	rs, err := c.a.store.Replicas(name)
 	if err != nil {
 		return nil, err
 	}
@@ -77,11 +76,11 @@ func (c counters) Replicas(name string) ([]api.ReplicaCount, error) {
 }
 
 func (c counters) Range(name string, plan window.Plan) ([]uint64, error) {
-	return c.st.Range(name, plan)
+	return c.a.store.Range(name, plan)
 }
 
 func (c counters) List(prefix, after string, limit int) ([]api.NameTotal, string, error) {
-	page, next, err := c.st.List(prefix, after, limit)
+	page, next, err := c.a.store.List(prefix, after, limit)
 	if err != nil {
 		return nil, "", err
 	}
