@@ -40,9 +40,10 @@ type Gossip struct {
 
 	mu      sync.Mutex // guards the fields below
 	peers   map[string]*peer
-	pulls   map[crdt.ReplicaID]*pullState
+	pulls   map[pullKey]*pullState
 	known   map[string]knownMember // every member ever seen, for rejoining
 	commits commitLog
+	recover recovery
 
 	joined    atomic.Bool
 	joinedCh  chan struct{}
@@ -72,11 +73,25 @@ type knownMember struct {
 	lastSeen time.Time
 }
 
-// pullState is one catch-up in progress: origin's entries from peer.
+// pullKey names one catch-up chain: origin's entries from peer.
+type pullKey struct {
+	origin crdt.ReplicaID
+	peer   string
+}
+
+// pullState is one catch-up in progress.
 type pullState struct {
-	peer     string
 	after    uint64
 	progress time.Time
+}
+
+// recovery is the state of a node restored from a snapshot: it pulls its own
+// replica's entries after the restored seq from every live peer before it
+// takes writes.
+type recovery struct {
+	active bool
+	from   uint64          // this replica's seq in the snapshot
+	done   map[string]bool // peers whose entries of this replica are all here
 }
 
 // New starts gossiping: it binds the gossip port, and if Join is set, joins
@@ -96,7 +111,7 @@ func New(cfg Config, st Store) (*Gossip, error) {
 		serveCh:  make(chan pullMsg, 64),
 		pullCh:   make(chan pullReq, 256),
 		peers:    make(map[string]*peer),
-		pulls:    make(map[crdt.ReplicaID]*pullState),
+		pulls:    make(map[pullKey]*pullState),
 		known:    make(map[string]knownMember),
 		joinedCh: make(chan struct{}),
 		ctx:      ctx,

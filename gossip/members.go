@@ -83,27 +83,34 @@ func (g *Gossip) MemberCounts() map[string]int {
 	return c
 }
 
-// CaughtUpOnSelf reports whether this node holds every change of its own
-// replica that any live peer holds: every live peer has sent a digest since
-// the node joined, and none shows a seq of this replica above seq. A node
-// restored from a snapshot waits for this before taking writes. With no live
-// peer there is nothing to wait for.
-func (g *Gossip) CaughtUpOnSelf(seq uint64) (bool, string) {
+// Recover makes a node restored from a snapshot pull its own replica's
+// entries after seq (the snapshot's) from every live peer; CaughtUpOnSelf
+// reports when it has them all.
+func (g *Gossip) Recover(seq uint64) {
+	g.mu.Lock()
+	g.recover = recovery{active: true, from: seq, done: map[string]bool{}}
+	g.mu.Unlock()
+	g.schedulePulls()
+}
+
+// CaughtUpOnSelf reports whether a recovering node holds every entry of its
+// own replica that any live peer holds: it has joined, and a pull of its own
+// entries from every live peer has completed. A node not recovering, or
+// without peers and Join addresses, is caught up.
+func (g *Gossip) CaughtUpOnSelf() (bool, string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.recover.active {
+		return true, ""
+	}
 	if !g.joined.Load() {
 		return false, fmt.Sprintf("joining %v", g.cfg.Join)
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	for name, p := range g.peers {
-		if p.state != "alive" {
-			continue
-		}
-		if p.seen.IsZero() {
-			return false, "waiting for " + name + "'s digest"
-		}
-		if s := p.digest[g.self.replica]; s > seq {
-			return false, fmt.Sprintf("%s holds this replica's changes up to seq %d, this node up to %d", name, s, seq)
+		if p.state == "alive" && !g.recover.done[name] {
+			return false, "fetching this replica's entries from " + name
 		}
 	}
+	g.recover.active = false
 	return true, ""
 }

@@ -200,7 +200,7 @@ func FuzzNotifyMsg(f *testing.F) {
 		serveCh: make(chan pullMsg, 4),
 		pullCh:  make(chan pullReq, 4),
 		peers:   map[string]*peer{},
-		pulls:   map[crdt.ReplicaID]*pullState{},
+		pulls:   map[pullKey]*pullState{},
 		known:   map[string]knownMember{},
 	}
 	g.cfg.PullTimeout = 1

@@ -67,12 +67,33 @@ func (g *Gossip) schedulePulls() {
 			}
 		}
 	}
-	for o, b := range ahead {
-		if ps := g.pulls[o]; ps != nil && now.Sub(ps.progress) < g.cfg.PullTimeout {
-			continue
+	busy := map[crdt.ReplicaID]bool{}
+	for k, ps := range g.pulls {
+		if now.Sub(ps.progress) < g.cfg.PullTimeout {
+			busy[k.origin] = true
+		} else {
+			delete(g.pulls, k) // stalled: start over
 		}
-		g.pulls[o] = &pullState{peer: b.peer, after: ours[o], progress: now}
-		reqs = append(reqs, pullReq{to: b.peer, msg: pullMsg{from: g.cfg.NodeName, origin: o, after: ours[o], maxBytes: uint64(g.cfg.ChunkBytes)}})
+	}
+	start := func(o crdt.ReplicaID, peer string, after uint64) {
+		g.pulls[pullKey{o, peer}] = &pullState{after: after, progress: now}
+		reqs = append(reqs, pullReq{to: peer, msg: pullMsg{from: g.cfg.NodeName, origin: o, after: after, maxBytes: uint64(g.cfg.ChunkBytes)}})
+	}
+	for o, b := range ahead {
+		if !busy[o] {
+			start(o, b.peer, ours[o])
+		}
+	}
+	if g.recover.active {
+		// Pull this replica's own entries from every live peer, whatever its
+		// digest says: a peer can hold values newer than its version vector
+		// (from broadcasts), and a restored node must have them all.
+		self := g.self.replica
+		for name, p := range g.peers {
+			if p.state == "alive" && !g.recover.done[name] && g.pulls[pullKey{self, name}] == nil {
+				start(self, name, g.recover.from)
+			}
+		}
 	}
 	g.mu.Unlock()
 	for _, r := range reqs {
@@ -91,9 +112,7 @@ func (g *Gossip) queuePull(r pullReq) {
 
 func (g *Gossip) abandonPull(origin crdt.ReplicaID, peer string) {
 	g.mu.Lock()
-	if ps := g.pulls[origin]; ps != nil && ps.peer == peer {
-		delete(g.pulls, origin)
-	}
+	delete(g.pulls, pullKey{origin, peer})
 	g.mu.Unlock()
 }
 
@@ -188,14 +207,18 @@ func (g *Gossip) chunkWorker() {
 			if p := g.peers[m.from]; p != nil && p.digest[m.origin] < m.covered {
 				p.digest[m.origin] = m.covered
 			}
-			if ps := g.pulls[m.origin]; ps != nil && ps.peer == m.from {
+			k := pullKey{m.origin, m.from}
+			if ps := g.pulls[k]; ps != nil {
 				if err == nil && !m.done {
 					ps.after, ps.progress = m.next, now
 					next = &pullReq{to: m.from, msg: pullMsg{from: g.cfg.NodeName, origin: m.origin, after: m.next, maxBytes: uint64(g.cfg.ChunkBytes)}}
 				} else {
-					delete(g.pulls, m.origin)
+					delete(g.pulls, k)
 					if err == nil {
 						g.stats.pullsDone.Add(1)
+						if g.recover.active && m.origin == g.self.replica {
+							g.recover.done[m.from] = true
+						}
 					}
 				}
 			}

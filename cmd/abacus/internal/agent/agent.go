@@ -193,7 +193,8 @@ func New(cfg Config) (*Agent, error) {
 	a.reg.MustRegister(gossipCollector{gs})
 	if st.Restored() {
 		a.restoring.Store(true)
-		a.log.Warn("restored from a snapshot: refusing writes until peers' newer entries of this replica are here")
+		gs.Recover(st.Seq())
+		a.log.Warn("restored from a snapshot: refusing writes until every live peer has sent this replica's newer entries")
 	}
 
 	deps := api.Deps{
@@ -287,7 +288,7 @@ func (a *Agent) writeBlocked() error {
 		return err
 	}
 	if a.restoring.Load() {
-		ok, why := a.gossip.CaughtUpOnSelf(a.store.Seq())
+		ok, why := a.gossip.CaughtUpOnSelf()
 		if !ok {
 			return errors.New("restored from a snapshot; catching up on this replica's own entries first: " + why)
 		}
