@@ -76,7 +76,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 // digest is this node's version vector as a message.
 func (g *Gossip) digest() *digestMsg {
 	vv := g.store.Digest()
-	m := &digestMsg{name: g.cfg.NodeName, entries: make([]digestEntry, 0, len(vv))}
+	m := &digestMsg{name: g.cfg.NodeName, addr: g.addr, entries: make([]digestEntry, 0, len(vv))}
 	for o, s := range vv {
 		m.entries = append(m.entries, digestEntry{origin: o, seq: s})
 	}

@@ -64,8 +64,12 @@ type peer struct {
 	digest  map[crdt.ReplicaID]uint64
 	seen    time.Time // when the digest was last updated
 	state   string
-	addr    string
+	addr    string // gossip address, as memberlist last announced it
 	changed time.Time
+	// dataAddr is the address the peer's own digests give. A node restarted
+	// at a new address is refused by memberlist until its old entry can be
+	// reclaimed; replication need not wait for that.
+	dataAddr string
 }
 
 type knownMember struct {
@@ -362,13 +366,14 @@ func encodeDeltas(ds []crdt.Delta, size int) [][]byte {
 // in the event callbacks (which run under that lock), and sends with nodes
 // built from it.
 
-// node returns the live member called name, or nil.
+// node returns a node to send data to: a live member, or a member that
+// memberlist has not taken back yet but whose digests arrive (see dataAddr).
+// Nil when neither.
 func (g *Gossip) node(name string) *memberlist.Node {
 	g.mu.Lock()
-	p := g.peers[name]
 	var addr string
-	if p != nil && p.state == "alive" {
-		addr = p.addr
+	if p := g.peers[name]; p != nil {
+		addr = g.dataAddrLocked(p)
 	}
 	g.mu.Unlock()
 	if addr == "" {
@@ -377,14 +382,34 @@ func (g *Gossip) node(name string) *memberlist.Node {
 	return nodeAt(name, addr)
 }
 
-// alivePeers lists the other members memberlist reports alive.
+// heardLocked reports whether a member has sent digests lately, from an
+// address it gave.
+func (g *Gossip) heardLocked(p *peer) bool {
+	return p.dataAddr != "" && g.cfg.Now().Sub(p.seen) < 3*g.cfg.DigestInterval
+}
+
+// dataAddrLocked is where to send a member data: the address its own recent
+// digests give (right after a restart at a new address memberlist may still
+// know the old one, alive or dead), else memberlist's address if alive.
+func (g *Gossip) dataAddrLocked(p *peer) string {
+	switch {
+	case g.heardLocked(p):
+		return p.dataAddr
+	case p.state == "alive":
+		return p.addr
+	}
+	return ""
+}
+
+// alivePeers lists the other members memberlist reports alive or that sent
+// digests lately, at the address to send them data.
 func (g *Gossip) alivePeers() []*memberlist.Node {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var out []*memberlist.Node
 	for name, p := range g.peers {
-		if p.state == "alive" {
-			if n := nodeAt(name, p.addr); n != nil {
+		if p.state == "alive" || g.heardLocked(p) {
+			if n := nodeAt(name, g.dataAddrLocked(p)); n != nil {
 				out = append(out, n)
 			}
 		}

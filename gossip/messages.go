@@ -113,9 +113,10 @@ func decodeDeltas(d *crdt.Decoder) (deltasMsg, error) {
 }
 
 // digestMsg is a node's version vector: for each origin, the seq up to which
-// the node holds every change. name says whose.
+// the node holds every change. name says whose, addr where it gossips.
 type digestMsg struct {
 	name    string
+	addr    string
 	entries []digestEntry
 }
 
@@ -127,6 +128,7 @@ type digestEntry struct {
 func (m *digestMsg) appendTo(b []byte) []byte {
 	b = append(b, byte(msgDigest), wireVersion)
 	b = appendString(b, m.name)
+	b = appendString(b, m.addr)
 	b = binary.AppendUvarint(b, uint64(len(m.entries)))
 	for _, e := range m.entries {
 		b = append(b, e.origin[:]...)
@@ -136,7 +138,7 @@ func (m *digestMsg) appendTo(b []byte) []byte {
 }
 
 func decodeDigest(d *crdt.Decoder) (digestMsg, error) {
-	m := digestMsg{name: d.String(maxNodeName)}
+	m := digestMsg{name: d.String(maxNodeName), addr: d.String(maxNodeName)}
 	n := d.Count(17)
 	for i := 0; i < n && d.Err() == nil; i++ {
 		m.entries = append(m.entries, digestEntry{origin: d.Replica(), seq: d.Uvarint()})
@@ -147,6 +149,7 @@ func decodeDigest(d *crdt.Decoder) (digestMsg, error) {
 // pullMsg asks a peer for origin's entries with a seq above after.
 type pullMsg struct {
 	from     string // the requester, to answer to
+	addr     string // its gossip address
 	origin   crdt.ReplicaID
 	after    uint64
 	maxBytes uint64
@@ -155,13 +158,14 @@ type pullMsg struct {
 func (m *pullMsg) appendTo(b []byte) []byte {
 	b = append(b, byte(msgPull), wireVersion)
 	b = appendString(b, m.from)
+	b = appendString(b, m.addr)
 	b = append(b, m.origin[:]...)
 	b = binary.AppendUvarint(b, m.after)
 	return binary.AppendUvarint(b, m.maxBytes)
 }
 
 func decodePull(d *crdt.Decoder) (pullMsg, error) {
-	m := pullMsg{from: d.String(maxNodeName), origin: d.Replica(), after: d.Uvarint(), maxBytes: d.Uvarint()}
+	m := pullMsg{from: d.String(maxNodeName), addr: d.String(maxNodeName), origin: d.Replica(), after: d.Uvarint(), maxBytes: d.Uvarint()}
 	return m, finish(d)
 }
 

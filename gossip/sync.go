@@ -25,9 +25,10 @@ func (g *Gossip) sawDigest(m digestMsg) {
 	g.mu.Lock()
 	p := g.peers[m.name]
 	if p == nil || p.state == "" {
-		// Not a member memberlist admitted (push/pull merges membership
+		// Never a member memberlist admitted (push/pull merges membership
 		// before the delegate sees the state): nothing to record, and no
-		// table to grow for whoever can reach the port.
+		// table to grow for whoever can reach the port. A member it calls
+		// dead is still heard: it may have restarted at a new address.
 		g.mu.Unlock()
 		return
 	}
@@ -36,6 +37,9 @@ func (g *Gossip) sawDigest(m digestMsg) {
 		p.digest[e.origin] = e.seq
 	}
 	p.seen = now
+	if m.addr != "" {
+		p.dataAddr = m.addr
+	}
 	g.mu.Unlock()
 	g.schedulePulls()
 }
@@ -58,7 +62,7 @@ func (g *Gossip) schedulePulls() {
 	}
 	ahead := map[crdt.ReplicaID]best{}
 	for name, p := range g.peers {
-		if p.state != "alive" && p.state != "" {
+		if p.state != "alive" && !g.heardLocked(p) {
 			continue
 		}
 		for o, s := range p.digest {
@@ -77,7 +81,7 @@ func (g *Gossip) schedulePulls() {
 	}
 	start := func(o crdt.ReplicaID, peer string, after uint64) {
 		g.pulls[pullKey{o, peer}] = &pullState{after: after, progress: now}
-		reqs = append(reqs, pullReq{to: peer, msg: pullMsg{from: g.cfg.NodeName, origin: o, after: after, maxBytes: uint64(g.cfg.ChunkBytes)}})
+		reqs = append(reqs, pullReq{to: peer, msg: pullMsg{from: g.cfg.NodeName, addr: g.addr, origin: o, after: after, maxBytes: uint64(g.cfg.ChunkBytes)}})
 	}
 	for o, b := range ahead {
 		if !busy[o] {
@@ -150,6 +154,12 @@ func (g *Gossip) serveWorker() {
 			return
 		case m := <-g.serveCh:
 			n := g.node(m.from)
+			if n == nil && m.addr != "" {
+				// A member memberlist has not taken back yet (restarted at a
+				// new address): answer where it asks from. Only holders of
+				// the cluster's key can send a pull at all.
+				n = nodeAt(m.from, m.addr)
+			}
 			if n == nil {
 				continue
 			}
@@ -211,7 +221,7 @@ func (g *Gossip) chunkWorker() {
 			if ps := g.pulls[k]; ps != nil {
 				if err == nil && !m.done {
 					ps.after, ps.progress = m.next, now
-					next = &pullReq{to: m.from, msg: pullMsg{from: g.cfg.NodeName, origin: m.origin, after: m.next, maxBytes: uint64(g.cfg.ChunkBytes)}}
+					next = &pullReq{to: m.from, msg: pullMsg{from: g.cfg.NodeName, addr: g.addr, origin: m.origin, after: m.next, maxBytes: uint64(g.cfg.ChunkBytes)}}
 				} else {
 					delete(g.pulls, k)
 					if err == nil {
@@ -335,14 +345,16 @@ const forgetAfter = 72 * time.Hour
 // missing lists the addresses to try when members are missing: the Join
 // addresses and every known member not alive now. Nil when none is missing.
 func (g *Gossip) missing() []string {
-	alive := map[string]bool{g.cfg.NodeName: true}
-	for _, n := range g.alivePeers() {
-		alive[n.Name] = true
-	}
 	now := g.cfg.Now()
 	var addrs []string
 	lost := false
 	g.mu.Lock()
+	alive := map[string]bool{g.cfg.NodeName: true}
+	for name, p := range g.peers {
+		if p.state == "alive" { // memberlist's view: the one rejoining mends
+			alive[name] = true
+		}
+	}
 	for name, k := range g.known {
 		switch {
 		case alive[name]:

@@ -54,6 +54,7 @@ type node struct {
 	args    []string
 	cmd     *exec.Cmd
 	url     string
+	gossip  string // gossip address
 	logs    *syncBuffer
 	exited  chan struct{}
 }
@@ -75,7 +76,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-var servingRE = regexp.MustCompile(`msg=serving http=(http://[0-9.:]+)`)
+var servingRE = regexp.MustCompile(`msg=serving http=(https?://[0-9.:]+) gossip=([0-9.:]+)`)
 
 // startNode starts an agent on dataDir with an ephemeral HTTP port and waits
 // until it serves.
@@ -105,13 +106,13 @@ func (n *node) start() {
 		pw.Close()
 		close(n.exited)
 	}()
-	found := make(chan string, 1)
+	found := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil {
 				select {
-				case found <- m[1]:
+				case found <- m:
 				default:
 				}
 			}
@@ -119,7 +120,8 @@ func (n *node) start() {
 		io.Copy(io.Discard, pr)
 	}()
 	select {
-	case n.url = <-found:
+	case m := <-found:
+		n.url, n.gossip = m[1], m[2]
 	case <-n.exited:
 		n.t.Fatalf("agent exited before serving:\n%s", n.logs)
 	case <-time.After(30 * time.Second):
