@@ -20,8 +20,17 @@ Usage:
   abacus keygen                   print a new gossip encryption key
   abacus <command> -h             help for a command
 
-Every flag can also be set as ABACUS_<FLAG> in the environment, for example
-ABACUS_DATA_DIR for --data-dir.
+Client commands, talking to the node at --addr (default http://127.0.0.1:4000):
+  abacus inc NAME [AMOUNT]        add to a counter; prints its new total
+  abacus get NAME                 print a counter's total (--detail: per replica and DC)
+  abacus range NAME               counts per step: --from -6h --to now --step 1h [--json]
+  abacus list                     counters and totals: --prefix, --limit, --all
+  abacus members                  the cluster's members as the node sees them
+  abacus snapshot FILE            save a backup of the node's database (admin)
+
+Every agent flag can also be set as ABACUS_<FLAG> in the environment, for
+example ABACUS_DATA_DIR for --data-dir; of the client commands' flags, the
+connection flags can: ABACUS_ADDR, ABACUS_TOKEN, ABACUS_CA_FILE, ABACUS_TIMEOUT.
 `
 
 func main() {
@@ -39,6 +48,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runAgent(args[1:], stdout, stderr)
 	case "keygen":
 		err = runKeygen(args[1:], stdout)
+	case "inc":
+		err = runInc(args[1:], stdout, stderr)
+	case "get":
+		err = runGet(args[1:], stdout, stderr)
+	case "range":
+		err = runRange(args[1:], stdout, stderr)
+	case "list":
+		err = runList(args[1:], stdout, stderr)
+	case "members":
+		err = runMembers(args[1:], stdout, stderr)
+	case "snapshot":
+		err = runSnapshot(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
