@@ -40,7 +40,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return 2
+		return 1
 	}
 	var err error
 	switch args[0] {
@@ -65,7 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	default:
 		fmt.Fprintf(stderr, "abacus: unknown command %q\n\n%s", args[0], usage)
-		return 2
+		return 1
 	}
 	switch {
 	case err == nil:
