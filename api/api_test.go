@@ -260,6 +260,7 @@ func TestAPI_Reads(t *testing.T) {
 		{"/", "0\n"},
 		{"/?name=y", "6\n"},
 		{"/v1/counters/x.1", `{"name":"x.1","total":4}` + "\n"},
+		{"/v1/counters/x%2E1", `{"name":"x.1","total":4}` + "\n"},
 		{"/v1/counters/never", `{"name":"never","total":0}` + "\n"},
 		{"/v1/counters/y?detail=true", `{"name":"y","total":6,"replicas":[{"replica":"r1","node":"n1","dc":"dc1","count":6}],"by_dc":{"dc1":6}}` + "\n"},
 		{"/v1/counters?prefix=x.&limit=1", `{"counters":[{"name":"x.1","total":4}],"next":"x.1"}` + "\n"},
@@ -290,5 +291,26 @@ func TestAPI_Reads(t *testing.T) {
 	body, _ := io.ReadAll(do(t, h, call{"GET", "/v1/cluster", "", nil}).Body)
 	if !strings.Contains(string(body), `"self":{"name":"n1"`) {
 		t.Fatalf("cluster = %s", body)
+	}
+}
+
+// TestAPI_EscapedNames: clients that percent-encode a name's characters (as
+// encodeURIComponent does with ':') mean the same counter.
+func TestAPI_EscapedNames(t *testing.T) {
+	f := newFake()
+	h := newHandler(f)
+	if w := do(t, h, call{"POST", "/v1/counters/svc%3Asignups/increment?amount=2", "", nil}); w.Code != 200 || !strings.Contains(w.Body.String(), `"name":"svc:signups"`) {
+		t.Fatalf("escaped increment: %d %s", w.Code, w.Body)
+	}
+	if w := do(t, h, call{"GET", "/v1/counters/svc:signups", "", nil}); w.Body.String() != `{"name":"svc:signups","total":2}`+"\n" {
+		t.Fatalf("unescaped read: %s", w.Body)
+	}
+	if w := do(t, h, call{"GET", "/v1/counters/svc%3Asignups/range", "", nil}); w.Code != 200 {
+		t.Fatalf("escaped range: %d %s", w.Code, w.Body)
+	}
+	for _, bad := range []string{"/v1/counters/a%2Fb", "/v1/counters/a%20b"} {
+		if w := do(t, h, call{"GET", bad, "", nil}); w.Code != 400 {
+			t.Fatalf("GET %s = %d, want 400", bad, w.Code)
+		}
 	}
 }

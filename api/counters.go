@@ -15,6 +15,18 @@ import (
 	"abacus/window"
 )
 
+// nameParam is the {name} path segment, unescaped: chi routes on the raw
+// path when the request has one, so "a%3Ab" arrives escaped, and clients that
+// escape ':' (encodeURIComponent does) mean "a:b". Undecodable escapes stay
+// as they are and fail name validation.
+func nameParam(r *http.Request) string {
+	raw := chi.URLParam(r, "name")
+	if name, err := url.PathUnescape(raw); err == nil {
+		return name
+	}
+	return raw
+}
+
 // readBody reads the request body up to limit bytes.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *apiError) {
 	if r.ContentLength > limit {
@@ -156,7 +168,7 @@ func (s *server) increment(w http.ResponseWriter, r *http.Request) {
 	}
 	var inc Increment
 	if e == nil {
-		inc, e = parseSingle(chi.URLParam(r, "name"), queryOf(r), body, s.Counters.Now())
+		inc, e = parseSingle(nameParam(r), queryOf(r), body, s.Counters.Now())
 	}
 	if e != nil {
 		writeAPIError(w, e)
@@ -241,7 +253,7 @@ func (s *server) batch(w http.ResponseWriter, r *http.Request) {
 
 // get serves GET /v1/counters/{name}.
 func (s *server) get(w http.ResponseWriter, r *http.Request) {
-	name := chi.URLParam(r, "name")
+	name := nameParam(r)
 	if e := checkName(name); e != nil {
 		writeAPIError(w, e)
 		return
@@ -309,7 +321,7 @@ func satAdd(a, b uint64) uint64 {
 
 // rangeQuery serves GET /v1/counters/{name}/range.
 func (s *server) rangeQuery(w http.ResponseWriter, r *http.Request) {
-	name := chi.URLParam(r, "name")
+	name := nameParam(r)
 	if e := checkName(name); e != nil {
 		writeAPIError(w, e)
 		return

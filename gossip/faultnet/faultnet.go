@@ -1,6 +1,7 @@
 // Package faultnet wraps memberlist transports to inject network faults into
 // in-process cluster tests: partitions between any pairs of nodes, random
-// packet loss, and delay. Faults apply on the sending side: a partitioned pair
+// packet loss, and delay. It also counts what each node sends, for the
+// gossip-traffic benchmarks. Faults apply on the sending side: a partitioned pair
 // drops both directions because both sides send.
 //
 // Loss applies to UDP packets and, with the same probability, to the opening
@@ -32,11 +33,19 @@ type Network struct {
 	delay   time.Duration
 	jitter  time.Duration
 	dropped int
+	sent    map[string]*Traffic // by sending node
+}
+
+// Traffic is what one node sent: UDP packets, and bytes both ways on the TCP
+// streams it opened.
+type Traffic struct {
+	Packets, PacketBytes int64
+	Streams, StreamBytes int64
 }
 
 // New returns a network without faults; seed makes the losses repeatable.
 func New(seed uint64) *Network {
-	return &Network{rnd: rand.New(rand.NewPCG(seed, 0xabac05)), names: map[string]string{}, blocked: map[[2]string]bool{}}
+	return &Network{rnd: rand.New(rand.NewPCG(seed, 0xabac05)), names: map[string]string{}, blocked: map[[2]string]bool{}, sent: map[string]*Traffic{}}
 }
 
 // Partition cuts every pair of nodes in different groups. Nodes in no group
@@ -93,6 +102,28 @@ func (n *Network) Dropped() int {
 	return n.dropped
 }
 
+// Traffic returns a copy of what each node has sent so far.
+func (n *Network) Traffic() map[string]Traffic {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make(map[string]Traffic, len(n.sent))
+	for k, v := range n.sent {
+		out[k] = *v
+	}
+	return out
+}
+
+func (n *Network) count(from string, f func(*Traffic)) {
+	n.mu.Lock()
+	t := n.sent[from]
+	if t == nil {
+		t = &Traffic{}
+		n.sent[from] = t
+	}
+	f(t)
+	n.mu.Unlock()
+}
+
 // fate decides what happens to one send from → to.
 func (n *Network) fate(from, toAddr, toName string) (drop bool, delay time.Duration) {
 	n.mu.Lock()
@@ -135,6 +166,7 @@ func (t *transport) WriteTo(b []byte, addr string) (time.Time, error) {
 }
 
 func (t *transport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	t.net.count(t.name, func(tr *Traffic) { tr.Packets++; tr.PacketBytes += int64(len(b)) })
 	drop, delay := t.net.fate(t.name, a.Addr, a.Name)
 	switch {
 	case drop:
@@ -159,5 +191,30 @@ func (t *transport) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 	if delay > 0 {
 		time.Sleep(delay)
 	}
-	return t.NodeAwareTransport.DialAddressTimeout(a, timeout)
+	c, err := t.NodeAwareTransport.DialAddressTimeout(a, timeout)
+	if err != nil {
+		return nil, err
+	}
+	t.net.count(t.name, func(tr *Traffic) { tr.Streams++ })
+	return &countingConn{Conn: c, net: t.net, name: t.name}, nil
+}
+
+// countingConn counts both directions of a stream against the node that
+// opened it.
+type countingConn struct {
+	net.Conn
+	net  *Network
+	name string
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.net.count(c.name, func(tr *Traffic) { tr.StreamBytes += int64(n) })
+	return n, err
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.net.count(c.name, func(tr *Traffic) { tr.StreamBytes += int64(n) })
+	return n, err
 }
