@@ -120,6 +120,9 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Metrics serves /metrics; nil means the route answers 404.
 	Metrics http.Handler
+	// UI serves the dashboard at /ui and /ui/…, given the full path; nil
+	// means those routes answer 404.
+	UI http.Handler
 }
 
 // Body limits.
@@ -171,6 +174,10 @@ func NewHandler(d Deps) http.Handler {
 	route("GET", "/v1/counters/{name}/range", s.rangeQuery)
 	route("POST", "/v1/increments", s.batch)
 	route("GET", "/v1/cluster", s.cluster)
+	if d.UI != nil {
+		route("GET", "/ui", d.UI.ServeHTTP)
+		route("GET", "/ui/*", d.UI.ServeHTTP)
+	}
 	return r
 }
 
