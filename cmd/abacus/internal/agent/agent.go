@@ -24,6 +24,7 @@ import (
 	"abacus/crdt"
 	"abacus/gossip"
 	"abacus/store"
+	"abacus/ui"
 	"abacus/window"
 )
 
@@ -178,6 +179,7 @@ func New(cfg Config) (*Agent, error) {
 		Logger:     cfg.Logger.With("component", "api"),
 		Registerer: a.reg,
 		Metrics:    promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}),
+		UI:         ui.Handler(),
 	})
 	a.http = &http.Server{
 		Handler:           handler,
