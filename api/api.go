@@ -128,6 +128,10 @@ type Deps struct {
 	Auth Authorizer
 	// Snapshot, if set, serves GET /v1/snapshot (admin).
 	Snapshot Snapshotter
+	// UI serves the dashboard at /ui and /ui/…, given the full path; nil
+	// means those routes answer 404. Its files are open to all (they hold
+	// no data; the page's own API calls carry the token).
+	UI http.Handler
 }
 
 // Snapshotter writes a consistent copy of the node's database.
@@ -193,6 +197,10 @@ func NewHandler(d Deps) http.Handler {
 	route("GET", "/v1/cluster", RoleRead, s.cluster)
 	if d.Snapshot != nil {
 		route("GET", "/v1/snapshot", RoleAdmin, s.snapshot)
+	}
+	if d.UI != nil {
+		route("GET", "/ui", RoleNone, d.UI.ServeHTTP)
+		route("GET", "/ui/*", RoleNone, d.UI.ServeHTTP)
 	}
 	return r
 }

@@ -25,6 +25,7 @@ import (
 	"abacus/crdt"
 	"abacus/gossip"
 	"abacus/store"
+	"abacus/ui"
 	"abacus/window"
 )
 
@@ -206,6 +207,7 @@ func New(cfg Config) (*Agent, error) {
 		Metrics:       promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}),
 		MetricsPublic: cfg.MetricsPublic,
 		Snapshot:      snapshotter{a},
+		UI:            ui.Handler(),
 	}
 	if cfg.AuthTokenFile != "" {
 		deps.Auth = (*authorizer)(a)
