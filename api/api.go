@@ -171,6 +171,7 @@ func NewHandler(d Deps) http.Handler {
 	route("GET", "/v1/counters/{name}/range", s.rangeQuery)
 	route("POST", "/v1/increments", s.batch)
 	route("GET", "/v1/cluster", s.cluster)
+	route("GET", "/v1/openapi.json", s.openapi)
 	return r
 }
 
