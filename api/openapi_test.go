@@ -193,7 +193,7 @@ func TestOpenAPI_Responses(t *testing.T) {
 	tests := []struct {
 		name    string
 		call    call
-		prep    func(f *fakeCounters, h http.Handler)
+		prep    func(t testing.TB, f *fakeCounters, h http.Handler)
 		cluster api.Cluster
 		status  int
 	}{
@@ -201,7 +201,7 @@ func TestOpenAPI_Responses(t *testing.T) {
 		{name: "increment", call: call{"POST", "/v1/counters/signups/increment?amount=5&ts=1795428000", "", nil}, status: 200},
 		{name: "increment json", call: call{"POST", "/v1/counters/signups/increment", `{"amount":7,"ts":"2026-11-23T11:59:00.5+01:00"}`, jsonCT}, status: 200},
 		{name: "increment replayed", call: call{"POST", "/v1/counters/signups/increment?amount=3", "", key("k1")}, status: 200,
-			prep: func(f *fakeCounters, h http.Handler) {
+			prep: func(t testing.TB, f *fakeCounters, h http.Handler) {
 				do(t, h, call{"POST", "/v1/counters/signups/increment?amount=3", "", key("k1")})
 			}},
 		{name: "batch", call: call{"POST", "/v1/increments", `{"increments":[{"name":"a","amount":2},{"name":"b","ts":1795428000.5},{"name":"a","ts":"2026-11-23T11:00:00Z","amount":null}]}`, jsonCT}, status: 200},
@@ -220,7 +220,7 @@ func TestOpenAPI_Responses(t *testing.T) {
 		{name: "compat inc GET", call: call{"GET", "/inc?amount=2", "", nil}, status: 200},
 		{name: "compat inc POST", call: call{"POST", "/inc?name=signups", "", nil}, status: 200},
 		{name: "compat inc replayed", call: call{"POST", "/inc", "", key("k2")}, status: 200,
-			prep: func(f *fakeCounters, h http.Handler) { do(t, h, call{"GET", "/inc", "", key("k2")}) }},
+			prep: func(t testing.TB, f *fakeCounters, h http.Handler) { do(t, h, call{"GET", "/inc", "", key("k2")}) }},
 
 		// errors
 		{name: "bad amount", call: call{"POST", "/v1/counters/signups/increment?amount=0", "", nil}, status: 400},
@@ -235,18 +235,18 @@ func TestOpenAPI_Responses(t *testing.T) {
 		{name: "too many increments", call: call{"POST", "/v1/increments", many.String(), jsonCT}, status: 413},
 		{name: "form body", call: call{"POST", "/v1/increments", `a=1`, map[string]string{"Content-Type": "application/x-www-form-urlencoded"}}, status: 415},
 		{name: "overflow", call: call{"POST", "/v1/counters/signups/increment?amount=2", "", nil}, status: 409,
-			prep: func(f *fakeCounters, h http.Handler) { f.totals["signups"] = 1<<64 - 2 }},
+			prep: func(t testing.TB, f *fakeCounters, h http.Handler) { f.totals["signups"] = 1<<64 - 2 }},
 		{name: "key reused", call: call{"POST", "/v1/increments", `{"increments":[{"name":"b"}]}`, key("k3")}, status: 422,
-			prep: func(f *fakeCounters, h http.Handler) {
+			prep: func(t testing.TB, f *fakeCounters, h http.Handler) {
 				do(t, h, call{"POST", "/v1/increments", `{"increments":[{"name":"a"}]}`, key("k3")})
 			}},
 		{name: "shutting down", call: call{"POST", "/inc", "", nil}, status: 503,
-			prep: func(f *fakeCounters, h http.Handler) {
+			prep: func(t testing.TB, f *fakeCounters, h http.Handler) {
 				f.err = fmt.Errorf("%w: %w", api.ErrUnavailable, errors.New("shutting down"))
 			}},
 		{name: "not ready", call: call{"GET", "/readyz", "", nil}, status: 503, cluster: fakeCluster{ready: errors.New("joining [127.0.0.2:7946]")}},
 		{name: "internal", call: call{"POST", "/v1/counters/signups/increment", "", nil}, status: 500,
-			prep: func(f *fakeCounters, h http.Handler) { f.err = errors.New("disk on fire") }},
+			prep: func(t testing.TB, f *fakeCounters, h http.Handler) { f.err = errors.New("disk on fire") }},
 	}
 	succeeded := map[string]bool{}
 	for _, tt := range tests {
@@ -258,7 +258,7 @@ func TestOpenAPI_Responses(t *testing.T) {
 			}
 			h := newDocHandler(f, c)
 			if tt.prep != nil {
-				tt.prep(f, h)
+				tt.prep(t, f, h)
 			}
 			req := httptest.NewRequest(tt.call.method, tt.call.path, strings.NewReader(tt.call.body))
 			for k, v := range tt.call.header {
@@ -355,6 +355,6 @@ func TestOpenAPI_UnmatchedResponses(t *testing.T) {
 }
 
 // seed gives the fake a few counters to read.
-func seed(f *fakeCounters, _ http.Handler) {
+func seed(_ testing.TB, f *fakeCounters, _ http.Handler) {
 	f.totals["signups"], f.totals["sessions"], f.totals["logins"] = 17, 4, 9
 }
