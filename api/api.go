@@ -202,6 +202,7 @@ func NewHandler(d Deps) http.Handler {
 		route("GET", "/ui", RoleNone, d.UI.ServeHTTP)
 		route("GET", "/ui/*", RoleNone, d.UI.ServeHTTP)
 	}
+	route("GET", "/v1/openapi.json", RoleRead, s.openapi)
 	return r
 }
 
