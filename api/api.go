@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -163,7 +164,7 @@ func NewHandler(d Deps) http.Handler {
 	s := &server{Deps: d, router: chi.NewRouter()}
 	s.metrics = newHTTPMetrics(d.Registerer)
 	r := s.router
-	r.Use(s.recoverer, middleware.GetHead)
+	r.Use(s.recoverer, s.noHeadOnUnsafeGet, middleware.GetHead)
 	r.NotFound(s.metrics.instrument("unmatched", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, kindNotFound, "no route for "+r.Method+" "+r.URL.Path)
 	}))
@@ -206,6 +207,20 @@ func NewHandler(d Deps) http.Handler {
 	return r
 }
 
+// noHeadOnUnsafeGet refuses HEAD /inc: chi's GetHead would run the GET
+// handler, and GET /inc increments (for the seed's clients). HEAD must be
+// safe.
+func (s *server) noHeadOnUnsafeGet(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead && r.URL.Path == "/inc" {
+			w.Header().Set("Allow", "GET, POST")
+			writeProblem(w, kindMethodNotAllowed, "HEAD would increment; use GET or POST")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // noStore marks a read's answer as not to be cached: counts change.
 func noStore(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -221,11 +236,12 @@ func (s *server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 	for _, m := range routeMethods {
 		if s.router.Match(chi.NewRouteContext(), m, r.URL.Path) {
 			allowed = append(allowed, m)
+			if m == http.MethodGet && r.URL.Path != "/inc" {
+				allowed = append(allowed, http.MethodHead) // served by GetHead
+			}
 		}
 	}
-	for _, m := range allowed {
-		w.Header().Add("Allow", m)
-	}
+	w.Header().Set("Allow", strings.Join(allowed, ", "))
 	writeProblem(w, kindMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path)
 }
 

@@ -145,6 +145,7 @@ func TestAPI_BadInput(t *testing.T) {
 		{"PUT batch", call{"PUT", "/v1/increments", "", nil}, 405, "method-not-allowed"},
 		{"POST healthz", call{"POST", "/healthz", "", nil}, 405, "method-not-allowed"},
 		{"odd method", call{"BREW", "/v1/counters/a", "", nil}, 405, "method-not-allowed"},
+		{"HEAD inc would increment", call{"HEAD", "/inc", "", nil}, 405, "method-not-allowed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -204,7 +205,7 @@ func TestAPI_Increment(t *testing.T) {
 			`{"name":"a","amount":1,"ts":"2026-11-23T12:00:00Z","total":1}`},
 		{"query amount and ts", call{"POST", "/v1/counters/a/increment?amount=5&ts=1795428000", "", nil},
 			`{"name":"a","amount":5,"ts":"2026-11-23T10:00:00Z","total":6}`},
-		{"json body", call{"POST", "/v1/counters/a/increment", `{"amount":7,"ts":"2026-11-23T11:59:00+01:00"}`, map[string]string{"Content-Type": "application/json; charset=utf-8"}},
+		{"json body", call{"POST", "/v1/counters/a/increment", `{"amount":7,"ts":"2026-11-23T11:59:00+01:00"}`, map[string]string{"Content-Type": "Application/JSON; charset=utf-8"}},
 			`{"name":"a","amount":7,"ts":"2026-11-23T10:59:00Z","total":13}`},
 		{"json null fields", call{"POST", "/v1/counters/a/increment", `{"amount":null,"ts":null}`, nil},
 			`{"name":"a","amount":1,"ts":"2026-11-23T12:00:00Z","total":14}`},

@@ -41,6 +41,8 @@ func (s *server) compatTotal(w http.ResponseWriter, r *http.Request) {
 }
 
 // compatInc serves GET and POST /inc?amount=N[&name=X]: the new total as text.
+// GET increments because the seed's clients do; HEAD, which must be safe,
+// does not reach it (see NewHandler).
 func (s *server) compatInc(w http.ResponseWriter, r *http.Request) {
 	name, e := compatName(r)
 	if e != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -54,30 +55,10 @@ func checkJSONContentType(r *http.Request, body []byte) *apiError {
 	if ct == "" {
 		return nil
 	}
-	mt, _, _ := cutParams(ct)
-	if mt != "application/json" {
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 		return errorf(kindUnsupportedType, "send JSON as application/json")
 	}
 	return nil
-}
-
-func cutParams(ct string) (string, string, bool) {
-	for i := 0; i < len(ct); i++ {
-		if ct[i] == ';' {
-			return trimSpace(ct[:i]), ct[i+1:], true
-		}
-	}
-	return trimSpace(ct), "", false
-}
-
-func trimSpace(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // idempotencyKey returns the request's Idempotency-Key header, if valid.

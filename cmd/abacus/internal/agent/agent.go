@@ -376,12 +376,18 @@ func apiMember(m gossip.Member) api.Member {
 	return out
 }
 
+// Ready says why the node should not take traffic, in words for clients:
+// the store's own errors (which may wrap the operating system's) stay in the
+// log.
 func (c *cluster) Ready() error {
 	if c.closing.Load() {
 		return errors.New("shutting down")
 	}
-	if err := c.store.Err(); err != nil {
-		return err
+	switch err := c.store.Err(); {
+	case errors.Is(err, store.ErrClosed):
+		return errors.New("shutting down")
+	case err != nil:
+		return errors.New("a disk write failed; restart the node (the log says why)")
 	}
 	if err := c.gossip.Ready(); err != nil {
 		return err
