@@ -31,20 +31,18 @@ func (d *delegate) NotifyMsg(b []byte) {
 	d.g().handleMsg(b)
 }
 
+// GetBroadcasts returns at most one message: memberlist calls it once per
+// target, and a taken entry goes back in line with transmissions left, so a
+// second take in the same call would send the same entries to the same peer
+// again and spend transmissions meant for others.
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	g := d.g()
-	var msgs [][]byte
-	used := 0
-	for {
-		m := g.out.take(limit - used - overhead)
-		if m == nil {
-			break
-		}
-		msgs = append(msgs, m)
-		used += len(m) + overhead
-		g.stats.sent(msgDeltas, len(m))
+	m := g.out.take(limit - overhead)
+	if m == nil {
+		return nil
 	}
-	return msgs
+	g.stats.sent(msgDeltas, len(m))
+	return [][]byte{m}
 }
 
 func (d *delegate) LocalState(join bool) []byte {

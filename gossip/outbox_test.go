@@ -107,3 +107,25 @@ func TestCommitLog(t *testing.T) {
 		t.Fatal("a future seq was found")
 	}
 }
+
+// TestGetBroadcasts_OneCopyPerCall: one call is one target; it must not carry
+// the same entry twice, or a value's transmissions are spent on one peer.
+func TestGetBroadcasts_OneCopyPerCall(t *testing.T) {
+	g := &Gossip{out: newOutbox(100)}
+	g.out.add([]crdt.Delta{delta("a", 1, 1, 1), delta("b", 1, 1, 1)}, 4)
+	for call := 1; call <= 4; call++ {
+		msgs := (*delegate)(g).GetBroadcasts(3, 1400)
+		seen := map[string]int{}
+		for _, m := range msgs {
+			for _, d := range decodeTaken(t, m) {
+				seen[d.Slot.Name]++
+			}
+		}
+		if seen["a"] != 1 || seen["b"] != 1 {
+			t.Fatalf("call %d carried %v, want each entry once", call, seen)
+		}
+	}
+	if msgs := (*delegate)(g).GetBroadcasts(3, 1400); len(msgs) != 0 {
+		t.Fatal("entries sent more than their transmit count")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -38,6 +39,8 @@ type options struct {
 	jsonOut      bool
 	verify       bool
 	pid          int
+	peer         string
+	trials       int
 }
 
 // result is one run's figures.
@@ -78,11 +81,20 @@ func main() {
 	flag.BoolVar(&o.jsonOut, "json", false, "print results as JSON lines")
 	flag.BoolVar(&o.verify, "verify", true, "for inc and batch: check the node's totals rose by exactly the increments acknowledged")
 	flag.IntVar(&o.pid, "pid", 0, "the server's process ID: report its CPU time per request (steadier than throughput on a shared machine)")
+	flag.StringVar(&o.peer, "peer", "", "with --mode visibility: the node to watch for increments acknowledged by --addr")
+	flag.IntVar(&o.trials, "trials", 200, "with --mode visibility: how many increments to time")
 	flag.Parse()
 	u, err := url.Parse(o.addr)
 	if err != nil || u.Host == "" {
 		fmt.Fprintf(os.Stderr, "abacus-bench: bad --addr %q\n", o.addr)
 		os.Exit(2)
+	}
+	if o.mode == "visibility" {
+		if err := visibility(o); err != nil {
+			fmt.Fprintf(os.Stderr, "abacus-bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
 	}
 	var results []result
 	for i := 0; i < o.runs; i++ {
@@ -411,4 +423,72 @@ func trivial(args []string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+// visibility times, over many trials, how long after node A acknowledges an
+// increment node B reports it: A's answer carries the counter's new total,
+// and B is polled every millisecond until its total reaches it. Trials are
+// spaced by random pauses so that they fall at random points of the gossip
+// cycle.
+func visibility(o options) error {
+	a, err := url.Parse(o.addr)
+	if err != nil {
+		return err
+	}
+	b, err := url.Parse(o.peer)
+	if err != nil || b.Host == "" {
+		return fmt.Errorf("--mode visibility needs --peer http://host:port")
+	}
+	ca, err := dial(a.Host)
+	if err != nil {
+		return err
+	}
+	defer ca.Close()
+	cb, err := dial(b.Host)
+	if err != nil {
+		return err
+	}
+	defer cb.Close()
+	name := fmt.Sprintf("%s.visibility.%d", o.prefix, time.Now().UnixNano())
+	inc := request("POST", a.Host, "/v1/counters/"+name+"/increment", nil)
+	get := request("GET", b.Host, "/v1/counters/"+name, nil)
+	buf := make([]byte, 0, 4096)
+	var lat []time.Duration
+	for i := 0; i < o.trials; i++ {
+		time.Sleep(time.Duration(20+rand.IntN(100)) * time.Millisecond)
+		status, body, err := ca.do(inc, buf)
+		if err != nil || status != 200 {
+			return fmt.Errorf("increment at %s: %d %v", o.addr, status, err)
+		}
+		acked := time.Now()
+		var r struct{ Total uint64 }
+		if err := json.Unmarshal(body, &r); err != nil {
+			return err
+		}
+		for {
+			status, body, err := cb.do(get, buf)
+			if err != nil || status != 200 {
+				return fmt.Errorf("read at %s: %d %v", o.peer, status, err)
+			}
+			var v struct{ Total uint64 }
+			if err := json.Unmarshal(body, &v); err != nil {
+				return err
+			}
+			if v.Total >= r.Total {
+				break
+			}
+			if time.Since(acked) > time.Minute {
+				return fmt.Errorf("%s did not see total %d within a minute", o.peer, r.Total)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		lat = append(lat, time.Since(acked))
+	}
+	slices.Sort(lat)
+	p := func(q float64) float64 {
+		return float64(lat[min(len(lat)-1, int(q*float64(len(lat))))]) / float64(time.Millisecond)
+	}
+	fmt.Printf("visibility %s -> %s over %d trials: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms\n",
+		o.addr, o.peer, len(lat), p(0.5), p(0.9), p(0.99), float64(lat[len(lat)-1])/float64(time.Millisecond))
+	return nil
 }
