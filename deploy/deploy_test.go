@@ -26,17 +26,6 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// pendingFlags are agent flags the deployment files and the operations guide
-// may use before the agent has them: they are being added in parallel
-// (issue 5: auth and TLS). Remove each from this list once `abacus agent -h`
-// shows it; the test logs when that has happened.
-var pendingFlags = map[string]bool{
-	"auth-token-file": true,
-	"tls-cert":        true,
-	"tls-key":         true,
-	"metrics-public":  true,
-}
-
 // The files under test, relative to the repository root.
 const (
 	dockerfile   = "Dockerfile"
@@ -109,14 +98,10 @@ func agentFlags(t testing.TB) map[string]bool {
 	return flagsSet
 }
 
-// checkFlag fails unless name is an agent flag or a pending one.
+// checkFlag fails unless name is an agent flag.
 func checkFlag(t *testing.T, flags map[string]bool, file, name, as string) {
 	t.Helper()
-	switch {
-	case flags[name]:
-	case pendingFlags[name]:
-		t.Logf("%s: %s names --%s, which is being added in parallel", file, as, name)
-	default:
+	if !flags[name] {
 		t.Errorf("%s: %s: abacus agent has no flag --%s", file, as, name)
 	}
 }
@@ -668,14 +653,6 @@ func TestOperationsGuide(t *testing.T) {
 		for f := range flags {
 			if f == "h" || f == "help" {
 				continue
-			}
-			if !strings.Contains(doc, "`--"+f+"`") {
-				t.Errorf("%s does not mention `--%s`", operations, f)
-			}
-		}
-		for f := range pendingFlags {
-			if flags[f] {
-				t.Logf("--%s exists now: remove it from pendingFlags", f)
 			}
 			if !strings.Contains(doc, "`--"+f+"`") {
 				t.Errorf("%s does not mention `--%s`", operations, f)
