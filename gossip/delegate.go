@@ -132,6 +132,17 @@ func (g *Gossip) handleMsg(b []byte) {
 			g.stats.dropped.Add(1)
 		}
 		return
+	case msgBye:
+		m, err := decodeBye(dec)
+		if err != nil {
+			break
+		}
+		g.mu.Lock()
+		if p := g.peers[m.name]; p != nil {
+			p.leaving = true
+		}
+		g.mu.Unlock()
+		return
 	}
 	g.stats.decodeErrors.Add(1)
 	g.log.Debug("dropping malformed gossip message", "type", t.String(), "bytes", len(b))

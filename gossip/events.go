@@ -19,11 +19,10 @@ func (e *events) NotifyJoin(n *memberlist.Node)   { (*Gossip)(e).noteMember(n, "
 func (e *events) NotifyUpdate(n *memberlist.Node) { (*Gossip)(e).noteMember(n, "alive") }
 
 func (e *events) NotifyLeave(n *memberlist.Node) {
-	state := "dead"
-	if n.State == memberlist.StateLeft {
-		state = "left"
-	}
-	(*Gossip)(e).noteMember(n, state)
+	// memberlist v0.7.0 passes the node without its new state (the state
+	// it sets is another field), so a leave is told from a death by the
+	// goodbye the leaving node sent (msgBye).
+	(*Gossip)(e).noteMember(n, "dead")
 }
 
 func (g *Gossip) noteMember(n *memberlist.Node, state string) {
@@ -37,6 +36,12 @@ func (g *Gossip) noteMember(n *memberlist.Node, state string) {
 	p := g.peerLocked(n.Name)
 	if err == nil {
 		p.meta = m
+	}
+	switch {
+	case state == "alive":
+		p.leaving = false
+	case p.leaving || n.State == memberlist.StateLeft:
+		state = "left"
 	}
 	if p.state != state {
 		p.changed = now

@@ -70,6 +70,10 @@ type peer struct {
 	// at a new address is refused by memberlist until its old entry can be
 	// reclaimed; replication need not wait for that.
 	dataAddr string
+	// leaving: the peer said goodbye, so its departure is a leave, not a
+	// death (memberlist v0.7.0 hands event delegates a node whose state
+	// does not say which).
+	leaving bool
 }
 
 type knownMember struct {
@@ -304,20 +308,33 @@ func (g *Gossip) WriteBlocked() error {
 	return nil
 }
 
-// Close sends what waits in the outbox to every peer, leaves the cluster and
-// stops. It is safe to call more than once; ctx bounds the goodbyes.
+// leaveTimeout bounds memberlist's Leave, which waits for its leave message
+// to spread: when peers are leaving too, nobody may be left to hear it.
+const leaveTimeout = 3 * time.Second
+
+// Close sends what waits in the outbox to every peer, says goodbye, leaves
+// the cluster and stops. It is safe to call more than once; ctx bounds the
+// goodbyes.
 func (g *Gossip) Close(ctx context.Context) error {
 	var err error
 	g.closeOnce.Do(func() {
+		// Stop the loops first: the rejoin loop would join peers back while
+		// this node leaves.
+		g.cancel()
 		g.flushOutbox(ctx)
-		timeout := 5 * time.Second
+		bye := (&byeMsg{name: g.cfg.NodeName}).appendTo(nil)
+		for _, n := range g.alivePeers() {
+			if g.ml.SendBestEffort(n, bye) == nil {
+				g.stats.sent(msgBye, len(bye))
+			}
+		}
+		timeout := leaveTimeout
 		if d, ok := ctx.Deadline(); ok {
-			timeout = max(time.Until(d), 100*time.Millisecond)
+			timeout = min(timeout, max(time.Until(d), 100*time.Millisecond))
 		}
 		if e := g.ml.Leave(timeout); e != nil {
 			g.log.Warn("leaving the cluster", "err", e)
 		}
-		g.cancel()
 		err = g.ml.Shutdown()
 		g.wg.Wait()
 	})

@@ -16,7 +16,8 @@ type Member struct {
 	Replica  string
 	State    string // alive, dead or left
 	// Lag is how far this member's copy of this node's data is behind, as
-	// its last digest showed; nil for this node and members not heard from.
+	// its last digest showed; nil for this node, members not heard from and
+	// members not alive.
 	Lag *Lag
 }
 
@@ -52,7 +53,7 @@ func (g *Gossip) Members() []Member {
 		if !p.meta.replica.IsZero() {
 			m.Replica = p.meta.replica.String()
 		}
-		if !p.seen.IsZero() {
+		if !p.seen.IsZero() && p.state == "alive" {
 			m.Lag = g.lagLocked(p, own, now)
 		}
 		out = append(out, m)

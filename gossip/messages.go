@@ -18,6 +18,7 @@ const (
 	msgDigest msgType = 2 // a version vector: push/pull state and digest pings
 	msgPull   msgType = 3 // "send me origin O's entries after seq s"
 	msgChunk  msgType = 4 // the answer to a pull
+	msgBye    msgType = 5 // "I am leaving": memberlist reports a leave as a death
 )
 
 const wireVersion = 1
@@ -32,6 +33,8 @@ func (t msgType) String() string {
 		return "pull"
 	case msgChunk:
 		return "chunk"
+	case msgBye:
+		return "bye"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(t))
 }
@@ -226,6 +229,20 @@ func decodeChunk(d *crdt.Decoder) (chunkMsg, error) {
 	return m, finish(d)
 }
 
+// byeMsg says that node name is leaving the cluster on purpose.
+type byeMsg struct {
+	name string
+}
+
+func (m *byeMsg) appendTo(b []byte) []byte {
+	return appendString(append(b, byte(msgBye), wireVersion), m.name)
+}
+
+func decodeBye(d *crdt.Decoder) (byeMsg, error) {
+	m := byeMsg{name: d.String(maxNodeName)}
+	return m, finish(d)
+}
+
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
@@ -248,7 +265,7 @@ func header(b []byte) (msgType, *crdt.Decoder, error) {
 		return 0, nil, fmt.Errorf("gossip: message of %d bytes: %w", len(b), crdt.ErrTruncated)
 	}
 	t := msgType(b[0])
-	if b[1] != wireVersion || t < msgDeltas || t > msgChunk {
+	if b[1] != wireVersion || t < msgDeltas || t > msgBye {
 		return t, nil, errUnknownType
 	}
 	return t, crdt.NewDecoder(b[2:]), nil

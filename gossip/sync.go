@@ -351,8 +351,11 @@ func (g *Gossip) missing() []string {
 	g.mu.Lock()
 	alive := map[string]bool{g.cfg.NodeName: true}
 	for name, p := range g.peers {
-		if p.state == "alive" { // memberlist's view: the one rejoining mends
+		switch {
+		case p.state == "alive": // memberlist's view: the one rejoining mends
 			alive[name] = true
+		case now.Sub(p.changed) > forgetAfter:
+			delete(g.peers, name) // gone for days: removed, not partitioned
 		}
 	}
 	for name, k := range g.known {
@@ -361,6 +364,8 @@ func (g *Gossip) missing() []string {
 			g.known[name] = knownMember{addr: k.addr, lastSeen: now}
 		case now.Sub(k.lastSeen) > forgetAfter:
 			delete(g.known, name)
+		case g.peers[name] != nil && g.peers[name].state == "left":
+			// It left on purpose: do not pull it back.
 		default:
 			lost = true
 			addrs = append(addrs, k.addr)

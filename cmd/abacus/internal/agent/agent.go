@@ -344,7 +344,11 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 		if err := a.gossip.Close(ctx); err != nil && a.shutdownErr == nil {
 			a.shutdownErr = fmt.Errorf("leave cluster: %w", err)
 		}
-		if err := a.store.Close(ctx); err != nil && a.shutdownErr == nil {
+		// The store gets its own budget: requests and goodbyes may have used
+		// up ctx, and the commits in flight must finish whatever happened.
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := a.store.Close(sctx); err != nil && a.shutdownErr == nil {
 			a.shutdownErr = err
 		}
 		a.log.Info("stopped")

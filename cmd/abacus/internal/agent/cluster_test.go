@@ -472,3 +472,47 @@ func TestCluster_KeyRotation(t *testing.T) {
 	c.inc("b1", "k", 3, time.Now())
 	c.waitConverged(10*time.Second, time.Now().Add(-time.Hour))
 }
+
+// TestCluster_GracefulLeave: a node that shuts down is reported as left (not
+// dead) and without a lag, and the others do not pull it back.
+func TestCluster_GracefulLeave(t *testing.T) {
+	c := newCluster(t, "a1", "b1", "c1")
+	c.writeLoad([]string{"a1", "c1"}, []string{"g"}, 10, 30)
+	c.waitConverged(10*time.Second, time.Now().Add(-time.Hour))
+	c.stop("c1")
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		for _, n := range []string{"a1", "b1"} {
+			for _, m := range c.nodes[n].Gossip().Members() {
+				if m.Name == "c1" && (m.State != "left" || m.Lag != nil) {
+					return false, fmt.Sprintf("%s sees c1 %s (lag %v)", n, m.State, m.Lag)
+				}
+			}
+		}
+		return true, ""
+	})
+}
+
+// TestCluster_ShutdownTogether: nodes stopping at the same time each finish
+// within their budget and without error, every commit closed.
+func TestCluster_ShutdownTogether(t *testing.T) {
+	c := newCluster(t, "a1", "b1", "c1")
+	c.writeLoad([]string{"a1", "b1", "c1"}, []string{"st"}, 30, 31)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for name, a := range c.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.Shutdown(ctx); err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
