@@ -65,8 +65,18 @@ var (
 	ErrOverflow            = errors.New("counter would overflow")
 	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
 	ErrFutureTime          = errors.New("event time too far in the future")
-	ErrUnavailable         = errors.New("unavailable")
+	// ErrUnavailable is a 503; make one with a reason with Unavailable.
+	ErrUnavailable = errors.New("unavailable")
 )
+
+// Unavailable is an ErrUnavailable whose message is reason alone: the
+// problem's detail, worded for clients.
+func Unavailable(reason string) error { return unavailableError(reason) }
+
+type unavailableError string
+
+func (e unavailableError) Error() string        { return string(e) }
+func (e unavailableError) Is(target error) bool { return target == ErrUnavailable }
 
 // Counters is what the API needs from the node's counters.
 type Counters interface {
@@ -129,6 +139,8 @@ type Deps struct {
 	Auth Authorizer
 	// Snapshot, if set, serves GET /v1/snapshot (admin).
 	Snapshot Snapshotter
+	// Durability labels the increments metric ("fsync" or "async").
+	Durability string
 	// UI serves the dashboard at /ui and /ui/…, given the full path; nil
 	// means those routes answer 404. Its files are open to all (they hold
 	// no data; the page's own API calls carry the token).

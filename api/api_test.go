@@ -3,7 +3,6 @@ package api_test
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -182,9 +181,9 @@ func TestAPI_Overflow_Is409(t *testing.T) {
 
 func TestAPI_Unavailable_Is503(t *testing.T) {
 	f := newFake()
-	f.err = fmt.Errorf("%w: %w", api.ErrUnavailable, errors.New("shutting down"))
+	f.err = api.Unavailable("shutting down")
 	w := do(t, newHandler(f), call{"POST", "/v1/counters/a/increment", "", nil})
-	if w.Code != 503 || problemOf(t, w).Type != api.ProblemTypePrefix+"unavailable" {
+	if p := problemOf(t, w); w.Code != 503 || p.Type != api.ProblemTypePrefix+"unavailable" || p.Detail != "shutting down" {
 		t.Fatalf("status %d body %s", w.Code, w.Body)
 	}
 	w = do(t, api.NewHandler(api.Deps{Counters: f, Cluster: fakeCluster{ready: errors.New("joining")}, Windows: window.DefaultConfig()}), call{"GET", "/readyz", "", nil})

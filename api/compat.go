@@ -72,5 +72,5 @@ func (s *server) compatInc(w http.ResponseWriter, r *http.Request) {
 		// GET and POST of the same /inc are the same request.
 		req.Fingerprint = fingerprint(&http.Request{Method: "INC", URL: r.URL}, nil)
 	}
-	s.write(w, r, req, "text/plain; charset=utf-8")
+	s.write(w, r, req, "text/plain; charset=utf-8", "seed")
 }

@@ -92,7 +92,8 @@ func fingerprint(r *http.Request, body []byte) [32]byte {
 }
 
 // write applies req and writes either the fresh or the replayed response.
-func (s *server) write(w http.ResponseWriter, r *http.Request, req *WriteRequest, contentType string) {
+// route names the kind of write for the increments metric.
+func (s *server) write(w http.ResponseWriter, r *http.Request, req *WriteRequest, contentType, route string) {
 	// No timer of our own: a client that gives up closes its connection,
 	// which cancels r.Context().
 	res, err := s.Counters.Apply(r.Context(), req)
@@ -105,6 +106,7 @@ func (s *server) write(w http.ResponseWriter, r *http.Request, req *WriteRequest
 		writeBody(w, http.StatusOK, contentType, res.Response)
 		return
 	}
+	s.metrics.applied(route, s.Durability, req.Increments)
 	body := res.Response
 	if body == nil {
 		body = req.Render(res.Totals)
@@ -124,8 +126,8 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, ErrFutureTime):
 		writeProblem(w, kindFutureTime, "ts is more than 5 minutes ahead of this node's clock")
 	case errors.Is(err, ErrUnavailable):
-		// The Counters implementation words these for clients ("unavailable:
-		// shutting down"); they carry no Go internals.
+		// Unavailable errors are worded for clients (see Unavailable); they
+		// carry no Go internals.
 		writeProblem(w, kindUnavailable, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		writeProblem(w, kindUnavailable, "the write did not commit in time; it may still apply")
@@ -165,7 +167,7 @@ func (s *server) increment(w http.ResponseWriter, r *http.Request) {
 	if key != "" {
 		req.Fingerprint = fingerprint(r, body)
 	}
-	s.write(w, r, req, "application/json")
+	s.write(w, r, req, "application/json", "single")
 }
 
 func queryOf(r *http.Request) url.Values {
@@ -229,7 +231,7 @@ func (s *server) batch(w http.ResponseWriter, r *http.Request) {
 	if key != "" {
 		req.Fingerprint = fingerprint(r, body)
 	}
-	s.write(w, r, req, "application/json")
+	s.write(w, r, req, "application/json", "batch")
 }
 
 // get serves GET /v1/counters/{name}.

@@ -10,8 +10,10 @@ import (
 )
 
 type httpMetrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	requests   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	increments *prometheus.CounterVec
+	amounts    *prometheus.CounterVec
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -29,8 +31,29 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
 		}, []string{"route", "method"}),
 	}
-	reg.MustRegister(m.requests, m.duration)
+	m.increments = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "abacus_increments_total",
+		Help: "Increments applied (acknowledged, retries with a known Idempotency-Key not counted), by route (single, batch, seed) and durability.",
+	}, []string{"route", "durability"})
+	m.amounts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "abacus_increment_amount_total",
+		Help: "Sum of the amounts of the increments applied, by route and durability.",
+	}, []string{"route", "durability"})
+	reg.MustRegister(m.requests, m.duration, m.increments, m.amounts)
 	return m
+}
+
+// applied counts the increments of an acknowledged request.
+func (m *httpMetrics) applied(route, durability string, incs []Increment) {
+	if m == nil {
+		return
+	}
+	var sum float64
+	for _, inc := range incs {
+		sum += float64(inc.Amount)
+	}
+	m.increments.WithLabelValues(route, durability).Add(float64(len(incs)))
+	m.amounts.WithLabelValues(route, durability).Add(sum)
 }
 
 // instrument wraps h to count and time its requests under route. The

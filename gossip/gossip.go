@@ -44,6 +44,11 @@ type Gossip struct {
 	known   map[string]knownMember // every member ever seen, for rejoining
 	commits commitLog
 	recover recovery
+	// syncBase holds, until the node has caught up once after joining, the
+	// first digest heard from each peer since joining: the node is ready when
+	// it holds all that.
+	syncBase map[string]map[crdt.ReplicaID]uint64
+	synced   atomic.Bool
 
 	joined    atomic.Bool
 	joinedCh  chan struct{}
@@ -121,6 +126,7 @@ func New(cfg Config, st Store) (*Gossip, error) {
 		peers:    make(map[string]*peer),
 		pulls:    make(map[pullKey]*pullState),
 		known:    make(map[string]knownMember),
+		syncBase: make(map[string]map[crdt.ReplicaID]uint64),
 		joinedCh: make(chan struct{}),
 		ctx:      ctx,
 		cancel:   cancel,
@@ -287,7 +293,9 @@ func (g *Gossip) markJoined() {
 // Joined is closed once the node has joined (at once without Join).
 func (g *Gossip) Joined() <-chan struct{} { return g.joinedCh }
 
-// Ready is nil when the node has joined and may take traffic, else why not.
+// Ready is nil when the node may take traffic, else why not: it has joined,
+// and it holds everything its live peers held when it first heard from them
+// after joining, so that its reads are not missing what the cluster knew.
 func (g *Gossip) Ready() error {
 	if err := g.WriteBlocked(); err != nil {
 		return err
@@ -295,7 +303,38 @@ func (g *Gossip) Ready() error {
 	if !g.joined.Load() {
 		return fmt.Errorf("joining %v", g.cfg.Join)
 	}
+	if ok, why := g.caughtUp(); !ok {
+		return errors.New(why)
+	}
 	return nil
+}
+
+// caughtUp reports whether the node has caught up with its peers since
+// joining (see Ready). Once it has, it stays so.
+func (g *Gossip) caughtUp() (bool, string) {
+	if g.synced.Load() {
+		return true, ""
+	}
+	ours := g.store.Digest()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for name, p := range g.peers {
+		if p.state != "alive" {
+			continue
+		}
+		base, ok := g.syncBase[name]
+		if !ok {
+			return false, "waiting to hear from " + name
+		}
+		for o, s := range base {
+			if ours[o] < s {
+				return false, fmt.Sprintf("catching up: %s holds replica %s up to seq %d, this node up to %d", name, o, s, ours[o])
+			}
+		}
+	}
+	g.synced.Store(true)
+	g.syncBase = nil
+	return true, ""
 }
 
 // WriteBlocked is non-nil when this node must refuse writes: another live

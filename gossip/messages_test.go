@@ -191,17 +191,18 @@ func FuzzNotifyMsg(f *testing.F) {
 	f.Add((&pullMsg{from: "n1", origin: crdt.ReplicaID{3}, after: 4, maxBytes: 1 << 18}).appendTo(nil))
 	f.Add((&digestMsg{name: "n1", entries: []digestEntry{{origin: crdt.ReplicaID{2}, seq: 9}}}).appendTo(nil))
 	g := &Gossip{
-		cfg:     Config{NodeName: "self", Now: timeNow},
-		log:     discard(),
-		store:   nopStore{},
-		out:     newOutbox(100),
-		mergeCh: make(chan []crdt.Delta, 4),
-		chunkCh: make(chan chunkMsg, 4),
-		serveCh: make(chan pullMsg, 4),
-		pullCh:  make(chan pullReq, 4),
-		peers:   map[string]*peer{},
-		pulls:   map[pullKey]*pullState{},
-		known:   map[string]knownMember{},
+		cfg:      Config{NodeName: "self", Now: timeNow},
+		log:      discard(),
+		store:    nopStore{},
+		out:      newOutbox(100),
+		mergeCh:  make(chan []crdt.Delta, 4),
+		chunkCh:  make(chan chunkMsg, 4),
+		serveCh:  make(chan pullMsg, 4),
+		pullCh:   make(chan pullReq, 4),
+		peers:    map[string]*peer{},
+		pulls:    map[pullKey]*pullState{},
+		known:    map[string]knownMember{},
+		syncBase: map[string]map[crdt.ReplicaID]uint64{},
 	}
 	g.cfg.PullTimeout = 1
 	f.Fuzz(func(t *testing.T, b []byte) {

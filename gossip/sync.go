@@ -40,6 +40,13 @@ func (g *Gossip) sawDigest(m digestMsg) {
 	if m.addr != "" {
 		p.dataAddr = m.addr
 	}
+	if g.joined.Load() && !g.synced.Load() && g.syncBase[m.name] == nil {
+		base := make(map[crdt.ReplicaID]uint64, len(p.digest))
+		for o, s := range p.digest {
+			base[o] = s
+		}
+		g.syncBase[m.name] = base
+	}
 	g.mu.Unlock()
 	g.schedulePulls()
 }

@@ -30,6 +30,7 @@ func TestCLI_AgentStartupErrors(t *testing.T) {
 		{"data dir is a file", []string{"agent", "--data-dir", filepath.Join(notADir, "data"), "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0"}, nil, "data directory"},
 		{"data dir in use", []string{"agent", "--data-dir", running.dataDir, "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0"}, nil, "in use"},
 		{"port in use", []string{"agent", "--data-dir", t.TempDir(), "--http-addr", strings.TrimPrefix(running.url, "http://"), "--gossip-addr", "127.0.0.1:0"}, nil, "address already in use"},
+		{"gossip port in use", []string{"agent", "--data-dir", filepath.Join(t.TempDir(), "never"), "--http-addr", "127.0.0.1:0", "--gossip-addr", running.gossip}, nil, "gossip address"},
 		{"stray argument", []string{"agent", "extra"}, nil, "unexpected argument"},
 	}
 	for _, tt := range tests {

@@ -139,6 +139,10 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	a.ln = ln
+	if err := checkGossipAddr(cfg.GossipAddr); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	scfg := store.DefaultConfig(cfg.DataDir)
 	scfg.Windows = cfg.Windows
 	scfg.Durability = cfg.Durability
@@ -191,7 +195,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	g.Store(gs)
 	a.gossip = gs
-	a.reg.MustRegister(gossipCollector{gs})
+	a.reg.MustRegister(gossipCollector{gs}, nodeCollector{a})
 	if st.Restored() {
 		a.restoring.Store(true)
 		gs.Recover(st.Seq())
@@ -207,6 +211,7 @@ func New(cfg Config) (*Agent, error) {
 		Metrics:       promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}),
 		MetricsPublic: cfg.MetricsPublic,
 		Snapshot:      snapshotter{a},
+		Durability:    cfg.Durability.String(),
 		UI:            ui.Handler(),
 	}
 	if cfg.AuthTokenFile != "" {
@@ -227,6 +232,26 @@ func New(cfg Config) (*Agent, error) {
 		},
 	}
 	return a, nil
+}
+
+// checkGossipAddr fails if the gossip port is taken, before the data
+// directory is touched (memberlist binds it only after the store is open).
+func checkGossipAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "0" {
+		return nil // gossip reports a malformed address itself; 0 picks a free port
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return fmt.Errorf("gossip address %s: %w", addr, err)
+	}
+	l.Close()
+	p, err := net.ListenPacket("udp", net.JoinHostPort(host, port))
+	if err != nil {
+		return fmt.Errorf("gossip address %s: %w", addr, err)
+	}
+	p.Close()
+	return nil
 }
 
 func (a *Agent) loadTokens() error {

@@ -178,6 +178,9 @@ func TestAgent_Metrics(t *testing.T) {
 		`abacus_http_requests_total{code="404",method="GET",route="unmatched"} 1`,
 		`abacus_store_commit_batch_size_count 1`,
 		`abacus_store_seq 1`,
+		`abacus_increments_total{durability="fsync",route="single"} 1`,
+		`abacus_node_ready 1`,
+		`abacus_node_accepting_writes 1`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(body, want) {

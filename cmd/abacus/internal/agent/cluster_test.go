@@ -19,6 +19,7 @@ import (
 	"abacus/cmd/abacus/internal/agent"
 	"abacus/gossip"
 	"abacus/gossip/faultnet"
+	"abacus/store"
 )
 
 // testCluster is several real nodes, each with its own store and memberlist
@@ -35,22 +36,23 @@ type testCluster struct {
 }
 
 // fastGossip shortens memberlist's local timings so that failure detection,
-// reaping and healing take seconds, not minutes.
+// reaping and healing take seconds, not minutes — but not so short that a
+// node busy under the race detector on two shared cores is taken for dead.
 func fastGossip(c *gossip.Config) {
 	c.Profile = gossip.Local
 	c.DigestInterval = 100 * time.Millisecond
 	c.RejoinInterval = 300 * time.Millisecond
 	c.PullTimeout = 2 * time.Second
 	c.Tune = func(mc *memberlist.Config) {
-		mc.ProbeInterval = 100 * time.Millisecond
-		mc.ProbeTimeout = 50 * time.Millisecond
+		mc.ProbeInterval = 200 * time.Millisecond
+		mc.ProbeTimeout = 150 * time.Millisecond
 		mc.GossipInterval = 50 * time.Millisecond
-		mc.SuspicionMult = 2
+		mc.SuspicionMult = 3
 		mc.SuspicionMaxTimeoutMult = 2
-		mc.GossipToTheDeadTime = time.Second
+		mc.GossipToTheDeadTime = 2 * time.Second
 		mc.PushPullInterval = time.Second
-		mc.DeadNodeReclaimTime = 500 * time.Millisecond
-		mc.TCPTimeout = 500 * time.Millisecond
+		mc.DeadNodeReclaimTime = time.Second
+		mc.TCPTimeout = time.Second
 		mc.IndirectChecks = 1
 	}
 }
@@ -312,7 +314,7 @@ func TestCluster_LongPartition(t *testing.T) {
 	c.writeLoad([]string{"b1"}, []string{"lp"}, 30, 6)
 	c.assertIsolated("a1", "b1", []string{"lp"})
 	// Wait until both sides have given the other up as dead, and then past
-	// GossipToTheDeadTime (1s here).
+	// GossipToTheDeadTime (2s here).
 	waitFor(t, 20*time.Second, func() (bool, string) {
 		for _, m := range c.nodes["b1"].Gossip().Members() {
 			if m.Name != "b1" && m.State == "alive" || m.State == "suspect" {
@@ -326,7 +328,7 @@ func TestCluster_LongPartition(t *testing.T) {
 		}
 		return true, ""
 	})
-	time.Sleep(2 * time.Second)
+	time.Sleep(3 * time.Second)
 	c.net.Heal()
 	c.waitMembers(3)
 	c.waitConverged(30*time.Second, time.Now().Add(-time.Hour))
@@ -514,5 +516,36 @@ func TestCluster_ShutdownTogether(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestCluster_ReadyMeansCaughtUp: a node joining a cluster that already
+// counts reports ready only once it holds what its peers held: at the moment
+// /readyz first answers 200, every total is already complete.
+func TestCluster_ReadyMeansCaughtUp(t *testing.T) {
+	c := newCluster(t, "a1", "b1")
+	ctx := context.Background()
+	now := time.Now()
+	for i := 0; i < 20; i++ {
+		req := &store.Request{}
+		for j := 0; j < 1000; j++ {
+			req.Increments = append(req.Increments, store.Increment{Name: fmt.Sprintf("r%04d", (i*1000+j)%5000), Amount: 1, TS: now.Add(-time.Duration(j%3000) * time.Second)})
+		}
+		if _, err := c.nodes["a1"].Store().Apply(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, _ := c.nodes["a1"].Store().Total("r0042")
+	n := c.start("c1", t.TempDir())
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		code, body := httpGet(t, "http://"+n.Addr()+"/readyz")
+		return code == 200, body
+	})
+	if got, _ := n.Store().Total("r0042"); got != want {
+		t.Fatalf("ready with total %d, want %d", got, want)
+	}
+	page, _, err := n.Store().List("r", "", 10_000)
+	if err != nil || len(page) != 5000 {
+		t.Fatalf("ready with %d counters, want 5000 (%v)", len(page), err)
 	}
 }

@@ -96,21 +96,22 @@ type gossipCollector struct {
 }
 
 var (
-	descGossipMsgs   = prometheus.NewDesc("abacus_gossip_messages_total", "Gossip messages by direction and kind.", []string{"direction", "kind"}, nil)
-	descGossipBytes  = prometheus.NewDesc("abacus_gossip_bytes_total", "Gossip message bytes (before memberlist's framing and encryption) by direction and kind.", []string{"direction", "kind"}, nil)
-	descExchanges    = prometheus.NewDesc("abacus_gossip_pushpull_exchanges_total", "Anti-entropy push/pull states merged from peers.", nil, nil)
-	descPulls        = prometheus.NewDesc("abacus_gossip_pulls_total", "Anti-entropy catch-ups, by outcome (started, completed).", []string{"outcome"}, nil)
-	descChunks       = prometheus.NewDesc("abacus_gossip_chunks_total", "Anti-entropy chunks, served to peers or merged from them.", []string{"direction"}, nil)
-	descEntries      = prometheus.NewDesc("abacus_gossip_entries_total", "Counter entries moved by gossip, by how (pulled, learned from broadcasts, committed here and queued).", []string{"how"}, nil)
-	descGossipErrors = prometheus.NewDesc("abacus_gossip_dropped_total", "Inbound gossip dropped, by reason (decode, queue_full, refused_node).", []string{"reason"}, nil)
-	descOutbox       = prometheus.NewDesc("abacus_gossip_outbox_entries", "Entries waiting to be broadcast.", nil, nil)
-	descMembers      = prometheus.NewDesc("abacus_cluster_members", "Members by state, this node included.", []string{"state"}, nil)
-	descLagSeconds   = prometheus.NewDesc("abacus_replication_lag_seconds", "Age of the oldest commit of this node a peer had not confirmed in its last digest.", []string{"peer"}, nil)
-	descLagSeqs      = prometheus.NewDesc("abacus_replication_lag_commits", "Commits of this node a peer had not confirmed in its last digest.", []string{"peer"}, nil)
+	descGossipMsgs    = prometheus.NewDesc("abacus_gossip_messages_total", "Gossip messages by direction and kind.", []string{"direction", "kind"}, nil)
+	descGossipBytes   = prometheus.NewDesc("abacus_gossip_bytes_total", "Gossip message bytes (before memberlist's framing and encryption) by direction and kind.", []string{"direction", "kind"}, nil)
+	descExchanges     = prometheus.NewDesc("abacus_gossip_pushpull_exchanges_total", "Anti-entropy push/pull states merged from peers.", nil, nil)
+	descPulls         = prometheus.NewDesc("abacus_gossip_pulls_total", "Anti-entropy catch-ups, by outcome (started, completed).", []string{"outcome"}, nil)
+	descChunks        = prometheus.NewDesc("abacus_gossip_chunks_total", "Anti-entropy chunks, served to peers or merged from them.", []string{"direction"}, nil)
+	descEntries       = prometheus.NewDesc("abacus_gossip_entries_total", "Counter entries moved by gossip, by how (pulled, learned from broadcasts, committed here and queued).", []string{"how"}, nil)
+	descGossipErrors  = prometheus.NewDesc("abacus_gossip_dropped_total", "Inbound gossip dropped, by reason (decode, queue_full, refused_node).", []string{"reason"}, nil)
+	descOutbox        = prometheus.NewDesc("abacus_gossip_outbox_entries", "Entries waiting to be broadcast.", nil, nil)
+	descOutboxDropped = prometheus.NewDesc("abacus_gossip_outbox_dropped_total", "Entries dropped from a full outbox before they were broadcast (anti-entropy delivers them).", nil, nil)
+	descMembers       = prometheus.NewDesc("abacus_cluster_members", "Members by state, this node included.", []string{"state"}, nil)
+	descLagSeconds    = prometheus.NewDesc("abacus_replication_lag_seconds", "Age of the oldest commit of this node a peer had not confirmed in its last digest.", []string{"peer"}, nil)
+	descLagSeqs       = prometheus.NewDesc("abacus_replication_lag_commits", "Commits of this node a peer had not confirmed in its last digest.", []string{"peer"}, nil)
 )
 
 func (c gossipCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descGossipMsgs, descGossipBytes, descExchanges, descPulls, descChunks, descEntries, descGossipErrors, descOutbox, descMembers, descLagSeconds, descLagSeqs} {
+	for _, d := range []*prometheus.Desc{descGossipMsgs, descGossipBytes, descExchanges, descPulls, descChunks, descEntries, descGossipErrors, descOutbox, descOutboxDropped, descMembers, descLagSeconds, descLagSeqs} {
 		ch <- d
 	}
 }
@@ -135,6 +136,7 @@ func (c gossipCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descGossipErrors, prometheus.CounterValue, float64(s.Dropped), "queue_full")
 	ch <- prometheus.MustNewConstMetric(descGossipErrors, prometheus.CounterValue, float64(s.Refused), "refused_node")
 	ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(s.OutboxEntries))
+	ch <- prometheus.MustNewConstMetric(descOutboxDropped, prometheus.CounterValue, float64(s.OutboxDropped))
 	for state, n := range c.g.MemberCounts() {
 		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(n), state)
 	}
@@ -144,4 +146,31 @@ func (c gossipCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descLagSeqs, prometheus.GaugeValue, float64(m.Lag.Seqs), m.Name)
 		}
 	}
+}
+
+// nodeCollector reports whether the node is ready and takes writes.
+type nodeCollector struct {
+	a *Agent
+}
+
+var (
+	descReady  = prometheus.NewDesc("abacus_node_ready", "1 when /readyz answers 200: joined, caught up with its peers, taking writes.", nil, nil)
+	descWrites = prometheus.NewDesc("abacus_node_accepting_writes", "1 when the node takes increments; 0 while it refuses them (a copied data directory, a restored snapshot catching up, a failed disk, shutting down).", nil, nil)
+)
+
+func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descReady
+	ch <- descWrites
+}
+
+func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	b := func(ok bool) float64 {
+		if ok {
+			return 1
+		}
+		return 0
+	}
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b((*cluster)(c.a).Ready() == nil))
+	writes := c.a.writeBlocked() == nil && c.a.store.Err() == nil && !c.a.closing.Load()
+	ch <- prometheus.MustNewConstMetric(descWrites, prometheus.GaugeValue, b(writes))
 }

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"abacus/api"
@@ -24,7 +23,7 @@ func (c counters) Now() time.Time { return c.a.store.Now() }
 
 func (c counters) Apply(ctx context.Context, req *api.WriteRequest) (api.WriteResult, error) {
 	if err := c.a.writeBlocked(); err != nil {
-		return api.WriteResult{}, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+		return api.WriteResult{}, api.Unavailable(err.Error())
 	}
 	sr := &store.Request{
 		Increments:     make([]store.Increment, len(req.Increments)),
@@ -54,9 +53,9 @@ func apiError(err error) error {
 	case errors.Is(err, store.ErrFuture):
 		return api.ErrFutureTime
 	case errors.Is(err, store.ErrClosed):
-		return fmt.Errorf("%w: %w", api.ErrUnavailable, errors.New("shutting down"))
+		return api.Unavailable("shutting down")
 	case errors.Is(err, store.ErrFailed):
-		return fmt.Errorf("%w: %w", api.ErrUnavailable, errors.New("a disk write failed; restart the node"))
+		return api.Unavailable("a disk write failed; restart the node (the log says why)")
 	}
 	return err
 }
