@@ -339,10 +339,11 @@ func (s *Store) keep(slot crdt.Slot, now time.Time) bool {
 }
 
 func (s *Store) putMem(slot crdt.Slot, g *crdt.GCounter) {
-	if _, ok := s.mem[slot]; !ok {
+	n := len(s.mem)
+	s.mem[slot] = g // one map operation on the hot path; the length says if it was new
+	if len(s.mem) > n {
 		s.memNames[slot.Name]++
 	}
-	s.mem[slot] = g
 }
 
 func (s *Store) deleteMem(slot crdt.Slot) {
