@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"abacus/cmd/abacus/internal/agent"
 	"abacus/store"
@@ -167,11 +170,30 @@ func TestAgent_Shutdown_FinishesInFlight(t *testing.T) {
 
 func TestAgent_Metrics(t *testing.T) {
 	a := startAgent(t, t.TempDir(), func(c *agent.Config) { c.Durability = store.Fsync })
+	_, _, before := call(t, a, "GET", "/metrics", "")
 	call(t, a, "POST", "/v1/counters/m/increment", "")
 	call(t, a, "GET", "/nope", "")
 	code, _, body := call(t, a, "GET", "/metrics", "")
 	if code != 200 {
 		t.Fatalf("metrics = %d", code)
+	}
+	// Prometheus's own linter: names, units, help texts, counter suffixes.
+	problems, err := promlint.New(strings.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+	// The key series move with traffic.
+	for _, series := range []string{
+		`abacus_store_commits_total`,
+		`abacus_increments_total{durability="fsync",route="single"}`,
+		`abacus_store_seq`,
+	} {
+		if v0, v1 := metricValue(before, series), metricValue(body, series); v1 <= v0 {
+			t.Errorf("%s did not move: %v → %v", series, v0, v1)
+		}
 	}
 	for _, want := range []string{
 		`abacus_http_requests_total{code="200",method="POST",route="/v1/counters/{name}/increment"} 1`,
@@ -187,6 +209,17 @@ func TestAgent_Metrics(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+}
+
+// metricValue is the value of one series in Prometheus text, 0 if absent.
+func metricValue(text, series string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, _ := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			return v
+		}
+	}
+	return 0
 }
 
 func TestAgent_PortInUse(t *testing.T) {
