@@ -142,17 +142,36 @@ func (s *Store) checkpoint() error {
 	slices.SortFunc(snap.slots, crdt.Slot.Compare)
 	now := s.cfg.Now()
 	start := time.Now()
-	err := s.state.Update(func(tx *bolt.Tx) error {
-		w := slotWriter{s: s, tx: tx, totals: tx.Bucket(bucketTotals), windows: tx.Bucket(bucketWindows),
-			expiry: tx.Bucket(bucketExpiry), seqidx: tx.Bucket(bucketSeqIdx)}
-		for _, slot := range snap.slots {
-			if err := w.write(slot, snap.mem[slot], now); err != nil {
-				return err
+	// Slots go in transactions of at most checkpointTxSlots: one huge
+	// transaction makes bbolt hold every page it touches in memory at once.
+	// The metadata — seq, version vector, idempotency keys, replicas — goes
+	// in the last, so state.db never claims more than it holds; the journal
+	// is trimmed only after that, and replaying it over a checkpoint cut
+	// short changes nothing.
+	for i := 0; i < len(snap.slots); i += checkpointTxSlots {
+		chunk := snap.slots[i:min(i+checkpointTxSlots, len(snap.slots))]
+		err := s.state.Update(func(tx *bolt.Tx) error {
+			w := newSlotWriter(s, tx)
+			for _, slot := range chunk {
+				if err := w.write(slot, snap.mem[slot], now); err != nil {
+					return err
+				}
+			}
+			return w.flush()
+		})
+		if err != nil {
+			return s.fail(fmt.Errorf("checkpoint: %w", err))
+		}
+		s.mu.Lock()
+		for _, slot := range chunk {
+			if s.mem[slot] == snap.mem[slot] {
+				s.deleteMem(slot)
 			}
 		}
-		if err := w.flush(); err != nil {
-			return err
-		}
+		s.roomCond.Broadcast()
+		s.mu.Unlock()
+	}
+	err := s.state.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketMeta).Put(metaSeq, u64(snap.seq)); err != nil {
 			return err
 		}
@@ -185,17 +204,11 @@ func (s *Store) checkpoint() error {
 	s.afterCommit = nil
 
 	s.mu.Lock()
-	for slot, g := range snap.mem {
-		if s.mem[slot] == g {
-			s.deleteMem(slot)
-		}
-	}
 	for k, r := range snap.idem {
 		if cur, ok := s.idem[k]; ok && cur.Expires == r.Expires {
 			delete(s.idem, k)
 		}
 	}
-	s.roomCond.Broadcast()
 	s.mu.Unlock()
 
 	if err := s.truncateJournal(snap.jlast); err != nil {
@@ -229,6 +242,24 @@ func (s *Store) truncateJournal(n uint64) error {
 	s.truncated = n
 	s.truncatedSeen.Store(n)
 	return nil
+}
+
+// checkpointTxSlots bounds the slots one checkpoint transaction writes.
+var checkpointTxSlots = 25_000
+
+// fillPercent is how full bbolt fills a page before splitting it. Its default
+// (50%) suits random inserts; here inserts come in key order within each
+// transaction, mostly at the end of a key range, and half-empty pages would
+// double the file and the memory its mapped pages take.
+const fillPercent = 0.9
+
+func newSlotWriter(s *Store, tx *bolt.Tx) *slotWriter {
+	w := &slotWriter{s: s, tx: tx, totals: tx.Bucket(bucketTotals), windows: tx.Bucket(bucketWindows),
+		expiry: tx.Bucket(bucketExpiry), seqidx: tx.Bucket(bucketSeqIdx)}
+	for _, b := range []*bolt.Bucket{w.totals, w.windows, w.expiry, w.seqidx} {
+		b.FillPercent = fillPercent
+	}
+	return w
 }
 
 // slotWriter writes counters into state.db and keeps the seq and expiry

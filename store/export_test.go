@@ -12,3 +12,7 @@ func (s *Store) KeyCount(bucket string) int {
 	})
 	return n
 }
+
+// SetCheckpointTxSlots makes checkpoints split into transactions of n slots,
+// so that small test histories exercise multi-transaction checkpoints.
+func SetCheckpointTxSlots(n int) { checkpointTxSlots = n }

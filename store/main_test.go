@@ -1,0 +1,15 @@
+package store_test
+
+import (
+	"os"
+	"testing"
+
+	"abacus/store"
+)
+
+func TestMain(m *testing.M) {
+	// Every test's checkpoints run in many small transactions, as large ones
+	// do in production.
+	store.SetCheckpointTxSlots(7)
+	os.Exit(m.Run())
+}
