@@ -4,6 +4,8 @@
 //	abacus-bench --mode inc --clients 64 --duration 10s --runs 5
 //	abacus-bench --mode batch --batch 1000 --clients 8
 //	abacus-bench --mode range --write-clients 16
+//	abacus-bench --mode inc --rate 10000 --clients 16   # paced: 10,000 increments/s
+//	abacus-bench --mode load --increments 1008000 --counters 350 --spread 48h
 //	abacus-bench trivial --listen 127.0.0.1:4100   # a trivial chi server, for a ceiling
 package main
 
@@ -41,6 +43,9 @@ type options struct {
 	pid          int
 	peer         string
 	trials       int
+	rate         float64
+	increments   int64
+	spread       time.Duration
 }
 
 // result is one run's figures.
@@ -60,6 +65,10 @@ type result struct {
 	ServerCPUus float64 `json:"server_cpu_us_per_request,omitempty"`
 	Verified    *bool   `json:"verified,omitempty"`
 	VerifyNote  string  `json:"verify_note,omitempty"`
+	// With --mode load: the event times of the first and last increment
+	// (Unix seconds).
+	TSFrom float64 `json:"ts_from,omitempty"`
+	TSTo   float64 `json:"ts_to,omitempty"`
 }
 
 func main() {
@@ -69,7 +78,7 @@ func main() {
 	}
 	var o options
 	flag.StringVar(&o.addr, "addr", "http://127.0.0.1:4000", "node to load")
-	flag.StringVar(&o.mode, "mode", "inc", "inc (single increments), batch, total (reads), range (48h at 1m: 2,880 points), trivial (GET / of a trivial server)")
+	flag.StringVar(&o.mode, "mode", "inc", "inc (single increments), batch, total (reads), range (48h at 1m: 2,880 points), trivial (GET / of a trivial server), visibility, load (--increments through the batch API, event times spread over --spread)")
 	flag.IntVar(&o.clients, "clients", 64, "concurrent clients, one keep-alive connection each")
 	flag.IntVar(&o.writeClients, "write-clients", 0, "with total or range: clients sending increments meanwhile")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per run")
@@ -83,6 +92,9 @@ func main() {
 	flag.IntVar(&o.pid, "pid", 0, "the server's process ID: report its CPU time per request (steadier than throughput on a shared machine)")
 	flag.StringVar(&o.peer, "peer", "", "with --mode visibility: the node to watch for increments acknowledged by --addr")
 	flag.IntVar(&o.trials, "trials", 200, "with --mode visibility: how many increments to time")
+	flag.Float64Var(&o.rate, "rate", 0, "requests per second over all clients, warm-up included (0: as fast as they go)")
+	flag.Int64Var(&o.increments, "increments", 0, "with --mode load: how many increments to send, in batches of --batch over --counters names")
+	flag.DurationVar(&o.spread, "spread", 0, "with --mode load: spread the increments' event times evenly over this much time before now (0: all now)")
 	flag.Parse()
 	u, err := url.Parse(o.addr)
 	if err != nil || u.Host == "" {
@@ -92,6 +104,18 @@ func main() {
 	if o.mode == "visibility" {
 		if err := visibility(o); err != nil {
 			fmt.Fprintf(os.Stderr, "abacus-bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if o.mode == "load" {
+		r, err := load(o, u.Host)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "abacus-bench: %v\n", err)
+			os.Exit(1)
+		}
+		print(o, "run", r)
+		if r.Verified != nil && !*r.Verified {
 			os.Exit(1)
 		}
 		return
@@ -130,7 +154,7 @@ func print(o options, label string, r result) {
 		return
 	}
 	line := fmt.Sprintf("%-6s mode=%s clients=%d counters=%d", label, r.Mode, r.Clients, r.Counters)
-	if r.Mode == "batch" {
+	if r.Mode == "batch" || r.Mode == "load" {
 		line += fmt.Sprintf(" batch=%d", r.Batch)
 	}
 	line += fmt.Sprintf(": %.0f req/s", r.ReqPerSec)
@@ -236,7 +260,20 @@ func run(o options, host string) (result, error) {
 		requestsN atomic.Int64
 		errorsN   atomic.Int64
 		firstErr  atomic.Value
+		paced     atomic.Int64
 	)
+	t0 := time.Now()
+	// pace holds a request back until it is due: request k of the run is due
+	// at t0 + k/rate, so the clients together send --rate requests a second.
+	pace := func() {
+		if o.rate <= 0 {
+			return
+		}
+		k := paced.Add(1)
+		if d := time.Until(t0.Add(time.Duration(float64(k) / o.rate * float64(time.Second)))); d > 0 {
+			time.Sleep(d)
+		}
+	}
 	worker := func(id int, reqs [][]byte, record bool) {
 		defer wg.Done()
 		c, err := dial(host)
@@ -249,6 +286,9 @@ func run(o options, host string) (result, error) {
 		local := make([]time.Duration, 0, 1<<16)
 		buf := make([]byte, 0, 256<<10)
 		for i := id; !stop.Load(); i++ {
+			if record {
+				pace()
+			}
 			start := time.Now()
 			status, body, err := c.do(reqs[i%len(reqs)], buf)
 			d := time.Since(start)
@@ -488,7 +528,140 @@ func visibility(o options) error {
 	p := func(q float64) float64 {
 		return float64(lat[min(len(lat)-1, int(q*float64(len(lat))))]) / float64(time.Millisecond)
 	}
+	maxMS := float64(lat[len(lat)-1]) / float64(time.Millisecond)
+	if o.jsonOut {
+		b, _ := json.Marshal(map[string]any{
+			"label": "run", "mode": "visibility", "addr": o.addr, "peer": o.peer, "trials": len(lat),
+			"p50_ms": p(0.5), "p90_ms": p(0.9), "p99_ms": p(0.99), "max_ms": maxMS,
+		})
+		fmt.Println(string(b))
+		return nil
+	}
 	fmt.Printf("visibility %s -> %s over %d trials: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms\n",
-		o.addr, o.peer, len(lat), p(0.5), p(0.9), p(0.99), float64(lat[len(lat)-1])/float64(time.Millisecond))
+		o.addr, o.peer, len(lat), p(0.5), p(0.9), p(0.99), maxMS)
 	return nil
+}
+
+// load sends --increments increments through the batch API as fast as
+// --clients connections go, in batches of --batch, and checks afterwards
+// that the node's totals rose by exactly that many. Increment i names
+// counter i mod --counters; the increments are sent in rounds of one per
+// counter, and round k of R carries the event time now − (R−1−k)·spread/R,
+// so that with --spread 48h and 2,880 rounds every counter gets one
+// increment in each minute window of the last 48 hours.
+func load(o options, host string) (result, error) {
+	if o.increments <= 0 || o.batch <= 0 {
+		return result{}, fmt.Errorf("--mode load needs --increments and --batch above 0")
+	}
+	counters := int64(max(1, o.counters))
+	rounds := (o.increments + counters - 1) / counters
+	var step time.Duration
+	if rounds > 1 {
+		step = o.spread / time.Duration(rounds)
+	}
+	end := time.Now()
+	ts := func(i int64) time.Time { return end.Add(-time.Duration(rounds-1-i/counters) * step) }
+	var before uint64
+	var err error
+	if o.verify {
+		if before, err = sumTotals(o); err != nil {
+			return result{}, err
+		}
+	}
+	batches := (o.increments + int64(o.batch) - 1) / int64(o.batch)
+	var (
+		next     atomic.Int64
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		lat      []time.Duration
+		firstErr error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+		next.Store(batches) // the others stop at their next batch
+	}
+	start := time.Now()
+	for w := 0; w < max(1, o.clients); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := dial(host)
+			if err != nil {
+				fail(err)
+				return
+			}
+			defer c.Close()
+			var local []time.Duration
+			buf := make([]byte, 0, 4096)
+			var body bytes.Buffer
+			for {
+				b := next.Add(1) - 1
+				if b >= batches {
+					break
+				}
+				body.Reset()
+				body.WriteString(`{"increments":[`)
+				for i := b * int64(o.batch); i < min(o.increments, (b+1)*int64(o.batch)); i++ {
+					if i > b*int64(o.batch) {
+						body.WriteByte(',')
+					}
+					t := ts(i)
+					fmt.Fprintf(&body, `{"name":%q,"ts":%d.%03d}`, o.name(int(i%counters)), t.Unix(), t.Nanosecond()/1e6)
+				}
+				body.WriteString(`]}`)
+				t0 := time.Now()
+				status, resp, err := c.do(request("POST", host, "/v1/increments", body.Bytes(), "Content-Type", "application/json"), buf)
+				if err != nil {
+					fail(err)
+					break
+				}
+				if status != 200 {
+					fail(fmt.Errorf("batch %d: status %d: %s", b, status, resp))
+					break
+				}
+				local = append(local, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if firstErr != nil {
+		return result{}, firstErr
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))]) / float64(time.Millisecond)
+	}
+	first, last := ts(0), ts(o.increments-1)
+	r := result{
+		Mode: "load", Clients: o.clients, Counters: int(counters), Batch: o.batch, Seconds: elapsed.Seconds(),
+		Requests: int64(len(lat)), ReqPerSec: float64(len(lat)) / elapsed.Seconds(),
+		IncPerSec: float64(o.increments) / elapsed.Seconds(),
+		P50ms:     pct(0.5), P99ms: pct(0.99), P999ms: pct(0.999),
+		TSFrom: float64(first.UnixNano()) / 1e9, TSTo: float64(last.UnixNano()) / 1e9,
+	}
+	if o.verify {
+		after, err := sumTotals(o)
+		if err != nil {
+			return r, err
+		}
+		ok := after-before == uint64(o.increments)
+		r.Verified = &ok
+		if ok {
+			r.VerifyNote = fmt.Sprintf("verified: totals rose by exactly the %d increments sent", o.increments)
+		} else {
+			r.VerifyNote = fmt.Sprintf("MISMATCH: totals rose by %d, %d increments sent", after-before, o.increments)
+		}
+	}
+	return r, nil
 }
