@@ -381,7 +381,7 @@ func appendRangeResponse(b []byte, name string, p window.Plan, points []uint64) 
 			b = append(b, ',')
 		}
 		b = append(b, `{"start":"`...)
-		b = time.Unix(p.From.Unix()+int64(i)*stepSec, 0).UTC().AppendFormat(b, time.RFC3339)
+		b = appendUnixRFC3339(b, p.From.Unix()+int64(i)*stepSec)
 		b = append(b, `","count":`...)
 		b = strconv.AppendUint(b, c, 10)
 		b = append(b, '}')
