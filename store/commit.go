@@ -314,10 +314,11 @@ func (s *Store) waitForRoom() {
 // acknowledged in memory and committed together. Counters are private copies
 // until install publishes them. The committer reuses one staging.
 type staging struct {
-	s   *Store
-	now time.Time
-	ops []*op // of the current batch
-	tx  *bolt.Tx
+	s     *Store
+	now   time.Time
+	ops   []*op // of the current batch
+	tx    *bolt.Tx
+	txGen uint64 // s.evictGen when tx was opened
 
 	// Per batch.
 	slots   map[crdt.Slot]int32 // into arena
@@ -430,16 +431,26 @@ func (st *staging) stageSlot(slot crdt.Slot) (int32, error) {
 	s := st.s
 	s.mu.RLock()
 	g := s.mem[slot]
+	gen := s.evictGen
 	s.mu.RUnlock()
 	if g != nil {
 		g = g.Clone()
 	} else {
+		// The slot is not in mem, so state.db has its latest value — as of
+		// the checkpoint that evicted it. A transaction opened before that
+		// eviction does not see it: reopen. (The generation is read before
+		// the transaction opens, so a transaction never claims to be newer
+		// than it is.)
+		if st.tx != nil && st.txGen != gen {
+			st.tx.Rollback()
+			st.tx = nil
+		}
 		if st.tx == nil {
 			tx, err := s.state.Begin(false)
 			if err != nil {
 				return 0, err
 			}
-			st.tx = tx
+			st.tx, st.txGen = tx, gen
 		}
 		var err error
 		if g, err = s.loadCounter(st.tx, slot); err != nil {

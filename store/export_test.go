@@ -16,3 +16,6 @@ func (s *Store) KeyCount(bucket string) int {
 // SetCheckpointTxSlots makes checkpoints split into transactions of n slots,
 // so that small test histories exercise multi-transaction checkpoints.
 func SetCheckpointTxSlots(n int) { checkpointTxSlots = n }
+
+// QueuedOps is the number of requests and merges waiting for the committer.
+func (s *Store) QueuedOps() int { return len(s.ops) }

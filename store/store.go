@@ -71,6 +71,9 @@ type Store struct {
 	vv       map[crdt.ReplicaID]uint64 // other replicas: complete up to seq
 	seq      uint64                    // this replica's last committed seq
 	jlast    uint64                    // last journal record whose effects are in mem
+	// evictGen counts evictions from mem. A read transaction on state.db
+	// opened before an eviction may miss the value that eviction wrote.
+	evictGen uint64
 	failed   error
 	// roomCond wakes a committer waiting for a checkpoint to shrink mem.
 	roomCond *sync.Cond
@@ -350,6 +353,7 @@ func (s *Store) deleteMem(slot crdt.Slot) {
 	if _, ok := s.mem[slot]; !ok {
 		return
 	}
+	s.evictGen++
 	delete(s.mem, slot)
 	if n := s.memNames[slot.Name] - 1; n > 0 {
 		s.memNames[slot.Name] = n
