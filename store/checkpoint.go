@@ -150,6 +150,7 @@ func (s *Store) checkpoint() error {
 	// short changes nothing.
 	for i := 0; i < len(snap.slots); i += checkpointTxSlots {
 		chunk := snap.slots[i:min(i+checkpointTxSlots, len(snap.slots))]
+		var repsDone func()
 		err := s.state.Update(func(tx *bolt.Tx) error {
 			w := newSlotWriter(s, tx)
 			for _, slot := range chunk {
@@ -157,10 +158,22 @@ func (s *Store) checkpoint() error {
 					return err
 				}
 			}
-			return w.flush()
+			if err := w.flush(); err != nil {
+				return err
+			}
+			// The counters just written name replicas by local index: the
+			// index must be on disk with them, or a crash before the
+			// metadata transaction leaves indexes nothing can resolve.
+			var err error
+			repsDone, err = s.reps.persist(tx)
+			return err
 		})
 		if err != nil {
 			return s.fail(fmt.Errorf("checkpoint: %w", err))
+		}
+		repsDone()
+		if afterSlotTx != nil {
+			afterSlotTx()
 		}
 		s.mu.Lock()
 		for _, slot := range chunk {
@@ -171,6 +184,7 @@ func (s *Store) checkpoint() error {
 		s.roomCond.Broadcast()
 		s.mu.Unlock()
 	}
+	var repsDone func()
 	err := s.state.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketMeta).Put(metaSeq, u64(snap.seq)); err != nil {
 			return err
@@ -190,18 +204,14 @@ func (s *Store) checkpoint() error {
 				return err
 			}
 		}
-		done, err := s.reps.persist(tx)
-		if err != nil {
-			return err
-		}
-		s.afterCommit = done
-		return nil
+		var err error
+		repsDone, err = s.reps.persist(tx)
+		return err
 	})
 	if err != nil {
 		return s.fail(fmt.Errorf("checkpoint: %w", err))
 	}
-	s.afterCommit()
-	s.afterCommit = nil
+	repsDone()
 
 	s.mu.Lock()
 	for k, r := range snap.idem {
@@ -243,6 +253,11 @@ func (s *Store) truncateJournal(n uint64) error {
 	s.truncatedSeen.Store(n)
 	return nil
 }
+
+// afterSlotTx, when set by a test, runs after each committed slot
+// transaction of a checkpoint: the instant a crash would leave state.db
+// between them.
+var afterSlotTx func()
 
 // checkpointTxSlots bounds the slots one checkpoint transaction writes.
 var checkpointTxSlots = 25_000

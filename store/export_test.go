@@ -19,3 +19,6 @@ func SetCheckpointTxSlots(n int) { checkpointTxSlots = n }
 
 // QueuedOps is the number of requests and merges waiting for the committer.
 func (s *Store) QueuedOps() int { return len(s.ops) }
+
+// SetAfterSlotTx makes f run after each slot transaction of a checkpoint.
+func SetAfterSlotTx(f func()) { afterSlotTx = f }

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"testing"
 
+	"abacus/crdt"
 	"abacus/store"
 )
 
@@ -102,5 +103,48 @@ func TestStagingRereadsSlotsEvictedDuringBatch(t *testing.T) {
 	defer mustClose(t, s2)
 	if got := mustTotal(t, s2, "hot"); got != 106 {
 		t.Fatalf("after restart total(hot) = %d, want 106", got)
+	}
+}
+
+// A crash between a checkpoint's slot transaction and its metadata
+// transaction must leave a state.db that opens: counters written name
+// replicas by local index, so the index goes in the same transaction.
+func TestCrashBetweenCheckpointTransactions(t *testing.T) {
+	c := newClock(t0)
+	dir := t.TempDir()
+	s := mustOpen(t, testConfig(dir, c))
+	ctx := context.Background()
+	now := c.Now()
+	mustApply(t, s, inc("x", 3, now))
+	peer := crdt.ReplicaID{7}
+	if _, err := s.Merge(ctx, []crdt.Delta{{Slot: crdt.TotalSlot("x"), Entry: crdt.Entry{Replica: peer, Value: 5, Seq: 1}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var crashed string
+	store.SetAfterSlotTx(func() {
+		if crashed == "" {
+			crashed = copyDir(t, dir) // the power goes out here
+		}
+	})
+	defer store.SetAfterSlotTx(nil)
+	if err := s.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	store.SetAfterSlotTx(nil)
+	mustClose(t, s)
+	if crashed == "" {
+		t.Fatal("checkpoint wrote no slot transaction")
+	}
+	s2 := mustOpen(t, testConfig(crashed, c))
+	defer mustClose(t, s2)
+	if got := mustTotal(t, s2, "x"); got != 8 {
+		t.Fatalf("total = %d, want 8", got)
+	}
+	reps, err := s2.Replicas("x")
+	if err != nil {
+		t.Fatalf("replicas: %v", err)
+	}
+	if len(reps) != 2 {
+		t.Fatalf("replicas of x: %+v, want 2", reps)
 	}
 }

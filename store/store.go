@@ -51,7 +51,6 @@ type Store struct {
 	// Checkpointer-only state.
 	truncated     uint64 // journal records up to here are deleted
 	truncatedSeen atomic.Uint64
-	afterCommit   func()
 
 	stats  statCounters
 	cancel context.CancelFunc
