@@ -61,6 +61,7 @@ type opKind uint8
 const (
 	opApply opKind = iota
 	opMerge
+	opFlush // answered once everything before it is committed
 )
 
 type op struct {
@@ -128,6 +129,25 @@ func (s *Store) Apply(ctx context.Context, req *Request) (Result, error) {
 		return res, err
 	case <-ctx.Done():
 		return Result{}, ctx.Err() // o is still the committer's; it is not recycled
+	}
+}
+
+// Flush returns once every request answered before it is committed. With
+// Fsync that is already so; with Async it commits at once what is pending.
+func (s *Store) Flush(ctx context.Context) error {
+	o := getOp()
+	o.kind = opFlush
+	if err := s.submit(ctx, o); err != nil {
+		putOp(o)
+		return err
+	}
+	select {
+	case <-o.done:
+		err := o.err
+		putOp(o)
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -271,12 +291,13 @@ func (s *Store) runCommitter() {
 			prevBatch = len(batch)
 			s.waitForRoom()
 			s.stage(st, batch)
-			if s.cfg.Durability == Fsync {
+			if s.cfg.Durability == Fsync || hasFlush(batch) {
 				s.commit(st)
 				st.reset()
+				pending = false
 				continue
 			}
-			s.install(st)
+			// Answered now, published to reads and peers at the commit.
 			st.ack()
 			pending = true
 			if flush == nil {
@@ -291,6 +312,15 @@ func (s *Store) runCommitter() {
 			flushPending()
 		}
 	}
+}
+
+func hasFlush(batch []*op) bool {
+	for _, o := range batch {
+		if o.kind == opFlush {
+			return true
+		}
+	}
+	return false
 }
 
 func (o *op) size() int {
@@ -320,25 +350,23 @@ type staging struct {
 	tx    *bolt.Tx
 	txGen uint64 // s.evictGen when tx was opened
 
-	// Per batch.
+	// Per commit: with Async, across the batches it gathers.
 	slots   map[crdt.Slot]int32 // into arena
 	arena   []stagedSlot
-	dirty   []int32          // arena entries raised in this batch
+	dirty   []int32          // arena entries raised
 	other   map[deltaKey]int // merged entries of other replicas: index into deltas
 	touched []int32          // per request: arena entries it adds to
 	totalAt []int32          // per request: arena entry of each increment's total
 	reqNo   uint32
-
-	// Per commit.
 	deltas  []crdt.Delta // raised entries, absolute values
 	idem    []idemRecord
+	held    []string // Async: idempotency keys of answered requests, released at commit
 	covers  []cover
 	vv      map[crdt.ReplicaID]uint64 // staged version vector changes
-	batches int
-	seq     uint64 // seq of this replica's changes in the current batch
-	lastSeq uint64 // this replica's last seq once committed
-	ownSeen uint64 // highest seq of this replica's entries met in merges
-	err     error  // a read of state.db failed
+	seq     uint64                    // seq of this replica's changes in this commit
+	lastSeq uint64                    // this replica's last seq once committed
+	ownSeen uint64                    // highest seq of this replica's entries met in merges
+	err     error                     // a read of state.db failed
 	nops    int
 	buf     []byte       // journal record encoding
 	ownBuf  []crdt.Delta // this replica's deltas, for OnCommit
@@ -369,25 +397,27 @@ func newStaging(s *Store) *staging {
 
 // reset empties st after a commit.
 func (st *staging) reset() {
-	st.deltas = st.deltas[:0]
-	st.idem = st.idem[:0]
-	st.covers = st.covers[:0]
-	clear(st.vv)
-	st.batches, st.lastSeq, st.ownSeen, st.err, st.nops = 0, 0, 0, nil, 0
-}
-
-// stage computes the effect of ops on top of what st already holds.
-func (s *Store) stage(st *staging, ops []*op) {
 	clear(st.slots)
 	clear(st.other)
 	st.arena = st.arena[:0]
 	st.dirty = st.dirty[:0]
-	st.batches++
+	st.deltas = st.deltas[:0]
+	st.idem = st.idem[:0]
+	st.covers = st.covers[:0]
+	st.held = st.held[:0]
+	clear(st.vv)
+	st.seq, st.lastSeq, st.ownSeen, st.err, st.nops = 0, 0, 0, nil, 0
+}
+
+// stage computes the effect of ops on top of what st already holds: with
+// Async, the batches acknowledged since the last commit, which live only in
+// st until they commit together, under one seq.
+func (s *Store) stage(st *staging, ops []*op) {
 	st.now = s.cfg.Now()
 	st.ops = append(st.ops[:0], ops...)
 	st.nops += len(ops)
 	s.mu.RLock()
-	st.seq = s.seq + 1
+	st.seq = max(st.seq, s.seq+1)
 	st.lastSeq = max(st.lastSeq, s.seq)
 	s.mu.RUnlock()
 	for _, o := range ops {
@@ -591,22 +621,6 @@ func (st *staging) merge(o *op) ([]crdt.Delta, error) {
 }
 
 func (st *staging) record() *record {
-	if st.batches > 1 {
-		// Async batches each name their own newest entries; keep the newest
-		// of each across them.
-		last := make(map[deltaKey]int, len(st.deltas))
-		for i, d := range st.deltas {
-			last[deltaKey{d.Slot, d.Entry.Replica}] = i
-		}
-		kept := st.deltas[:0]
-		for i, d := range st.deltas {
-			if last[deltaKey{d.Slot, d.Entry.Replica}] == i {
-				kept = append(kept, d)
-			}
-		}
-		st.deltas = kept
-		st.batches = 1
-	}
 	return &record{seq: st.lastSeq, deltas: st.deltas, idem: st.idem, covers: st.covers}
 }
 
@@ -638,9 +652,7 @@ func (s *Store) commit(st *staging) {
 			return
 		}
 		s.jnext++
-		if s.cfg.Durability == Fsync {
-			s.install(st)
-		}
+		s.install(st)
 		s.mu.Lock()
 		s.jlast = n // every record up to n is now in mem
 		s.mu.Unlock()
@@ -658,13 +670,12 @@ func (s *Store) commit(st *staging) {
 		}
 	}
 	// Answer last: an acknowledged increment is already on its way to peers.
-	if s.cfg.Durability == Fsync {
-		st.ack()
-	}
+	st.ack()
+	st.release()
 }
 
-// install publishes st's changes to mem, where reads and later stagings see
-// them.
+// install publishes st's committed changes to mem, where reads, gossip and
+// later stagings see them.
 func (s *Store) install(st *staging) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -680,15 +691,30 @@ func (s *Store) install(st *staging) {
 	s.seq = max(s.seq, st.lastSeq)
 }
 
-// ack answers every op of st and releases their idempotency keys.
+// ack answers the ops of st's current batch. Their idempotency keys stay
+// held until release: a retry waits for the commit rather than applying
+// again.
 func (st *staging) ack() {
 	for _, o := range st.ops {
 		if o.kind == opApply && o.req.IdempotencyKey != "" {
-			st.s.idemEnd(o.req.IdempotencyKey)
+			if o.err != nil {
+				st.s.idemEnd(o.req.IdempotencyKey) // refused: nothing to wait for
+			} else {
+				st.held = append(st.held, o.req.IdempotencyKey)
+			}
 		}
 		o.done <- struct{}{}
 	}
 	st.ops = st.ops[:0]
+}
+
+// release lets go of the idempotency keys of every request st answered: they
+// are committed, or the store has failed.
+func (st *staging) release() {
+	for _, k := range st.held {
+		st.s.idemEnd(k)
+	}
+	st.held = st.held[:0]
 }
 
 func (st *staging) failAll(err error) {
@@ -698,4 +724,5 @@ func (st *staging) failAll(err error) {
 		}
 	}
 	st.ack()
+	st.release()
 }

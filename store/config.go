@@ -17,8 +17,10 @@ const (
 	// Fsync acknowledges an increment only after the commit holding it is
 	// fsynced. Concurrent increments share one commit.
 	Fsync Durability = iota
-	// Async acknowledges an increment once it is in memory; commits happen at
-	// least every Config.AsyncFlushInterval. A crash loses at most that much.
+	// Async acknowledges an increment once it is staged in memory; commits
+	// happen at least every Config.AsyncFlushInterval. A crash loses at most
+	// that much. Reads, peers and idempotent retries see the increment once
+	// it commits: uncommitted state is never served.
 	Async
 )
 

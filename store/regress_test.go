@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 
 	"abacus/crdt"
 	"abacus/store"
@@ -146,5 +147,114 @@ func TestCrashBetweenCheckpointTransactions(t *testing.T) {
 	}
 	if len(reps) != 2 {
 		t.Fatalf("replicas of x: %+v, want 2", reps)
+	}
+}
+
+// Async answers before the commit. Anti-entropy must not serve the answered
+// but uncommitted entries: after a crash the node would number new commits
+// with seqs a peer's version vector already covers, and the peer would never
+// pull them.
+func TestAsyncServesNothingUncommitted(t *testing.T) {
+	c := newClock(t0)
+	now := c.Now()
+	dir := t.TempDir()
+	cfg := testConfig(dir, c)
+	cfg.Durability = store.Async
+	cfg.AsyncFlushInterval = time.Hour
+	n := mustOpen(t, cfg)
+	peer := mustOpen(t, testConfig(t.TempDir(), c))
+	defer mustClose(t, peer)
+
+	mustApply(t, n, inc("a", 1, now)) // answered, not committed
+	ch, err := n.EntriesSince(n.Replica(), 0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ch.Deltas) != 0 || ch.Covered != 0 {
+		t.Fatalf("before the commit, anti-entropy serves %d entries covering seq %d", len(ch.Deltas), ch.Covered)
+	}
+	syncAll(t, n, peer, 1<<20)
+	crashed := copyDir(t, dir) // kill -9 before the commit: "a" is lost
+	mustClose(t, n)
+	n2 := mustOpen(t, testConfig(crashed, c))
+	defer mustClose(t, n2)
+	mustApply(t, n2, inc("b", 1, now))
+	for range 2 {
+		syncAll(t, n2, peer, 1<<20)
+		syncAll(t, peer, n2, 1<<20)
+	}
+	for _, name := range []string{"a", "b"} {
+		if x, y := mustTotal(t, n2, name), mustTotal(t, peer, name); x != y {
+			t.Errorf("%s diverges after anti-entropy: node %d, peer %d", name, x, y)
+		}
+	}
+	if got := mustTotal(t, peer, "b"); got != 1 {
+		t.Errorf("peer's total(b) = %d, want 1", got)
+	}
+}
+
+// Async: a request answered but lost in a crash may be retried with its
+// idempotency key; the retry must count once, not twice, even when a peer
+// synced with the node before the crash.
+func TestAsyncRetryAfterCrashCountsOnce(t *testing.T) {
+	c := newClock(t0)
+	ctx := context.Background()
+	now := c.Now()
+	dir := t.TempDir()
+	cfg := testConfig(dir, c)
+	cfg.Durability = store.Async
+	cfg.AsyncFlushInterval = time.Hour
+	n := mustOpen(t, cfg)
+	peer := mustOpen(t, testConfig(t.TempDir(), c))
+	defer mustClose(t, peer)
+	req := func() *store.Request {
+		return &store.Request{Increments: []store.Increment{inc("k", 1, now)}, IdempotencyKey: "retry-me"}
+	}
+	if _, err := n.Apply(ctx, req()); err != nil { // answered; the answer is lost
+		t.Fatal(err)
+	}
+	syncAll(t, n, peer, 1<<20)
+	crashed := copyDir(t, dir)
+	mustClose(t, n)
+	cfg.Dir = crashed
+	n2 := mustOpen(t, cfg)
+	defer mustClose(t, n2)
+	syncAll(t, peer, n2, 1<<20)
+	if _, err := n2.Apply(ctx, req()); err != nil { // the client retries
+		t.Fatal(err)
+	}
+	if err := n2.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustTotal(t, n2, "k"); got != 1 {
+		t.Fatalf("one request with one idempotency key counted %d times", got)
+	}
+}
+
+// Async: a retry that arrives while the first request is answered but not
+// yet committed waits for the commit and gets the first answer.
+func TestAsyncRetryBeforeCommitIsReplayed(t *testing.T) {
+	c := newClock(t0)
+	ctx := context.Background()
+	now := c.Now()
+	cfg := testConfig(t.TempDir(), c)
+	cfg.Durability = store.Async
+	cfg.AsyncFlushInterval = 20 * time.Millisecond
+	n := mustOpen(t, cfg)
+	defer mustClose(t, n)
+	req := &store.Request{Increments: []store.Increment{inc("k", 1, now)}, IdempotencyKey: "twice",
+		Render: func(r store.Result) []byte { return []byte(fmt.Sprint(r.Totals[0])) }}
+	if _, err := n.Apply(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	res, err := n.Apply(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Replayed || string(res.Response) != "1" {
+		t.Fatalf("retry: replayed %v, response %q; want the first answer replayed", res.Replayed, res.Response)
+	}
+	if got := mustTotal(t, n, "k"); got != 1 {
+		t.Fatalf("total = %d, want 1", got)
 	}
 }

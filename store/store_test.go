@@ -266,12 +266,20 @@ func TestStore_Async(t *testing.T) {
 	cfg.Durability = store.Async
 	cfg.AsyncFlushInterval = time.Hour // only Close flushes
 	s := mustOpen(t, cfg)
-	mustApply(t, s, inc("a", 5, c.Now()))
-	if got := mustTotal(t, s, "a"); got != 5 {
-		t.Fatalf("async total = %d, want 5", got)
+	mustApply(t, s, inc("a", 2, c.Now()))
+	if res := mustApply(t, s, inc("a", 3, c.Now())); res.Totals[0] != 5 {
+		t.Fatalf("second async answer: total %d, want 5", res.Totals[0])
 	}
 	if st := s.Stats(); st.Commits != 0 {
 		t.Fatalf("async increment committed at once (%d commits)", st.Commits)
+	}
+	// Until the commit, the increments are in the committer's staging only:
+	// reads and peers see committed state.
+	if got := mustTotal(t, s, "a"); got != 0 {
+		t.Fatalf("total before the commit = %d, want 0", got)
+	}
+	if got := s.Digest()[s.Replica()]; got != 0 {
+		t.Fatalf("digest before the commit claims seq %d", got)
 	}
 	mustClose(t, s)
 	s = mustOpen(t, testConfig(dir, c))
