@@ -11,7 +11,8 @@ import (
 //
 //	meta      "schema" → uint64; "replica" → 16 bytes; "windows" → window config
 //	          string; "seq" → this replica's last committed seq; "created" → Unix
-//	          seconds
+//	          seconds; "restored" → seq (present while a restored snapshot has
+//	          not caught up on its own replica's entries; see Restored)
 //	replicas  local index (uint32 BE) → replica ID (16) | node name | dc
 //	totals    name → counter
 //	windows   name | 0x00 | res seconds (uint32 BE) | start (uint64 BE) → counter
@@ -43,11 +44,12 @@ var (
 
 	stateBuckets = [][]byte{bucketMeta, bucketReplicas, bucketTotals, bucketWindows, bucketExpiry, bucketSeqIdx, bucketVV, bucketIdem, bucketIdemExp}
 
-	metaSchema  = []byte("schema")
-	metaReplica = []byte("replica")
-	metaWindows = []byte("windows")
-	metaSeq     = []byte("seq")
-	metaCreated = []byte("created")
+	metaSchema   = []byte("schema")
+	metaReplica  = []byte("replica")
+	metaWindows  = []byte("windows")
+	metaSeq      = []byte("seq")
+	metaCreated  = []byte("created")
+	metaRestored = []byte("restored")
 )
 
 const schemaVersion = 1

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -42,8 +43,50 @@ func (s *Store) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
 	return n, nil
 }
 
-// Restored reports whether this data directory was restored from a snapshot:
-// state.db existed but journal.db did not. Peers may hold newer entries of this
-// replica than the snapshot has; the node must learn them before taking
-// writes, or its new increments would hide under the peers' larger values.
-func (s *Store) Restored() bool { return s.restored }
+// Restored reports whether this data directory was restored from a snapshot
+// (state.db was found without journal.db) and has not been marked caught up
+// since. Peers may hold newer entries of this replica than the snapshot has;
+// the node must learn them before taking writes, or its new increments would
+// hide under the peers' larger values. The mark is on disk: a restart before
+// the catch-up finishes is still restored.
+func (s *Store) Restored() bool { return s.restored.Load() }
+
+// RestoredSeq is this replica's seq in the restored snapshot: peers may hold
+// its entries above it.
+func (s *Store) RestoredSeq() uint64 { return s.restoredSeq }
+
+// markRestored records in state.db that it is a restored snapshot.
+func (s *Store) markRestored() error {
+	err := s.state.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil || meta.Get(metaSchema) == nil || meta.Get(metaRestored) != nil {
+			return nil // never initialised (a crash while creating it), or marked
+		}
+		seq := meta.Get(metaSeq)
+		if len(seq) != 8 {
+			return fmt.Errorf("seq %x: %w", seq, ErrIncompatible)
+		}
+		return meta.Put(metaRestored, bytes.Clone(seq))
+	})
+	if err != nil {
+		return fmt.Errorf("mark %s as a restored snapshot: %w", StateFile, err)
+	}
+	return nil
+}
+
+// CaughtUp records that this restored replica holds every entry of its own
+// that peers had: Restored is false from now on, across restarts.
+func (s *Store) CaughtUp() error {
+	if !s.restored.Load() {
+		return nil
+	}
+	err := s.state.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Delete(metaRestored)
+	})
+	if err != nil {
+		return fmt.Errorf("clear the restored mark: %w", err)
+	}
+	s.restored.Store(false)
+	s.log.Info("restored replica caught up on its own entries", "replica", s.replica.String())
+	return nil
+}

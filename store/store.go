@@ -79,7 +79,10 @@ type Store struct {
 
 	jnext uint64 // next journal record number; committer only
 
-	restored bool // state.db was found without its journal: a restored snapshot
+	// restored: state.db holds the restored marker (see Restored); restoredSeq
+	// is this replica's seq in the snapshot.
+	restored    atomic.Bool
+	restoredSeq uint64
 
 	idemMu   sync.Mutex
 	inflight map[string]chan struct{}
@@ -110,10 +113,17 @@ func Open(cfg Config) (*Store, error) {
 	s.roomCond = sync.NewCond(&s.mu)
 	_, errState := os.Stat(filepath.Join(cfg.Dir, StateFile))
 	_, errJournal := os.Stat(filepath.Join(cfg.Dir, JournalFile))
-	s.restored = errState == nil && os.IsNotExist(errJournal)
 	var err error
 	if s.state, err = openBolt(filepath.Join(cfg.Dir, StateFile), false); err != nil {
 		return nil, err
+	}
+	if errState == nil && os.IsNotExist(errJournal) {
+		// A restored snapshot. Mark it before journal.db exists, so that a
+		// restart before the node catches up still knows.
+		if err := s.markRestored(); err != nil {
+			s.state.Close()
+			return nil, err
+		}
 	}
 	if s.journal, err = openBolt(filepath.Join(cfg.Dir, JournalFile), true); err != nil {
 		s.state.Close()
@@ -211,6 +221,13 @@ func (s *Store) load() error {
 		if v := meta.Get(metaSeq); len(v) == 8 {
 			s.seq = binary.BigEndian.Uint64(v)
 		}
+		if v := meta.Get(metaRestored); v != nil {
+			if len(v) != 8 {
+				return fmt.Errorf("%s restored marker %x: %w", StateFile, v, ErrIncompatible)
+			}
+			s.restored.Store(true)
+			s.restoredSeq = binary.BigEndian.Uint64(v)
+		}
 		t, err := loadReplicas(tx)
 		if err != nil {
 			return err
@@ -232,8 +249,8 @@ func (s *Store) load() error {
 	if fresh {
 		s.log.Info("created data directory", "dir", s.cfg.Dir, "replica", s.replica.String())
 	}
-	if s.restored {
-		s.log.Warn("state.db without journal.db: restored from a snapshot", "replica", s.replica.String(), "seq", s.seq)
+	if s.restored.Load() {
+		s.log.Warn("restored from a snapshot and not yet caught up on this replica's entries", "replica", s.replica.String(), "snapshot_seq", s.restoredSeq)
 	}
 	return s.replay()
 }

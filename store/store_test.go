@@ -422,8 +422,25 @@ func TestStore_SnapshotRestore(t *testing.T) {
 	if sum(pts) != 7 || pts[1] != 4 || pts[3] != 3 {
 		t.Fatalf("restored hour windows = %v", pts)
 	}
+	if r.RestoredSeq() != s.Seq() {
+		t.Fatalf("restored from seq %d, the snapshot's is %d", r.RestoredSeq(), s.Seq())
+	}
+	// Restarted before catching up: still restored, from the same seq.
 	mustClose(t, r)
-	if r2 := mustOpen(t, testConfig(dir, c)); r2.Restored() {
-		t.Fatal("a restored directory still says restored after its first clean run")
+	r = mustOpen(t, testConfig(dir, c))
+	if !r.Restored() || r.RestoredSeq() != s.Seq() {
+		t.Fatalf("after a restart before catching up: restored %v from seq %d", r.Restored(), r.RestoredSeq())
+	}
+	if err := r.CaughtUp(); err != nil {
+		t.Fatal(err)
+	}
+	if r.Restored() {
+		t.Fatal("still restored after CaughtUp")
+	}
+	mustClose(t, r)
+	r = mustOpen(t, testConfig(dir, c))
+	defer mustClose(t, r)
+	if r.Restored() {
+		t.Fatal("restored again after CaughtUp and a restart")
 	}
 }

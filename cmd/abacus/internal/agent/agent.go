@@ -198,7 +198,7 @@ func New(cfg Config) (*Agent, error) {
 	a.reg.MustRegister(gossipCollector{gs}, nodeCollector{a})
 	if st.Restored() {
 		a.restoring.Store(true)
-		gs.Recover(st.Seq())
+		gs.Recover(st.RestoredSeq())
 		a.log.Warn("restored from a snapshot: refusing writes until every live peer has sent this replica's newer entries")
 	}
 
@@ -321,6 +321,13 @@ func (a *Agent) writeBlocked() error {
 		}
 		if a.restoring.CompareAndSwap(true, false) {
 			a.log.Info("restored node caught up on its own entries; taking writes")
+			// Off the request path. Should it fail, or the node stop first,
+			// the next start catches up again: slower, never wrong.
+			go func() {
+				if err := a.store.CaughtUp(); err != nil {
+					a.log.Warn("restored node caught up, but the mark stays", "err", err)
+				}
+			}()
 		}
 	}
 	return nil

@@ -117,6 +117,12 @@ func TestCluster_SnapshotRestore(t *testing.T) {
 	if code, _, _ := call(t, a, "GET", "/readyz", ""); code != 503 {
 		t.Fatalf("restored node ready before catching up: %d", code)
 	}
+	// Restarted before it caught up, it is still a restored node.
+	c.stop("a1")
+	a = c.start("a1", c.dirs["a1"], func(cfg *agent.Config) { cfg.Join = []string{peer} })
+	if code, _, body := call(t, a, "POST", "/v1/counters/s/increment", ""); code != 503 || !strings.Contains(body, "restored") {
+		t.Fatalf("write to the restored node restarted before catching up: %d %s", code, body)
+	}
 	c.net.Heal()
 	// Once it has its own newer entries back from the peer, writes resume.
 	waitFor(t, 20*time.Second, func() (bool, string) {
@@ -126,4 +132,7 @@ func TestCluster_SnapshotRestore(t *testing.T) {
 		return true, ""
 	})
 	c.waitConverged(20*time.Second, time.Now().Add(-time.Hour))
+	waitFor(t, 5*time.Second, func() (bool, string) {
+		return !a.Store().Restored(), "the restored mark is still on disk"
+	})
 }
