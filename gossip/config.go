@@ -30,9 +30,9 @@ type Store interface {
 
 // Chunk is a piece of one origin's entries (see store.Chunk).
 type Chunk struct {
-	After, Next, Covered uint64
-	Deltas               []crdt.Delta
-	Done                 bool
+	After, Next, Top uint64
+	Deltas           []crdt.Delta
+	Done             bool
 }
 
 // Cover claims deltas hold every change of Origin with a seq in (From, To].

@@ -92,9 +92,11 @@ type pullKey struct {
 	peer   string
 }
 
-// pullState is one catch-up in progress.
+// pullState is one catch-up in progress: a chain of chunks from one peer.
 type pullState struct {
-	after    uint64
+	start    uint64 // the chain's first cursor
+	after    uint64 // the cursor of the chunk asked for
+	top      uint64 // the smallest Top of the chain's chunks so far
 	progress time.Time
 }
 

@@ -173,14 +173,14 @@ func decodePull(d *crdt.Decoder) (pullMsg, error) {
 }
 
 // chunkMsg answers a pull: origin's entries with a seq in (after, next], and
-// the claim that, with them, a receiver that had reached after holds every
-// change of origin up to covered.
+// the sender's version vector entry for origin as it read them (see
+// store.EntriesSince for what a chain of chunks proves).
 type chunkMsg struct {
 	from    string
 	origin  crdt.ReplicaID
 	after   uint64
 	next    uint64
-	covered uint64
+	top     uint64
 	done    bool
 	node    string // where origin lives, as far as the sender knows
 	dc      string
@@ -193,7 +193,7 @@ func (m *chunkMsg) appendTo(b []byte) []byte {
 	b = append(b, m.origin[:]...)
 	b = binary.AppendUvarint(b, m.after)
 	b = binary.AppendUvarint(b, m.next)
-	b = binary.AppendUvarint(b, m.covered)
+	b = binary.AppendUvarint(b, m.top)
 	done := byte(0)
 	if m.done {
 		done = 1
@@ -209,7 +209,7 @@ func (m *chunkMsg) appendTo(b []byte) []byte {
 }
 
 func decodeChunk(d *crdt.Decoder) (chunkMsg, error) {
-	m := chunkMsg{from: d.String(maxNodeName), origin: d.Replica(), after: d.Uvarint(), next: d.Uvarint(), covered: d.Uvarint()}
+	m := chunkMsg{from: d.String(maxNodeName), origin: d.Replica(), after: d.Uvarint(), next: d.Uvarint(), top: d.Uvarint()}
 	switch d.Byte() {
 	case 0:
 	case 1:
@@ -223,7 +223,7 @@ func decodeChunk(d *crdt.Decoder) (chunkMsg, error) {
 	for i := 0; i < n && d.Err() == nil; i++ {
 		m.entries = append(m.entries, readEntry(d))
 	}
-	if d.Err() == nil && (m.covered < m.after || m.next < m.after) {
+	if d.Err() == nil && m.next < m.after {
 		d.Fail(crdt.ErrMalformed)
 	}
 	return m, finish(d)

@@ -59,7 +59,7 @@ func TestMessages_RoundTrip(t *testing.T) {
 
 		after := rapid.Uint64Range(0, 1<<40).Draw(t, "cafter")
 		cm := chunkMsg{from: "n2", origin: idGen.Draw(t, "co"), after: after, next: after + rapid.Uint64Range(0, 100).Draw(t, "dn"),
-			covered: after + rapid.Uint64Range(0, 100).Draw(t, "dc"), done: rapid.Bool().Draw(t, "done"), node: "n3", dc: "ams",
+			top: rapid.Uint64Range(0, 1<<41).Draw(t, "top"), done: rapid.Bool().Draw(t, "done"), node: "n3", dc: "ams",
 			entries: rapid.SliceOfN(entryGen, 0, 5).Draw(t, "centries")}
 		roundTrip(t, &cm, func(d *crdt.Decoder) (*chunkMsg, error) { m, err := decodeChunk(d); return &m, err })
 
@@ -72,7 +72,7 @@ func TestMessages_RoundTrip(t *testing.T) {
 }
 
 func TestMessages_RejectMalformed(t *testing.T) {
-	good := (&chunkMsg{from: "a", after: 5, next: 6, covered: 6}).appendTo(nil)
+	good := (&chunkMsg{from: "a", after: 5, next: 6, top: 6}).appendTo(nil)
 	tests := []struct {
 		name string
 		in   []byte
@@ -83,7 +83,7 @@ func TestMessages_RejectMalformed(t *testing.T) {
 		{"unknown version", []byte{byte(msgDeltas), 9}},
 		{"truncated chunk", good[:len(good)-1]},
 		{"trailing byte", append(bytes.Clone(good), 0)},
-		{"covered below after", (&chunkMsg{from: "a", after: 5, next: 6, covered: 4}).appendTo(nil)},
+		{"next below after", (&chunkMsg{from: "a", after: 5, next: 4, top: 6}).appendTo(nil)},
 		{"huge count", []byte{byte(msgDeltas), wireVersion, 0xff, 0xff, 0xff, 0xff, 0x0f}},
 		{"bad slot", (&deltasMsg{groups: []originGroup{{entries: []entry{{slot: crdt.Slot{Name: "a b"}}}}}}).appendTo(nil)},
 	}
@@ -121,7 +121,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add((&deltasMsg{groups: []originGroup{{origin: crdt.ReplicaID{1}, entries: []entry{{slot: crdt.TotalSlot("a"), value: 3, seq: 1}}}}}).appendTo(nil))
 	f.Add((&digestMsg{name: "n1", entries: []digestEntry{{origin: crdt.ReplicaID{2}, seq: 9}}}).appendTo(nil))
 	f.Add((&pullMsg{from: "n1", origin: crdt.ReplicaID{3}, after: 4, maxBytes: 1 << 18}).appendTo(nil))
-	f.Add((&chunkMsg{from: "n2", origin: crdt.ReplicaID{4}, after: 1, next: 7, covered: 7, done: true, node: "n9", dc: "ams"}).appendTo(nil))
+	f.Add((&chunkMsg{from: "n2", origin: crdt.ReplicaID{4}, after: 1, next: 7, top: 7, done: true, node: "n9", dc: "ams"}).appendTo(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		typ, d, err := header(b)
 		if err != nil {
@@ -159,8 +159,8 @@ func FuzzDecode(f *testing.F) {
 			if err != nil {
 				return
 			}
-			if m.covered < m.after {
-				t.Fatalf("accepted a chunk covering backwards")
+			if m.next < m.after {
+				t.Fatalf("accepted a chunk whose next is below its after")
 			}
 			re = m.appendTo(nil)
 		}

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"math"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -73,6 +74,9 @@ func (g *Gossip) schedulePulls() {
 			continue
 		}
 		for o, s := range p.digest {
+			if o == g.self.replica && g.recover.active {
+				continue // recovery pulls this replica's entries from its snapshot's seq
+			}
 			if s > ours[o] && s > ahead[o].seq {
 				ahead[o] = best{name, s}
 			}
@@ -87,7 +91,7 @@ func (g *Gossip) schedulePulls() {
 		}
 	}
 	start := func(o crdt.ReplicaID, peer string, after uint64) {
-		g.pulls[pullKey{o, peer}] = &pullState{after: after, progress: now}
+		g.pulls[pullKey{o, peer}] = &pullState{start: after, after: after, top: math.MaxUint64, progress: now}
 		reqs = append(reqs, pullReq{to: peer, msg: pullMsg{from: g.cfg.NodeName, addr: g.addr, origin: o, after: after, maxBytes: uint64(g.cfg.ChunkBytes)}})
 	}
 	for o, b := range ahead {
@@ -176,7 +180,7 @@ func (g *Gossip) serveWorker() {
 				g.log.Error("reading entries for a peer", "peer", m.from, "origin", m.origin.String(), "err", err)
 				continue
 			}
-			out := chunkMsg{from: g.cfg.NodeName, origin: m.origin, after: c.After, next: c.Next, covered: c.Covered, done: c.Done}
+			out := chunkMsg{from: g.cfg.NodeName, origin: m.origin, after: c.After, next: c.Next, top: c.Top, done: c.Done}
 			out.node, out.dc, _ = g.store.ReplicaInfo(m.origin)
 			out.entries = make([]entry, len(c.Deltas))
 			for i, d := range c.Deltas {
@@ -201,49 +205,68 @@ func (g *Gossip) chunkWorker() {
 		case <-g.ctx.Done():
 			return
 		case m := <-g.chunkCh:
-			ds := make([]crdt.Delta, len(m.entries))
-			for i, e := range m.entries {
-				ds[i] = crdt.Delta{Slot: e.slot, Entry: crdt.Entry{Replica: m.origin, Value: e.value, Seq: e.seq}}
-			}
-			// Catch-up data is not relayed: every peer pulls its own.
-			_, err := g.store.Merge(g.ctx, ds, []Cover{{Origin: m.origin, From: m.after, To: m.covered}})
-			if err != nil {
-				g.log.Warn("merging a chunk", "peer", m.from, "err", err)
-			} else {
-				g.stats.chunksMerged.Add(1)
-				g.stats.entriesPulled.Add(uint64(len(ds)))
-			}
-			if m.node != "" {
-				if _, _, ok := g.store.ReplicaInfo(m.origin); !ok {
-					g.store.SetReplicaInfo(m.origin, m.node, m.dc)
+			g.handleChunk(m)
+		}
+	}
+}
+
+// handleChunk merges one chunk and asks for the chain's next one.
+func (g *Gossip) handleChunk(m chunkMsg) {
+	ds := make([]crdt.Delta, len(m.entries))
+	for i, e := range m.entries {
+		ds[i] = crdt.Delta{Slot: e.slot, Entry: crdt.Entry{Replica: m.origin, Value: e.value, Seq: e.seq}}
+	}
+	// A chain of chunks covers (start, smallest Top] once its last chunk is
+	// in; a chunk alone covers nothing (see store.EntriesSince). A chunk that
+	// is not the one the chain asked for (a stale or repeated answer) is
+	// merged, but neither covers nor continues anything.
+	k := pullKey{m.origin, m.from}
+	g.mu.Lock()
+	ps := g.pulls[k]
+	inChain := ps != nil && ps.after == m.after
+	var covers []Cover
+	if inChain {
+		ps.top = min(ps.top, m.top)
+		if m.done && ps.top > ps.start {
+			covers = []Cover{{Origin: m.origin, From: ps.start, To: ps.top}}
+		}
+	}
+	g.mu.Unlock()
+	// Catch-up data is not relayed: every peer pulls its own.
+	_, err := g.store.Merge(g.ctx, ds, covers)
+	if err != nil {
+		g.log.Warn("merging a chunk", "peer", m.from, "err", err)
+	} else {
+		g.stats.chunksMerged.Add(1)
+		g.stats.entriesPulled.Add(uint64(len(ds)))
+	}
+	if m.node != "" {
+		if _, _, ok := g.store.ReplicaInfo(m.origin); !ok {
+			g.store.SetReplicaInfo(m.origin, m.node, m.dc)
+		}
+	}
+	var next *pullReq
+	g.mu.Lock()
+	if p := g.peers[m.from]; p != nil && p.digest[m.origin] < m.top {
+		p.digest[m.origin] = m.top
+	}
+	if inChain && g.pulls[k] == ps {
+		if err == nil && !m.done {
+			ps.after, ps.progress = m.next, g.cfg.Now()
+			next = &pullReq{to: m.from, msg: pullMsg{from: g.cfg.NodeName, addr: g.addr, origin: m.origin, after: m.next, maxBytes: uint64(g.cfg.ChunkBytes)}}
+		} else {
+			delete(g.pulls, k)
+			if err == nil {
+				g.stats.pullsDone.Add(1)
+				if g.recover.active && m.origin == g.self.replica {
+					g.recover.done[m.from] = true
 				}
-			}
-			now := g.cfg.Now()
-			var next *pullReq
-			g.mu.Lock()
-			if p := g.peers[m.from]; p != nil && p.digest[m.origin] < m.covered {
-				p.digest[m.origin] = m.covered
-			}
-			k := pullKey{m.origin, m.from}
-			if ps := g.pulls[k]; ps != nil {
-				if err == nil && !m.done {
-					ps.after, ps.progress = m.next, now
-					next = &pullReq{to: m.from, msg: pullMsg{from: g.cfg.NodeName, addr: g.addr, origin: m.origin, after: m.next, maxBytes: uint64(g.cfg.ChunkBytes)}}
-				} else {
-					delete(g.pulls, k)
-					if err == nil {
-						g.stats.pullsDone.Add(1)
-						if g.recover.active && m.origin == g.self.replica {
-							g.recover.done[m.from] = true
-						}
-					}
-				}
-			}
-			g.mu.Unlock()
-			if next != nil {
-				g.queuePull(*next)
 			}
 		}
+	}
+	g.mu.Unlock()
+	if next != nil {
+		g.queuePull(*next)
 	}
 }
 

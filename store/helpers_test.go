@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -144,16 +145,24 @@ func syncAll(tb testing.TB, from, to *store.Store, chunkBytes int) {
 func syncSome(tb testing.TB, from, to *store.Store, chunkBytes, maxChunks int) {
 	tb.Helper()
 	for origin, top := range from.Digest() {
-		after := to.Digest()[origin]
-		if after >= top {
+		start := to.Digest()[origin]
+		if start >= top {
 			continue
 		}
+		// A chain covers (start, its smallest Top] once its Done chunk is
+		// in; its other chunks carry no cover.
+		after, chainTop := start, uint64(math.MaxUint64)
 		for {
 			c, err := from.EntriesSince(origin, after, chunkBytes)
 			if err != nil {
 				tb.Fatal(err)
 			}
-			if _, err := to.Merge(context.Background(), c.Deltas, []store.Cover{{Origin: origin, From: c.After, To: c.Covered}}); err != nil {
+			chainTop = min(chainTop, c.Top)
+			var covers []store.Cover
+			if c.Done {
+				covers = []store.Cover{{Origin: origin, From: start, To: chainTop}}
+			}
+			if _, err := to.Merge(context.Background(), c.Deltas, covers); err != nil {
 				tb.Fatal(err)
 			}
 			if c.Done || maxChunks == 1 {

@@ -170,8 +170,8 @@ func TestAsyncServesNothingUncommitted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ch.Deltas) != 0 || ch.Covered != 0 {
-		t.Fatalf("before the commit, anti-entropy serves %d entries covering seq %d", len(ch.Deltas), ch.Covered)
+	if len(ch.Deltas) != 0 || ch.Top != 0 {
+		t.Fatalf("before the commit, anti-entropy serves %d entries, claiming seq %d", len(ch.Deltas), ch.Top)
 	}
 	syncAll(t, n, peer, 1<<20)
 	crashed := copyDir(t, dir) // kill -9 before the commit: "a" is lost
@@ -256,5 +256,108 @@ func TestAsyncRetryBeforeCommitIsReplayed(t *testing.T) {
 	}
 	if got := mustTotal(t, n, "k"); got != 1 {
 		t.Fatalf("total = %d, want 1", got)
+	}
+}
+
+// A chain of chunks cut short must not raise the receiver's version vector:
+// a slot whose change lies in the first chunk's range but whose entry has
+// since moved past it is in no chunk yet, and a vector claiming it would stop
+// every other peer from sending it.
+func TestCutChainClaimsNothing(t *testing.T) {
+	c := newClock(t0)
+	now := c.Now()
+	a := mustOpen(t, testConfig(t.TempDir(), c))
+	b := mustOpen(t, testConfig(t.TempDir(), c))
+	r := mustOpen(t, testConfig(t.TempDir(), c))
+	for _, s := range []*store.Store{a, b, r} {
+		defer mustClose(t, s)
+	}
+	mustApply(t, a, inc("k", 1, now)) // seq 1
+	mustApply(t, a, inc("x", 1, now)) // seq 2
+	mustApply(t, a, inc("y", 1, now)) // seq 3
+	syncAll(t, a, b, 1<<20)           // b: k=1, x, y; vector[a] = 3
+	mustApply(t, a, inc("k", 1, now)) // seq 4: k's seq-1 change is superseded at a
+	// r pulls from a one small chunk at a time; it gets one, and a is gone.
+	syncSome(t, a, r, 1, 1)
+	if got := r.Digest()[a.Replica()]; got != 0 {
+		t.Fatalf("after one chunk of a cut chain, r's vector claims a's changes up to %d", got)
+	}
+	for range 3 {
+		syncAll(t, b, r, 1<<20)
+		syncAll(t, r, b, 1<<20)
+	}
+	if kb, kr := mustTotal(t, b, "k"), mustTotal(t, r, "k"); kb != 1 || kr != 1 {
+		t.Fatalf("survivors: k = %d at b, %d at r; want 1 at both", kb, kr)
+	}
+}
+
+// A chain's cover is bounded by the smallest Top of its chunks, not the
+// last: a change the server did not hold when the chain passed its seq is in
+// no chunk, even if the server holds it by the final one.
+func TestChainCoverIsBoundedByEarliestTop(t *testing.T) {
+	c := newClock(t0)
+	ctx := context.Background()
+	now := c.Now()
+	a := mustOpen(t, testConfig(t.TempDir(), c))
+	relay := mustOpen(t, testConfig(t.TempDir(), c))
+	r := mustOpen(t, testConfig(t.TempDir(), c))
+	for _, s := range []*store.Store{a, relay, r} {
+		defer mustClose(t, s)
+	}
+	for _, name := range []string{"p", "q", "s", "t"} {
+		mustApply(t, a, inc(name, 1, now)) // seqs 1..4
+	}
+	// relay learns seqs 1, 3 and 4 by broadcast (no cover: vector[a] = 0),
+	// but not 2.
+	var missing []crdt.Delta
+	for seq := uint64(1); seq <= 4; seq++ {
+		ch, err := a.EntriesSince(a.Replica(), seq-1, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seq == 2 {
+			missing = ch.Deltas
+			continue
+		}
+		if _, err := relay.Merge(ctx, ch.Deltas, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// r pulls from relay: the first chunk passes seq 2 while relay lacks it.
+	var first store.Chunk
+	for size := 1; size < 1<<12; size++ {
+		ch, err := relay.EntriesSince(a.Replica(), 0, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first = ch; ch.Next >= 2 {
+			break
+		}
+	}
+	if first.Done || first.Next < 2 {
+		t.Fatalf("first chunk: next %d, done %v; the test needs it to pass seq 2 unfinished", first.Next, first.Done)
+	}
+	// relay then gets seq 2 with a cover: its vector reaches 4.
+	if _, err := relay.Merge(ctx, missing, []store.Cover{{Origin: a.Replica(), From: 0, To: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	last, err := relay.EntriesSince(a.Replica(), first.Next, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !last.Done || last.Top != 4 {
+		t.Fatalf("last chunk: done %v, top %d", last.Done, last.Top)
+	}
+	if _, err := r.Merge(ctx, append(first.Deltas, last.Deltas...), []store.Cover{{Origin: a.Replica(), From: 0, To: min(first.Top, last.Top)}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Digest()[a.Replica()]; got != 0 {
+		t.Fatalf("r's vector for a = %d, but r lacks seq 2 (q = %d)", got, mustTotal(t, r, "q"))
+	}
+	syncAll(t, a, r, 1<<20)
+	for _, name := range []string{"p", "q", "s", "t"} {
+		if got := mustTotal(t, r, name); got != 1 {
+			t.Errorf("total(%s) at r = %d, want 1", name, got)
+		}
 	}
 }

@@ -59,9 +59,9 @@ type Chunk struct {
 	// Deltas holds the current entry of Origin of every slot whose entry has a
 	// seq in (After, Next].
 	Deltas []crdt.Delta
-	// Covered is how far the receiver's version vector may rise once it holds
-	// Deltas, if it had reached After: min(Next, this store's own vector).
-	Covered uint64
+	// Top is this store's version vector entry for Origin as the chunk was
+	// read: the store then held every change of Origin up to Top.
+	Top uint64
 	// Done is true when no entry of Origin has a seq above Next.
 	Done bool
 }
@@ -72,6 +72,14 @@ func deltaSize(d crdt.Delta) int { return len(d.Slot.Name) + 28 }
 // EntriesSince returns the entries of origin with a seq above after, in seq
 // order, stopping once about maxBytes are gathered. The entries of one seq are
 // never split across chunks.
+//
+// One chunk alone proves nothing about coverage: a slot whose entry moved
+// past Next since it changed in (After, Next] is in no chunk up to Next. A
+// chain of chunks does: a receiver that merges chunks from After = a, each
+// asked from the previous one's Next, through a Done chunk, holds every
+// change of origin in (a, T], T the smallest Top of the chain. (A change up
+// to T was here when the first chunk was read; its slot's entry then had a
+// seq above a and only moves up, so some chunk of the chain took it.)
 func (s *Store) EntriesSince(origin crdt.ReplicaID, after uint64, maxBytes int) (Chunk, error) {
 	c := Chunk{Origin: origin, After: after}
 	// mem first: a slot that leaves mem after this is in state.db by then.
@@ -169,13 +177,9 @@ func (s *Store) EntriesSince(origin crdt.ReplicaID, after uint64, maxBytes int) 
 	if err != nil {
 		return Chunk{}, fmt.Errorf("entries of %s after %d: %w", origin, after, err)
 	}
-	c.Next = lastSeq
-	c.Done = exhausted
+	c.Next, c.Done, c.Top = lastSeq, exhausted, top
 	if exhausted {
 		c.Next = max(lastSeq, top)
-		c.Covered = max(after, top)
-	} else {
-		c.Covered = max(after, min(lastSeq, top))
 	}
 	return c, nil
 }

@@ -102,7 +102,7 @@ func (r replicator) Digest() map[crdt.ReplicaID]uint64 { return r.st.Digest() }
 
 func (r replicator) EntriesSince(origin crdt.ReplicaID, after uint64, maxBytes int) (gossip.Chunk, error) {
 	c, err := r.st.EntriesSince(origin, after, maxBytes)
-	return gossip.Chunk{After: c.After, Next: c.Next, Covered: c.Covered, Deltas: c.Deltas, Done: c.Done}, err
+	return gossip.Chunk{After: c.After, Next: c.Next, Top: c.Top, Deltas: c.Deltas, Done: c.Done}, err
 }
 
 func (r replicator) Merge(ctx context.Context, ds []crdt.Delta, covers []gossip.Cover) ([]crdt.Delta, error) {

@@ -1,0 +1,82 @@
+package gossip
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"abacus/crdt"
+)
+
+// coverStore records the covers merges carry.
+type coverStore struct {
+	nopStore
+	covers [][]Cover
+}
+
+func (s *coverStore) Merge(_ context.Context, _ []crdt.Delta, c []Cover) ([]crdt.Delta, error) {
+	s.covers = append(s.covers, c)
+	return nil, nil
+}
+
+func chainTestGossip(st Store) *Gossip {
+	return &Gossip{
+		cfg:    Config{NodeName: "self", Now: timeNow, ChunkBytes: 1 << 16},
+		log:    discard(),
+		store:  st,
+		ctx:    context.Background(),
+		pullCh: make(chan pullReq, 4),
+		peers:  map[string]*peer{},
+		pulls:  map[pullKey]*pullState{},
+	}
+}
+
+// A chain's chunks cover nothing until its last, which covers from the
+// chain's start to the smallest Top any of its chunks reported.
+func TestChunkChain_CoversOnlyWhenDone(t *testing.T) {
+	st := &coverStore{}
+	g := chainTestGossip(st)
+	o := crdt.ReplicaID{7}
+	k := pullKey{o, "peer"}
+	g.pulls[k] = &pullState{start: 10, after: 10, top: math.MaxUint64}
+
+	g.handleChunk(chunkMsg{from: "peer", origin: o, after: 10, next: 20, top: 15})
+	if st.covers[0] != nil {
+		t.Fatalf("an unfinished chain's chunk carried covers %+v", st.covers[0])
+	}
+	if r := <-g.pullCh; r.msg.after != 20 || r.to != "peer" {
+		t.Fatalf("next pull: %+v, want after 20 from peer", r)
+	}
+	g.handleChunk(chunkMsg{from: "peer", origin: o, after: 20, next: 30, top: 30, done: true})
+	want := Cover{Origin: o, From: 10, To: 15}
+	if len(st.covers[1]) != 1 || st.covers[1][0] != want {
+		t.Fatalf("last chunk's covers %+v, want %+v", st.covers[1], want)
+	}
+	if g.pulls[k] != nil {
+		t.Fatal("the chain is still open after its last chunk")
+	}
+}
+
+// A chunk the chain did not ask for (a repeated or stale answer) covers
+// nothing and does not move the chain.
+func TestChunkChain_IgnoresStrayChunks(t *testing.T) {
+	st := &coverStore{}
+	g := chainTestGossip(st)
+	o := crdt.ReplicaID{7}
+	k := pullKey{o, "peer"}
+	g.pulls[k] = &pullState{start: 10, after: 20, top: 40, progress: timeNow()}
+
+	g.handleChunk(chunkMsg{from: "peer", origin: o, after: 12, next: 50, top: 50, done: true})
+	g.handleChunk(chunkMsg{from: "other", origin: o, after: 20, next: 50, top: 50, done: true})
+	for i, c := range st.covers {
+		if c != nil {
+			t.Fatalf("stray chunk %d carried covers %+v", i, c)
+		}
+	}
+	if ps := g.pulls[k]; ps == nil || ps.after != 20 {
+		t.Fatalf("stray chunks moved the chain: %+v", ps)
+	}
+	if len(g.pullCh) != 0 {
+		t.Fatal("a stray chunk asked for more")
+	}
+}
