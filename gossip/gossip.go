@@ -359,10 +359,10 @@ const leaveTimeout = 3 * time.Second
 func (g *Gossip) Close(ctx context.Context) error {
 	var err error
 	g.closeOnce.Do(func() {
-		// Stop the loops first: the rejoin loop would join peers back while
-		// this node leaves.
+		g.handoff(ctx)
+		// Stop the loops: the rejoin loop would join peers back while this
+		// node leaves.
 		g.cancel()
-		g.flushOutbox(ctx)
 		bye := (&byeMsg{name: g.cfg.NodeName}).appendTo(nil)
 		for _, n := range g.alivePeers() {
 			if g.ml.SendBestEffort(n, bye) == nil {
@@ -380,6 +380,56 @@ func (g *Gossip) Close(ctx context.Context) error {
 		g.wg.Wait()
 	})
 	return err
+}
+
+// handoffTimeout bounds how long a leaving node waits for its peers to hold
+// its entries.
+const handoffTimeout = 5 * time.Second
+
+// handoff gives live peers what this node committed before it leaves, so
+// that a node stopped for good takes nothing with it. It sends the outbox
+// over TCP, then waits, while still answering pulls, until every peer heard
+// from lately reports in its digest that it holds this replica's entries up
+// to the node's seq: broadcasts lost on the way are pulled meanwhile. The
+// wait ends at handoffTimeout or ctx's deadline; peers out of reach are not
+// waited for (they get the entries from the others).
+func (g *Gossip) handoff(ctx context.Context) {
+	g.flushOutbox(ctx)
+	seq := g.store.Digest()[g.self.replica]
+	deadline := time.Now().Add(handoffTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	t := time.NewTicker(max(g.cfg.DigestInterval/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		behind := g.peersBehind(seq)
+		if len(behind) == 0 {
+			return
+		}
+		if !time.Now().Before(deadline) {
+			g.log.Warn("leaving before every peer holds this node's entries; they will get them from the others, or when it returns", "seq", seq, "behind", behind)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
+}
+
+// peersBehind names the peers heard from lately, and not gone, whose version vector
+// lacks this replica's entries up to seq.
+func (g *Gossip) peersBehind(seq uint64) []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var behind []string
+	for name, p := range g.peers {
+		if p.state != "left" && g.heardLocked(p) && p.digest[g.self.replica] < seq {
+			behind = append(behind, name)
+		}
+	}
+	return behind
 }
 
 // flushOutbox sends every waiting entry to every live peer over TCP, so that

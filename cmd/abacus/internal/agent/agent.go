@@ -373,13 +373,18 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 			a.shutdownErr = fmt.Errorf("stop http: %w", err)
 			a.http.Close()
 		}
-		if err := a.gossip.Close(ctx); err != nil && a.shutdownErr == nil {
-			a.shutdownErr = fmt.Errorf("leave cluster: %w", err)
-		}
 		// The store gets its own budget: requests and goodbyes may have used
 		// up ctx, and the commits in flight must finish whatever happened.
 		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		// Commit what was answered (Async) before gossip hands this node's
+		// entries to its peers and leaves.
+		if err := a.store.Flush(sctx); err != nil && !errors.Is(err, store.ErrClosed) {
+			a.log.Warn("committing answered increments before leaving", "err", err)
+		}
+		if err := a.gossip.Close(ctx); err != nil && a.shutdownErr == nil {
+			a.shutdownErr = fmt.Errorf("leave cluster: %w", err)
+		}
 		if err := a.store.Close(sctx); err != nil && a.shutdownErr == nil {
 			a.shutdownErr = err
 		}

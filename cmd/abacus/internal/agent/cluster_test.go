@@ -549,3 +549,36 @@ func TestCluster_ReadyMeansCaughtUp(t *testing.T) {
 		t.Fatalf("ready with %d counters, want 5000 (%v)", len(page), err)
 	}
 }
+
+// TestCluster_LeaveHandsOff: a node stopped for good takes nothing with it.
+// Its last increments (answered before the commit, with async durability)
+// and the entries its broadcasts dropped are at its peer when Shutdown
+// returns.
+func TestCluster_LeaveHandsOff(t *testing.T) {
+	c := newCluster(t, "b1", "a1") // b1 is the seed a1 rejoins
+	c.stop("a1")
+	c.start("a1", c.dirs["a1"], func(cfg *agent.Config) {
+		cfg.Durability = store.Async
+		cfg.Store = func(sc *store.Config) { sc.AsyncFlushInterval = time.Hour } // only Shutdown commits
+		gcfg := cfg.Gossip
+		cfg.Gossip = func(g *gossip.Config) {
+			gcfg(g)
+			g.OutboxLimit = 1 // broadcasts carry almost nothing: peers must pull
+		}
+	})
+	c.waitMembers(2)
+	var names []string
+	for i := range 40 {
+		name := fmt.Sprintf("h%02d", i)
+		if !c.inc("a1", name, uint64(i+1), time.Now()) {
+			t.Fatalf("increment %s refused", name)
+		}
+		names = append(names, name)
+	}
+	c.stop("a1")
+	for _, name := range names {
+		if got, want := c.total("b1", name), c.want[name]; got != want {
+			t.Errorf("b1's total of %s right after a1 left: %d, want %d", name, got, want)
+		}
+	}
+}
