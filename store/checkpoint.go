@@ -357,18 +357,37 @@ func (w *slotWriter) flush() error {
 // from mem and from state.db.
 func (s *Store) expire() error {
 	now := s.cfg.Now()
-	s.mu.Lock()
+	// Find what expired under the read lock, which commits and reads share;
+	// take the write lock only to delete it, a bounded group at a time.
+	var slots []crdt.Slot
+	var idemKeys []string
+	s.mu.RLock()
 	for slot := range s.mem {
 		if !s.keep(slot, now) {
-			s.deleteMem(slot)
+			slots = append(slots, slot)
 		}
 	}
 	for k, r := range s.idem {
 		if r.Expires <= now.UnixNano() {
-			delete(s.idem, k)
+			idemKeys = append(idemKeys, k)
 		}
 	}
-	s.mu.Unlock()
+	s.mu.RUnlock()
+	for len(slots) > 0 || len(idemKeys) > 0 {
+		n, m := min(len(slots), 4096), min(len(idemKeys), 4096)
+		s.mu.Lock()
+		for _, slot := range slots[:n] {
+			s.deleteMem(slot)
+		}
+		for _, k := range idemKeys[:m] {
+			if r, ok := s.idem[k]; ok && r.Expires <= now.UnixNano() {
+				delete(s.idem, k)
+			}
+		}
+		s.roomCond.Broadcast()
+		s.mu.Unlock()
+		slots, idemKeys = slots[n:], idemKeys[m:]
+	}
 
 	var windows, keys int
 	for _, r := range s.cfg.Windows.Resolutions {

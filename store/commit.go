@@ -93,6 +93,11 @@ func putOp(o *op) {
 // linger: below it, concurrency is too low for waiting to pay.
 const lingerMinBatch = 4
 
+// maxSeq is the largest seq an entry may carry: a million commits a second
+// reach it in 146,000 years. Merged entries above it are corrupt and
+// dropped, so that no peer can push this replica's seq to overflow.
+const maxSeq = 1 << 62
+
 // Limits on one commit, so that a commit, its journal record and one seq's
 // entries stay bounded (a seq's entries are never split across catch-up chunks).
 const (
@@ -425,7 +430,7 @@ func (s *Store) stage(st *staging, ops []*op) {
 			continue
 		}
 		for _, d := range o.deltas {
-			if d.Entry.Replica == s.replica {
+			if d.Entry.Replica == s.replica && d.Entry.Seq <= maxSeq {
 				st.ownSeen = max(st.ownSeen, d.Entry.Seq)
 			}
 		}
@@ -589,7 +594,7 @@ func (st *staging) merge(o *op) ([]crdt.Delta, error) {
 	s := st.s
 	var learned []crdt.Delta
 	for _, d := range o.deltas {
-		if !d.Slot.Valid() || !s.keep(d.Slot, st.now) || d.Entry.Replica.IsZero() {
+		if !d.Slot.Valid() || !s.keep(d.Slot, st.now) || d.Entry.Replica.IsZero() || d.Entry.Seq > maxSeq {
 			continue
 		}
 		i, err := st.stageSlot(d.Slot)
@@ -689,6 +694,7 @@ func (s *Store) install(st *staging) {
 		s.vv[o] = max(s.vv[o], v)
 	}
 	s.seq = max(s.seq, st.lastSeq)
+	s.publishDigestLocked(len(st.vv) > 0)
 }
 
 // ack answers the ops of st's current batch. Their idempotency keys stay

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -359,5 +360,31 @@ func TestChainCoverIsBoundedByEarliestTop(t *testing.T) {
 		if got := mustTotal(t, r, name); got != 1 {
 			t.Errorf("total(%s) at r = %d, want 1", name, got)
 		}
+	}
+}
+
+// A merged entry with an absurd seq (corrupt, or a peer's bug) is dropped:
+// it must not push this replica's own seq to overflow.
+func TestMergeDropsAbsurdSeqs(t *testing.T) {
+	c := newClock(t0)
+	s := mustOpen(t, testConfig(t.TempDir(), c))
+	defer mustClose(t, s)
+	huge := []crdt.Delta{
+		{Slot: crdt.TotalSlot("x"), Entry: crdt.Entry{Replica: s.Replica(), Value: 5, Seq: math.MaxUint64}},
+		{Slot: crdt.TotalSlot("x"), Entry: crdt.Entry{Replica: crdt.ReplicaID{9}, Value: 5, Seq: math.MaxUint64}},
+	}
+	learned, err := s.Merge(context.Background(), huge, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(learned) != 0 {
+		t.Fatalf("learned %v", learned)
+	}
+	mustApply(t, s, inc("x", 1, c.Now()))
+	if got := s.Seq(); got != 1 {
+		t.Fatalf("seq after one commit = %d", got)
+	}
+	if got := mustTotal(t, s, "x"); got != 1 {
+		t.Fatalf("total = %d, want 1", got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
@@ -13,23 +14,28 @@ import (
 
 // Digest returns this store's version vector: for each replica it has heard
 // of, the seq up to which it holds every change of that replica. Its own entry
-// is its last committed seq.
+// is its last committed seq. It takes no lock.
 func (s *Store) Digest() map[crdt.ReplicaID]uint64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	d := make(map[crdt.ReplicaID]uint64, len(s.vv)+1)
-	for id, v := range s.vv {
+	vv := *s.pubVV.Load()
+	d := make(map[crdt.ReplicaID]uint64, len(vv)+1)
+	for id, v := range vv {
 		d[id] = v
 	}
-	d[s.replica] = s.seq
+	d[s.replica] = s.pubSeq.Load()
 	return d
 }
 
 // Seq is this replica's last committed seq.
-func (s *Store) Seq() uint64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.seq
+func (s *Store) Seq() uint64 { return s.pubSeq.Load() }
+
+// publishDigestLocked publishes seq, and vv if it changed, for Digest. The
+// caller holds mu for writing.
+func (s *Store) publishDigestLocked(vvChanged bool) {
+	s.pubSeq.Store(s.seq)
+	if vvChanged || s.pubVV.Load() == nil {
+		vv := maps.Clone(s.vv)
+		s.pubVV.Store(&vv)
+	}
 }
 
 // SetReplicaInfo records where a replica lives, for per-replica detail.

@@ -70,6 +70,11 @@ type Store struct {
 	vv       map[crdt.ReplicaID]uint64 // other replicas: complete up to seq
 	seq      uint64                    // this replica's last committed seq
 	jlast    uint64                    // last journal record whose effects are in mem
+	// pubSeq and pubVV publish seq and vv for Digest, which gossip calls
+	// from memberlist's callbacks: those never wait for mu. pubVV is
+	// replaced, never modified.
+	pubSeq atomic.Uint64
+	pubVV  atomic.Pointer[map[crdt.ReplicaID]uint64]
 	// evictGen counts evictions from mem. A read transaction on state.db
 	// opened before an eviction may miss the value that eviction wrote.
 	evictGen uint64
@@ -319,6 +324,7 @@ func (s *Store) replay() error {
 	if records > 0 {
 		s.log.Info("replayed journal", "records", records, "slots", len(s.mem), "seq", s.seq)
 	}
+	s.publishDigestLocked(true)
 	return nil
 }
 
