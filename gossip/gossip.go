@@ -413,13 +413,15 @@ func (g *Gossip) handoff(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
+			g.log.Warn("leaving before every peer holds this node's entries; they will get them from the others, or when it returns", "seq", seq, "behind", behind, "err", ctx.Err())
+			return
 		case <-t.C:
 		}
 	}
 }
 
-// peersBehind names the peers heard from lately, and not gone, whose version vector
-// lacks this replica's entries up to seq.
+// peersBehind names the peers heard from lately, and not gone, whose
+// version vector lacks this replica's entries up to seq.
 func (g *Gossip) peersBehind(seq uint64) []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
