@@ -291,12 +291,19 @@ type clusterView struct {
 	} `json:"members"`
 }
 
-// waitReplicated waits until every other node has confirmed (by its digest,
-// as /v1/cluster's lag shows) every commit of n. Nothing may write to n
-// meanwhile. It returns the view that showed it.
-func (c *cluster) waitReplicated(ctx context.Context, n *node, timeout time.Duration) (string, error) {
-	deadline := time.Now().Add(timeout)
+// waitReplicated waits until every other node has all of n's data, by two
+// measures: every peer has confirmed (by its digest, as n's /v1/cluster lag
+// shows) every commit of n, and every peer reports the same count for n's
+// replica in every counter's total (GET /v1/counters/{name}?detail=true) as
+// n does. Nothing may write to n meanwhile. It returns what showed it; the
+// second return says how long the lag said 0 while a peer still lacked
+// some of n's counts (0 if never).
+func (c *cluster) waitReplicated(ctx context.Context, n *node, counters []string, timeout time.Duration) (string, time.Duration, error) {
+	start := time.Now()
+	deadline := start.Add(timeout)
 	var last string
+	var lagZeroAt time.Time // when the lag first said 0
+	var behindAfterLag time.Duration
 	for {
 		var v clusterView
 		err := c.getJSON(ctx, n, "/v1/cluster", &v)
@@ -329,20 +336,75 @@ func (c *cluster) waitReplicated(ctx context.Context, n *node, timeout time.Dura
 			}
 			last = strings.Join(parts, ", ")
 			if done {
-				return fmt.Sprintf("replica %s confirmed by %s", v.Self.Replica, last), nil
+				if lagZeroAt.IsZero() {
+					lagZeroAt = time.Now()
+				}
+				diff, err := c.replicaCountsDiffer(ctx, n, v.Self.Replica, counters)
+				switch {
+				case err != nil:
+					last += "; " + err.Error()
+				case diff != "":
+					behindAfterLag = time.Since(lagZeroAt)
+					last += "; but " + diff
+				default:
+					return fmt.Sprintf("replica %s confirmed by %s, and every peer holds its counts of every total", v.Self.Replica, last), behindAfterLag, nil
+				}
 			}
 		} else {
 			last = err.Error()
 		}
 		if time.Now().After(deadline) {
-			return last, fmt.Errorf("%s's data not confirmed by every peer within %v: %s", n.name, timeout, last)
+			return last, behindAfterLag, fmt.Errorf("%s's data not on every peer within %v: %s", n.name, timeout, last)
 		}
 		select {
 		case <-ctx.Done():
-			return last, ctx.Err()
+			return last, behindAfterLag, ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// replicaCountsDiffer compares replica's count in each counter's total on n
+// (its origin) with the count every other node holds for it; "" if they all
+// match.
+func (c *cluster) replicaCountsDiffer(ctx context.Context, n *node, replica string, counters []string) (string, error) {
+	type detail struct {
+		Replicas []struct {
+			Replica string `json:"replica"`
+			Count   uint64 `json:"count"`
+		} `json:"replicas"`
+	}
+	countOf := func(m *node, name string) (uint64, error) {
+		var d detail
+		if err := c.getJSON(ctx, m, "/v1/counters/"+name+"?detail=true", &d); err != nil {
+			return 0, err
+		}
+		for _, r := range d.Replicas {
+			if r.Replica == replica {
+				return r.Count, nil
+			}
+		}
+		return 0, nil
+	}
+	for _, name := range counters {
+		want, err := countOf(n, name)
+		if err != nil {
+			return "", err
+		}
+		for _, m := range c.nodes {
+			if m == n {
+				continue
+			}
+			got, err := countOf(m, name)
+			if err != nil {
+				return "", err
+			}
+			if got != want {
+				return fmt.Sprintf("%s holds %d of replica %.8s's %d in %s", m.name, got, replica, want, name), nil
+			}
+		}
+	}
+	return "", nil
 }
 
 // makeKey writes a fresh gossip key with `abacus keygen`.

@@ -77,6 +77,23 @@ type step struct {
 	Gap    time.Duration `json:"gap"`
 }
 
+// onlyKinds keeps the faults of the given kinds, and the steps left with any.
+func onlyKinds(steps []step, kinds []string) []step {
+	var out []step
+	for _, s := range steps {
+		var fs []fault
+		for _, f := range s.Faults {
+			if slices.Contains(kinds, f.Kind) {
+				fs = append(fs, f)
+			}
+		}
+		if len(fs) > 0 {
+			out = append(out, step{Faults: fs, Gap: s.Gap})
+		}
+	}
+	return out
+}
+
 // topology is what the scheduler needs to know of the cluster.
 type topology struct {
 	nodes int
@@ -261,9 +278,11 @@ func longSchedule(seed uint64, t topology, d time.Duration) []step {
 
 // injector carries out a schedule.
 type injector struct {
-	cl   *cluster
-	hist *historyWriter
-	logf func(string, ...any)
+	cl       *cluster
+	counters []string
+	keep     bool // keep wiped data directories aside
+	hist     *historyWriter
+	logf     func(string, ...any)
 
 	mu       sync.Mutex
 	problems []string // faults that could not be carried out as planned
@@ -413,7 +432,12 @@ func (x *injector) wipe(ctx context.Context, n *node, f fault) {
 		x.problem("%s: node is %s; wipe skipped", f, st)
 		return
 	}
-	proof, err := x.cl.waitReplicated(ctx, n, 90*time.Second)
+	proof, behind, err := x.cl.waitReplicated(ctx, n, x.counters, 90*time.Second)
+	if behind > 0 {
+		// The product's own lag metric said every peer had confirmed every
+		// commit while a peer still lacked some of the node's counts.
+		x.problem("%s: /v1/cluster showed lag 0 at every peer for %v while a peer still lacked some of %s's counts (%s)", f, behind.Round(time.Millisecond), n.name, proof)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			x.problem("%s: not wiped: %v", f, err)
@@ -429,7 +453,14 @@ func (x *injector) wipe(ctx context.Context, n *node, f fault) {
 		x.problem("%s: %v", f, err)
 		return
 	}
-	if err := os.RemoveAll(n.dataDir); err != nil {
+	if x.keep {
+		// Keep the old replica's files for a post-mortem.
+		aside := fmt.Sprintf("%s.wiped-%d", n.dataDir, time.Now().Unix())
+		if err := os.Rename(n.dataDir, aside); err != nil {
+			x.problem("%s: %v", f, err)
+		}
+		x.logf("%s: the old data directory is kept in %s", f, aside)
+	} else if err := os.RemoveAll(n.dataDir); err != nil {
 		x.problem("%s: %v", f, err)
 	}
 	x.restart(ctx, n, f)

@@ -27,6 +27,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,6 +49,7 @@ type config struct {
 	keep      bool
 	cleanup   bool
 	converge  time.Duration // bound on convergence after healing
+	faults    []string      // fault kinds to inject
 	args      []string      // as given, for the record
 	seedGiven bool
 }
@@ -89,9 +91,10 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.history, "history", "", "JSONL history file (default: OUT/history.jsonl)")
 	fs.StringVar(&cfg.out, "out", "", "directory for the history, the agents' logs and result.json (default: a new abchaos-out-RUNID in the temp directory; kept)")
 	fs.StringVar(&cfg.binary, "binary", "", "abacus binary (default: go build abacus/cmd/abacus, from inside the module)")
-	fs.BoolVar(&cfg.keep, "keep", false, "keep the agents' data directories")
+	fs.BoolVar(&cfg.keep, "keep", false, "keep the agents' data directories, and a wiped node's old one (renamed DIR.wiped-UNIXTIME)")
 	fs.BoolVar(&cfg.cleanup, "cleanup", false, "remove the namespaces, processes and directories of abacus-chaos runs that are no longer running, then exit")
 	fs.DurationVar(&cfg.converge, "converge-timeout", 90*time.Second, "how long after healing every node must agree")
+	faults := fs.String("faults", strings.Join(allFaults, ","), "fault kinds to inject (to narrow down a failure); none for a run without faults")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: abacus-chaos [flags]\n\nRuns a chaos test of Abacus (needs root, iproute2 and iptables).\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -108,6 +111,15 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		}
 	})
 	cfg.seed = *seed
+	for _, k := range strings.Split(*faults, ",") {
+		if k = strings.TrimSpace(k); k == "" || k == "none" {
+			continue
+		}
+		if !slices.Contains(allFaults, k) {
+			return cfg, fmt.Errorf("--faults: unknown kind %q; the kinds are %s", k, strings.Join(allFaults, ","))
+		}
+		cfg.faults = append(cfg.faults, k)
+	}
 	def := map[string][4]int{"short": {90, 3, 2, 6}, "long": {1200, 5, 3, 10}}
 	d, ok := def[cfg.mode]
 	if !ok {
@@ -244,6 +256,8 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (code int) {
 	}
 	defer func() {
 		if cfg.keep {
+			// The marker spares the directory from removeStale.
+			os.WriteFile(filepath.Join(workDir, keptMarker), nil, 0o644)
 			logf("kept the data directories in %s", workDir)
 			return
 		}
@@ -340,6 +354,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (code int) {
 	} else {
 		steps = longSchedule(cfg.seed, topo, cfg.duration)
 	}
+	steps = onlyKinds(steps, cfg.faults)
 	for i, s := range steps {
 		var fs []string
 		for _, f := range s.Faults {
@@ -355,7 +370,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (code int) {
 	// abort ends the clients at once (interrupt, deadline); a normal end
 	// lets them finish the op in hand.
 	wl := newWorkload(runID, counters, cfg.clients, cfg.seed, cl, hist, logf)
-	inj := &injector{cl: cl, hist: hist, logf: logf}
+	inj := &injector{cl: cl, counters: counters, keep: cfg.keep, hist: hist, logf: logf}
 	loadStart := time.Now()
 	hist.event("load-start", "", fmt.Sprintf("seed %d", cfg.seed))
 	logf("load started")
@@ -470,6 +485,13 @@ func slicesOrEmpty(s []string) []string {
 func commandLine(cfg config) string {
 	parts := []string{"abacus-chaos", "--mode", cfg.mode, "--seed", fmt.Sprint(cfg.seed), "--duration", cfg.duration.String(),
 		"--nodes", fmt.Sprint(cfg.nodes), "--dcs", fmt.Sprint(cfg.dcs), "--clients", fmt.Sprint(cfg.clients)}
+	if len(cfg.faults) != len(allFaults) {
+		f := strings.Join(cfg.faults, ",")
+		if f == "" {
+			f = "none"
+		}
+		parts = append(parts, "--faults", f)
+	}
 	return strings.Join(parts, " ")
 }
 

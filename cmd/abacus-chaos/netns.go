@@ -287,6 +287,9 @@ func dialInNamespace(ctx context.Context, ns *os.File, network, addr string) (ne
 // whole life; a namespace or work directory whose run holds no lock is a
 // leftover of a run that was killed.
 
+// keptMarker in a work directory marks it kept on purpose (--keep).
+const keptMarker = "KEPT"
+
 func lockDir() string { return filepath.Join(os.TempDir(), "abchaos-locks") }
 
 // runLock is the lock of a live run.
@@ -397,6 +400,9 @@ func removeStale(t tools, logf func(string, ...any)) ([]string, error) {
 		base := filepath.Base(d)
 		if base == "abchaos-locks" || strings.HasPrefix(base, namePrefix+"out-") {
 			continue // results are kept on purpose
+		}
+		if _, err := os.Stat(filepath.Join(d, keptMarker)); err == nil {
+			continue // kept with --keep
 		}
 		if id := runOf(base); id != "" && !runAlive(id) {
 			if err := os.RemoveAll(d); err == nil {

@@ -117,6 +117,11 @@ func disagreement(obs []NodeObservation) string {
 		}
 		for name, w := range obs[0].Windows {
 			if !maps.Equal(w, o.Windows[name]) {
+				for s, c := range w {
+					if o.Windows[name][s] != c {
+						return fmt.Sprintf("%s window %s: %s %d, %s %d", name, time.Unix(s, 0).UTC().Format("15:04"), obs[0].Node, c, o.Node, o.Windows[name][s])
+					}
+				}
 				return fmt.Sprintf("windows of %s differ between %s and %s", name, obs[0].Node, o.Node)
 			}
 		}
