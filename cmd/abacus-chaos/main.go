@@ -50,6 +50,7 @@ type config struct {
 	cleanup   bool
 	converge  time.Duration // bound on convergence after healing
 	faults    []string      // fault kinds to inject
+	post      string        // --postmortem: a kept run's out directory
 	args      []string      // as given, for the record
 	seedGiven bool
 }
@@ -71,6 +72,32 @@ func main() {
 		}
 		fmt.Fprintln(os.Stderr, "abacus-chaos:", err)
 		os.Exit(exitUsage)
+	}
+	if cfg.post != "" {
+		var rep struct {
+			RunID   string `json:"run_id"`
+			DataDir string `json:"data_dir"`
+		}
+		b, err := os.ReadFile(filepath.Join(cfg.post, "result.json"))
+		if err == nil {
+			err = json.Unmarshal(b, &rep)
+		}
+		if d := filepath.Join(os.TempDir(), namePrefix+rep.RunID, "data"); err == nil && rep.DataDir == "" && rep.RunID != "" {
+			if _, serr := os.Stat(d); serr == nil {
+				rep.DataDir = d
+			}
+		}
+		if err == nil && rep.DataDir == "" {
+			err = errors.New("result.json names no data directory: was the run kept with --keep?")
+		}
+		if err == nil {
+			err = postmortem(os.Stdout, cfg.post, rep.DataDir)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "abacus-chaos: postmortem:", err)
+			os.Exit(exitError)
+		}
+		os.Exit(0)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -94,6 +121,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the agents' data directories, and a wiped node's old one (renamed DIR.wiped-UNIXTIME)")
 	fs.BoolVar(&cfg.cleanup, "cleanup", false, "remove the namespaces, processes and directories of abacus-chaos runs that are no longer running, then exit")
 	fs.DurationVar(&cfg.converge, "converge-timeout", 90*time.Second, "how long after healing every node must agree")
+	fs.StringVar(&cfg.post, "postmortem", "", "instead of a run: attribute the counts of a failed run kept with --keep (its out directory) to the replicas that acknowledged them")
 	faults := fs.String("faults", strings.Join(allFaults, ","), "fault kinds to inject (to narrow down a failure); none for a run without faults")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: abacus-chaos [flags]\n\nRuns a chaos test of Abacus (needs root, iproute2 and iptables).\n\nFlags:\n")
@@ -176,6 +204,7 @@ type report struct {
 	Wipes     []string       `json:"wipes"`
 	Problems  []string       `json:"problems"`
 	History   string         `json:"history"`
+	DataDir   string         `json:"data_dir,omitempty"` // kept with --keep
 	Result    Result         `json:"result"`
 	Interrupt bool           `json:"interrupted,omitempty"`
 }
@@ -457,6 +486,9 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (code int) {
 		RunID: runID, Seed: cfg.seed, Mode: cfg.mode, Command: commandLine(cfg), Nodes: cfg.nodes, DCs: cfg.dcs, Clients: cfg.clients,
 		Duration: cfg.duration.String(), Started: started.UTC(), LoadSecs: loadSecs, WallSecs: time.Since(started).Seconds(),
 		Schedule: steps, Injected: injected, Wipes: wipes, Problems: problems, History: histPath, Result: res,
+	}
+	if cfg.keep {
+		rep.DataDir = filepath.Join(workDir, "data")
 	}
 	writeJSON(filepath.Join(outDir, "observation.json"), obs, logf)
 	writeJSON(filepath.Join(outDir, "result.json"), rep, logf)
