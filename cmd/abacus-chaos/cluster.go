@@ -83,10 +83,7 @@ func newCluster(bin, keyFile, dataRoot, outDir string, nw *network, dcs int, log
 
 // dcOf spreads n nodes over dcs datacenters in contiguous blocks: 3 nodes in
 // 2 DCs are {n1, n2} {n3}; 5 in 3 are {n1, n2} {n3, n4} {n5}.
-func dcOf(i, n, dcs int) int {
-	per := (n + dcs - 1) / dcs
-	return min(i/per, dcs-1)
-}
+func dcOf(i, n, dcs int) int { return i * dcs / n }
 
 func (c *cluster) args(n *node) []string {
 	var join []string

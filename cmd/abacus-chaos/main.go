@@ -179,10 +179,6 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	case cfg.converge < 10*time.Second || cfg.converge > 30*time.Minute:
 		return cfg, fmt.Errorf("--converge-timeout %v: want 10s to 30m", cfg.converge)
 	}
-	// With nodes spread in blocks, every DC must get a node.
-	if dcOf(cfg.nodes-1, cfg.nodes, cfg.dcs) != cfg.dcs-1 {
-		return cfg, fmt.Errorf("--nodes %d cannot fill --dcs %d", cfg.nodes, cfg.dcs)
-	}
 	return cfg, nil
 }
 
