@@ -101,8 +101,9 @@ type Config struct {
 	RejoinInterval time.Duration
 	// ChunkBytes bounds one catch-up chunk. Zero means 256 KiB.
 	ChunkBytes int
-	// PullTimeout abandons a catch-up that made no progress for this long.
-	// Zero means 30s.
+	// PullTimeout abandons a catch-up that made no progress for this long
+	// (a catch-up from a peer that is no longer alive is abandoned at once).
+	// Zero means the profile's: 5s LAN, 10s WAN, 2s local.
 	PullTimeout time.Duration
 	// OutboxLimit bounds the entries waiting to be broadcast; past it the
 	// oldest are dropped (anti-entropy delivers them). Zero means 100,000.
@@ -135,10 +136,10 @@ func (c *Config) setDefaults() error {
 			return fmt.Errorf("gossip: key of %d bytes; want 16, 24 or 32", n)
 		}
 	}
-	def := map[Profile][2]time.Duration{
-		LAN:   {time.Second, 10 * time.Second},
-		WAN:   {3 * time.Second, 30 * time.Second},
-		Local: {500 * time.Millisecond, 2 * time.Second},
+	def := map[Profile][3]time.Duration{
+		LAN:   {time.Second, 10 * time.Second, 5 * time.Second},
+		WAN:   {3 * time.Second, 30 * time.Second, 10 * time.Second},
+		Local: {500 * time.Millisecond, 2 * time.Second, 2 * time.Second},
 	}[c.Profile]
 	if c.DigestInterval == 0 {
 		c.DigestInterval = def[0]
@@ -150,7 +151,7 @@ func (c *Config) setDefaults() error {
 		c.ChunkBytes = 256 << 10
 	}
 	if c.PullTimeout == 0 {
-		c.PullTimeout = 30 * time.Second
+		c.PullTimeout = def[2]
 	}
 	if c.OutboxLimit == 0 {
 		c.OutboxLimit = 100_000

@@ -84,10 +84,15 @@ func (g *Gossip) schedulePulls() {
 	}
 	busy := map[crdt.ReplicaID]bool{}
 	for k, ps := range g.pulls {
-		if now.Sub(ps.progress) < g.cfg.PullTimeout {
+		// A pull whose peer went silent (its request or answers lost to a
+		// partition) or made no progress for PullTimeout starts over, from
+		// another peer if one is ahead.
+		p := g.peers[k.peer]
+		live := p != nil && (p.state == "alive" || g.heardLocked(p))
+		if live && now.Sub(ps.progress) < g.cfg.PullTimeout {
 			busy[k.origin] = true
 		} else {
-			delete(g.pulls, k) // stalled: start over
+			delete(g.pulls, k)
 		}
 	}
 	start := func(o crdt.ReplicaID, peer string, after uint64) {

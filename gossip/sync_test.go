@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"testing"
+	"time"
 
 	"abacus/crdt"
 )
@@ -78,5 +79,40 @@ func TestChunkChain_IgnoresStrayChunks(t *testing.T) {
 	}
 	if len(g.pullCh) != 0 {
 		t.Fatal("a stray chunk asked for more")
+	}
+}
+
+// A catch-up from a peer that died (a partition ate its answers) is
+// abandoned at the next digest round, not after PullTimeout, and restarted
+// from a live peer that is ahead; a live peer's pull in progress is kept.
+func TestSchedulePulls_AbandonsPullFromDeadPeer(t *testing.T) {
+	g := chainTestGossip(nopStore{})
+	g.cfg.PullTimeout = time.Hour
+	g.cfg.DigestInterval = time.Second
+	now := timeNow()
+	o, o2 := crdt.ReplicaID{7}, crdt.ReplicaID{8}
+	g.peers["gone"] = &peer{name: "gone", state: "dead", digest: map[crdt.ReplicaID]uint64{o: 50}}
+	g.peers["live"] = &peer{name: "live", state: "alive", addr: "127.0.0.1:1", digest: map[crdt.ReplicaID]uint64{o: 40, o2: 9}}
+	g.pulls[pullKey{o, "gone"}] = &pullState{after: 10, top: math.MaxUint64, progress: now}
+	g.pulls[pullKey{o2, "live"}] = &pullState{after: 3, top: math.MaxUint64, progress: now}
+
+	g.schedulePulls()
+
+	if g.pulls[pullKey{o, "gone"}] != nil {
+		t.Error("the pull from the dead peer is still open")
+	}
+	if g.pulls[pullKey{o2, "live"}] == nil {
+		t.Error("the live peer's pull in progress was dropped")
+	}
+	select {
+	case r := <-g.pullCh:
+		if r.to != "live" || r.msg.origin != o {
+			t.Fatalf("new pull %+v, want origin %v from live", r, o)
+		}
+	default:
+		t.Fatal("no new pull from the live peer")
+	}
+	if len(g.pullCh) != 0 {
+		t.Fatalf("%d more pulls queued, want none (o2 is under way)", len(g.pullCh))
 	}
 }
