@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"abacus/internal/syspath"
 )
 
 // The network: one namespace per node plus a hub namespace holding a bridge.
@@ -55,26 +57,13 @@ type tools struct{ ip, iptables string }
 func findTools() (tools, error) {
 	var t tools
 	var err error
-	if t.ip, err = lookPath("ip"); err != nil {
+	if t.ip, err = syspath.LookPath("ip"); err != nil {
 		return t, fmt.Errorf("iproute2's ip is needed: %w", err)
 	}
-	if t.iptables, err = lookPath("iptables"); err != nil {
+	if t.iptables, err = syspath.LookPath("iptables"); err != nil {
 		return t, fmt.Errorf("iptables is needed (apt-get install iptables): %w", err)
 	}
 	return t, nil
-}
-
-func lookPath(cmd string) (string, error) {
-	if p, err := exec.LookPath(cmd); err == nil {
-		return p, nil
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
-		p := filepath.Join(dir, cmd)
-		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found", cmd)
 }
 
 // runCmd runs a short system command, bounded to 20s, and returns its

@@ -28,6 +28,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"abacus/internal/syspath"
 )
 
 type config struct {
@@ -368,7 +370,7 @@ func (s *suite) prepare(sel []scenario) error {
 	}
 	var missing []string
 	for _, c := range commands {
-		if p, err := lookPath(c); err == nil {
+		if p, err := syspath.LookPath(c); err == nil {
 			s.tools[c] = p
 		} else {
 			missing = append(missing, c)
@@ -394,28 +396,13 @@ func (s *suite) prepare(sel []scenario) error {
 		}
 	}
 	for _, c := range missing {
-		p, err := lookPath(c)
+		p, err := syspath.LookPath(c)
 		if err != nil {
 			return fmt.Errorf("%s still missing after apt-get install %s", c, strings.Join(pkgs, " "))
 		}
 		s.tools[c] = p
 	}
 	return nil
-}
-
-// lookPath finds a command on PATH or in the sbin directories, which a
-// non-login shell's PATH may lack.
-func lookPath(command string) (string, error) {
-	if p, err := exec.LookPath(command); err == nil {
-		return p, nil
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
-		p := filepath.Join(dir, command)
-		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found", command)
 }
 
 // header describes the machine and the invocation.

@@ -6,13 +6,14 @@
 package testenv
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
+
+	"abacus/internal/syspath"
 )
 
 var mu sync.Mutex
@@ -22,7 +23,7 @@ var mu sync.Mutex
 // command cannot be had: a missing tool must not pass for a passing test.
 func Require(t testing.TB, command, pkg string) string {
 	t.Helper()
-	if p, err := lookPath(command); err == nil {
+	if p, err := syspath.LookPath(command); err == nil {
 		return p
 	}
 	mu.Lock()
@@ -36,7 +37,7 @@ func Require(t testing.TB, command, pkg string) string {
 		t.Fatalf("testenv: lock: %v", err)
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if p, err := lookPath(command); err == nil {
+	if p, err := syspath.LookPath(command); err == nil {
 		return p // another test binary installed it while we waited
 	}
 	if os.Geteuid() != 0 {
@@ -58,26 +59,11 @@ func Require(t testing.TB, command, pkg string) string {
 			t.Fatalf("testenv: apt-get update: %v\n%s", err, out)
 		}
 	}
-	p, err := lookPath(command)
+	p, err := syspath.LookPath(command)
 	if err != nil {
 		t.Fatalf("testenv: %s still missing after installing %s", command, pkg)
 	}
 	return p
-}
-
-// lookPath finds command on PATH or in the sbin directories, which a non-login
-// shell's PATH may lack.
-func lookPath(command string) (string, error) {
-	if p, err := exec.LookPath(command); err == nil {
-		return p, nil
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
-		p := filepath.Join(dir, command)
-		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found", command)
 }
 
 // RequireRoot fails the test unless it runs as root (network namespaces and
