@@ -26,7 +26,16 @@ var (
 	buildErr  error
 )
 
-// abacusBinary builds cmd/abacus once per test run.
+// TestMain removes the binary abacusBinary built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// abacusBinary builds cmd/abacus once per test run (TestMain removes it).
 func abacusBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
