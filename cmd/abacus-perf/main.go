@@ -53,6 +53,7 @@ type config struct {
 	catchupIncs     int64
 	catchupCounters int
 	rangePreload    int64
+	pushPullSlots   int
 }
 
 // scenario is one named part of the suite.
@@ -159,7 +160,9 @@ func realMain() int {
 	cfg.wideCounters, cfg.scaleCounters, cfg.scaleRange = 10_000, 350, 5*time.Second
 	cfg.visTrials, cfg.hotRate, cfg.hotDuration = 200, 10_000, 10*time.Second
 	cfg.catchupIncs, cfg.catchupCounters, cfg.rangePreload = 1_200_000, 1000, 28_800
+	cfg.pushPullSlots = 1_000_000
 	if cfg.quick {
+		cfg.pushPullSlots = 100_000
 		cfg.scaleCounters, cfg.scaleRange = 35, 2*time.Second
 		cfg.visTrials, cfg.hotDuration = 20, 2*time.Second
 		cfg.catchupIncs, cfg.catchupCounters = 120_000, 100
@@ -301,7 +304,6 @@ func (s *suite) notes() []string {
 		"- write runs are verified: each node's totals must rise by the increments acknowledged (wrk: at least its 2xx responses, at most that plus its connections); a failed check fails the scenario.",
 		"- server CPU is the node's user+system time from /proc per request (per increment for batches).",
 		"- cluster gossip bytes are gossip payload bytes from abacus_gossip_bytes_total (sent by all nodes, before memberlist framing and encryption); gossip-bench's figures are transport bytes from Go benchmarks (framing, membership and encryption included).",
-		"- gossip-bench's push/pull exchange is measured between two nodes holding 100,000 slots, not the target's 1,000,000.",
 	}
 	if s.cfg.quick {
 		n = append([]string{"- QUICK MODE: one short run per scenario and smaller loads; the figures are a smoke test and mean nothing."}, n...)

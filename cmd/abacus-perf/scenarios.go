@@ -797,10 +797,11 @@ func runGossipBench(s *suite) error {
 	hot := s.row("gossip-bench/hot", "BenchmarkHotCounter: transport bytes per increment per peer, 10,000 inc/s for 10 s, all nodes (1 run)", "B")
 	hot.Target = &Target{AtMost: true, Bound: 1, Desc: "≤ 1 B/inc/peer"}
 	writer := s.row("gossip-bench/hot-writer", "… sent by the writing node alone", "B")
-	pp := s.row("gossip-bench/pushpull", "BenchmarkPushPull: bytes of one push/pull exchange between converged nodes holding 100,000 slots (1 run)", "B")
+	pp := s.row("gossip-bench/pushpull", fmt.Sprintf("BenchmarkPushPull: bytes of one push/pull exchange between converged nodes holding %s slots (1 run)", thousands(int64(s.cfg.pushPullSlots))), "B")
 	pp.Target = &Target{AtMost: true, Bound: 4096, Desc: "≤ 4 KiB (at 1,000,000 slots)"}
 	out, err := s.procs.runIn(s.ctx, 20*time.Minute, s.root, nil, "go-test-bench", "go", "test", "-run", "XXX",
-		"-bench", "HotCounter|PushPull", "-benchtime", "1x", "./cmd/abacus/internal/agent/")
+		"-bench", "HotCounter|PushPull", "-benchtime", "1x", "./cmd/abacus/internal/agent/",
+		"-pushpull.counters", strconv.Itoa(s.cfg.pushPullSlots/4))
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,11 @@ import (
 // tests: they report figures and assert nothing about time.
 //
 //	go test -run XXX -bench 'PushPull|HotCounter' -benchtime 1x ./cmd/abacus/internal/agent/
+//	go test -run XXX -bench PushPull -benchtime 1x ./cmd/abacus/internal/agent/ -pushpull.counters 250000
+
+// pushPullCounters sets the size of BenchmarkPushPull_Converged's state:
+// each counter holds 4 slots (its total and a minute, hour and day window).
+var pushPullCounters = flag.Int("pushpull.counters", 25_000, "counters BenchmarkPushPull_Converged loads (4 slots each)")
 
 var benchKey = [][]byte{[]byte("0123456789abcdef0123456789abcdef")}
 
@@ -61,24 +67,25 @@ func sameDigests(a, b *agent.Agent) bool {
 
 // BenchmarkPushPull_Converged measures the bytes of one push/pull exchange
 // (both directions, memberlist's framing, membership and encryption
-// included) between two converged nodes holding 100,000 slots.
+// included) between two converged nodes holding 4 × -pushpull.counters slots
+// (100,000 by default).
 func BenchmarkPushPull_Converged(b *testing.B) {
 	net := faultnet.New(1)
 	a1 := benchNode(b, net, "a1", gossip.LAN, "")
 	b1 := benchNode(b, net, "b1", gossip.LAN, a1.Gossip().Addr())
-	// 25,000 counters × (total + minute + hour + day window) = 100,000 slots.
 	ctx := context.Background()
 	now := time.Now()
-	for i := 0; i < 25_000; i += 1000 {
+	n := *pushPullCounters
+	for i := 0; i < n; i += 1000 {
 		req := &store.Request{}
-		for j := i; j < i+1000; j++ {
-			req.Increments = append(req.Increments, store.Increment{Name: fmt.Sprintf("slot.%05d", j), Amount: 1, TS: now})
+		for j := i; j < min(i+1000, n); j++ {
+			req.Increments = append(req.Increments, store.Increment{Name: fmt.Sprintf("slot.%07d", j), Amount: 1, TS: now})
 		}
 		if _, err := a1.Store().Apply(ctx, req); err != nil {
 			b.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline := time.Now().Add(10 * time.Minute)
 	for !sameDigests(a1, b1) {
 		if time.Now().After(deadline) {
 			b.Fatal("no convergence")
@@ -98,6 +105,7 @@ func BenchmarkPushPull_Converged(b *testing.B) {
 		total += net.Traffic()["b1"].StreamBytes - before
 	}
 	b.ReportMetric(float64(total)/float64(b.N), "bytes/exchange")
+	b.ReportMetric(float64(4*n), "slots")
 	if !sameDigests(a1, b1) {
 		b.Fatal("the exchange changed a converged pair")
 	}
