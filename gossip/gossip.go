@@ -296,8 +296,9 @@ func (g *Gossip) markJoined() {
 func (g *Gossip) Joined() <-chan struct{} { return g.joinedCh }
 
 // Ready is nil when the node may take traffic, else why not: it has joined,
-// and it holds everything its live peers held when it first heard from them
-// after joining, so that its reads are not missing what the cluster knew.
+// and it holds everything its live peers (alive, or heard from lately) held
+// when it first heard from them after joining, so that its reads are not
+// missing what the cluster knew.
 func (g *Gossip) Ready() error {
 	if err := g.WriteBlocked(); err != nil {
 		return err
@@ -321,7 +322,10 @@ func (g *Gossip) caughtUp() (bool, string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for name, p := range g.peers {
-		if p.state != "alive" {
+		// A peer memberlist calls dead but that still sends digests (a
+		// false death under load) counts: skipping it would let this node
+		// call itself caught up with only what slower peers hold.
+		if p.state != "alive" && !g.heardLocked(p) {
 			continue
 		}
 		base, ok := g.syncBase[name]

@@ -116,3 +116,32 @@ func TestSchedulePulls_AbandonsPullFromDeadPeer(t *testing.T) {
 		t.Fatalf("%d more pulls queued, want none (o2 is under way)", len(g.pullCh))
 	}
 }
+
+// A node is not caught up while a peer that memberlist calls dead still
+// sends digests (a false death under load) and this node has not matched
+// what that peer held, even if every peer memberlist calls alive is matched.
+func TestCaughtUp_CountsPeersHeardLately(t *testing.T) {
+	o := crdt.ReplicaID{7}
+	g := chainTestGossip(nopStore{})
+	g.cfg.DigestInterval = time.Second
+	g.syncBase = map[string]map[crdt.ReplicaID]uint64{}
+	g.joined.Store(true)
+	g.peers["a1"] = &peer{name: "a1", state: "dead", digest: map[crdt.ReplicaID]uint64{}}
+	g.peers["b1"] = &peer{name: "b1", state: "alive", digest: map[crdt.ReplicaID]uint64{}}
+	g.mu.Lock()
+	g.syncBase["b1"] = map[crdt.ReplicaID]uint64{o: 0} // b1 is behind too
+	g.mu.Unlock()
+
+	// a1 is dead and silent: only b1 counts.
+	if ok, why := g.caughtUp(); !ok {
+		t.Fatalf("not caught up with only a silent dead peer unmatched: %s", why)
+	}
+	g.synced.Store(false)
+	g.syncBase = map[string]map[crdt.ReplicaID]uint64{"b1": {o: 0}}
+
+	// a1 is dead to memberlist but its digest just arrived: it counts.
+	g.sawDigest(digestMsg{name: "a1", addr: "127.0.0.1:1", entries: []digestEntry{{origin: o, seq: 20}}})
+	if ok, _ := g.caughtUp(); ok {
+		t.Fatal("caught up while a peer heard just now holds replica entries up to 20 and this node none")
+	}
+}

@@ -541,12 +541,19 @@ func TestCluster_ReadyMeansCaughtUp(t *testing.T) {
 		code, body := httpGet(t, "http://"+n.Addr()+"/readyz")
 		return code == 200, body
 	})
+	views := func() string {
+		var b strings.Builder
+		for _, name := range []string{"a1", "b1", "c1"} {
+			fmt.Fprintf(&b, "\n%s: digest %v, members %+v", name, c.nodes[name].Store().Digest(), c.nodes[name].Gossip().Members())
+		}
+		return b.String()
+	}
 	if got, _ := n.Store().Total("r0042"); got != want {
-		t.Fatalf("ready with total %d, want %d", got, want)
+		t.Fatalf("ready with total %d, want %d%s", got, want, views())
 	}
 	page, _, err := n.Store().List("r", "", 10_000)
 	if err != nil || len(page) != 5000 {
-		t.Fatalf("ready with %d counters, want 5000 (%v)", len(page), err)
+		t.Fatalf("ready with %d counters, want 5000 (%v)%s", len(page), err, views())
 	}
 }
 
