@@ -41,6 +41,7 @@ type Gossip struct {
 	mu      sync.Mutex // guards the fields below
 	peers   map[string]*peer
 	pulls   map[pullKey]*pullState
+	chains  uint64                 // the last pull chain ID handed out
 	known   map[string]knownMember // every member ever seen, for rejoining
 	commits commitLog
 	recover recovery
@@ -94,6 +95,7 @@ type pullKey struct {
 
 // pullState is one catch-up in progress: a chain of chunks from one peer.
 type pullState struct {
+	chain    uint64 // the chain's ID, echoed by its chunks
 	start    uint64 // the chain's first cursor
 	after    uint64 // the cursor of the chunk asked for
 	top      uint64 // the smallest Top of the chain's chunks so far

@@ -156,6 +156,7 @@ type pullMsg struct {
 	origin   crdt.ReplicaID
 	after    uint64
 	maxBytes uint64
+	chain    uint64 // the requester's chain ID, echoed by the answer
 }
 
 func (m *pullMsg) appendTo(b []byte) []byte {
@@ -164,11 +165,12 @@ func (m *pullMsg) appendTo(b []byte) []byte {
 	b = appendString(b, m.addr)
 	b = append(b, m.origin[:]...)
 	b = binary.AppendUvarint(b, m.after)
-	return binary.AppendUvarint(b, m.maxBytes)
+	b = binary.AppendUvarint(b, m.maxBytes)
+	return binary.AppendUvarint(b, m.chain)
 }
 
 func decodePull(d *crdt.Decoder) (pullMsg, error) {
-	m := pullMsg{from: d.String(maxNodeName), addr: d.String(maxNodeName), origin: d.Replica(), after: d.Uvarint(), maxBytes: d.Uvarint()}
+	m := pullMsg{from: d.String(maxNodeName), addr: d.String(maxNodeName), origin: d.Replica(), after: d.Uvarint(), maxBytes: d.Uvarint(), chain: d.Uvarint()}
 	return m, finish(d)
 }
 
@@ -178,6 +180,7 @@ func decodePull(d *crdt.Decoder) (pullMsg, error) {
 type chunkMsg struct {
 	from    string
 	origin  crdt.ReplicaID
+	chain   uint64 // the pull's chain ID
 	after   uint64
 	next    uint64
 	top     uint64
@@ -191,6 +194,7 @@ func (m *chunkMsg) appendTo(b []byte) []byte {
 	b = append(b, byte(msgChunk), wireVersion)
 	b = appendString(b, m.from)
 	b = append(b, m.origin[:]...)
+	b = binary.AppendUvarint(b, m.chain)
 	b = binary.AppendUvarint(b, m.after)
 	b = binary.AppendUvarint(b, m.next)
 	b = binary.AppendUvarint(b, m.top)
@@ -209,7 +213,7 @@ func (m *chunkMsg) appendTo(b []byte) []byte {
 }
 
 func decodeChunk(d *crdt.Decoder) (chunkMsg, error) {
-	m := chunkMsg{from: d.String(maxNodeName), origin: d.Replica(), after: d.Uvarint(), next: d.Uvarint(), top: d.Uvarint()}
+	m := chunkMsg{from: d.String(maxNodeName), origin: d.Replica(), chain: d.Uvarint(), after: d.Uvarint(), next: d.Uvarint(), top: d.Uvarint()}
 	switch d.Byte() {
 	case 0:
 	case 1:

@@ -54,11 +54,11 @@ func TestMessages_RoundTrip(t *testing.T) {
 		}
 		roundTrip(t, &dg, func(d *crdt.Decoder) (*digestMsg, error) { m, err := decodeDigest(d); return &m, err })
 
-		pm := pullMsg{from: "n1", origin: idGen.Draw(t, "o"), after: rapid.Uint64().Draw(t, "after"), maxBytes: rapid.Uint64().Draw(t, "max")}
+		pm := pullMsg{from: "n1", origin: idGen.Draw(t, "o"), after: rapid.Uint64().Draw(t, "after"), maxBytes: rapid.Uint64().Draw(t, "max"), chain: rapid.Uint64().Draw(t, "chain")}
 		roundTrip(t, &pm, func(d *crdt.Decoder) (*pullMsg, error) { m, err := decodePull(d); return &m, err })
 
 		after := rapid.Uint64Range(0, 1<<40).Draw(t, "cafter")
-		cm := chunkMsg{from: "n2", origin: idGen.Draw(t, "co"), after: after, next: after + rapid.Uint64Range(0, 100).Draw(t, "dn"),
+		cm := chunkMsg{from: "n2", origin: idGen.Draw(t, "co"), chain: rapid.Uint64().Draw(t, "cchain"), after: after, next: after + rapid.Uint64Range(0, 100).Draw(t, "dn"),
 			top: rapid.Uint64Range(0, 1<<41).Draw(t, "top"), done: rapid.Bool().Draw(t, "done"), node: "n3", dc: "ams",
 			entries: rapid.SliceOfN(entryGen, 0, 5).Draw(t, "centries")}
 		roundTrip(t, &cm, func(d *crdt.Decoder) (*chunkMsg, error) { m, err := decodeChunk(d); return &m, err })

@@ -20,15 +20,15 @@ func TestWriteFuzzSeeds(t *testing.T) {
 				{origin: crdt.ReplicaID{1}, entries: []entry{{slot: crdt.Slot{Name: "logins", Res: 86400, Start: 1795392000}, value: 9, seq: 2}}},
 			}}).appendTo(nil),
 			"digest": (&digestMsg{name: "ams-1", entries: []digestEntry{{origin: id, seq: 7}, {origin: crdt.ReplicaID{1}, seq: 2}}}).appendTo(nil),
-			"pull":   (&pullMsg{from: "hkg-2", origin: id, after: 3, maxBytes: 256 << 10}).appendTo(nil),
-			"chunk":  (&chunkMsg{from: "ams-1", origin: id, after: 3, next: 7, top: 7, done: true, node: "ord-1", dc: "ord", entries: []entry{{slot: crdt.TotalSlot("signups"), value: 42, seq: 7}}}).appendTo(nil),
+			"pull":   (&pullMsg{from: "hkg-2", origin: id, after: 3, maxBytes: 256 << 10, chain: 12}).appendTo(nil),
+			"chunk":  (&chunkMsg{from: "ams-1", origin: id, chain: 12, after: 3, next: 7, top: 7, done: true, node: "ord-1", dc: "ord", entries: []entry{{slot: crdt.TotalSlot("signups"), value: 42, seq: 7}}}).appendTo(nil),
 		},
 		"FuzzMeta": {
 			"meta": meta{replica: id, dc: "ams", cluster: "prod", windows: windowsHash("1m:48h,1h:90d,1d:1825d"), httpAddr: "10.1.2.3:4000", started: 1795428000000000000}.encode(),
 		},
 		"FuzzNotifyMsg": {
 			"digest": (&digestMsg{name: "ams-1", entries: []digestEntry{{origin: id, seq: 7}}}).appendTo(nil),
-			"pull":   (&pullMsg{from: "hkg-2", origin: id, after: 3, maxBytes: 256 << 10}).appendTo(nil),
+			"pull":   (&pullMsg{from: "hkg-2", origin: id, after: 3, maxBytes: 256 << 10, chain: 12}).appendTo(nil),
 		},
 	}
 	for fuzz, files := range seeds {

@@ -96,8 +96,9 @@ func (g *Gossip) schedulePulls() {
 		}
 	}
 	start := func(o crdt.ReplicaID, peer string, after uint64) {
-		g.pulls[pullKey{o, peer}] = &pullState{start: after, after: after, top: math.MaxUint64, progress: now}
-		reqs = append(reqs, pullReq{to: peer, msg: pullMsg{from: g.cfg.NodeName, addr: g.addr, origin: o, after: after, maxBytes: uint64(g.cfg.ChunkBytes)}})
+		g.chains++
+		g.pulls[pullKey{o, peer}] = &pullState{chain: g.chains, start: after, after: after, top: math.MaxUint64, progress: now}
+		reqs = append(reqs, pullReq{to: peer, msg: pullMsg{from: g.cfg.NodeName, addr: g.addr, origin: o, after: after, maxBytes: uint64(g.cfg.ChunkBytes), chain: g.chains}})
 	}
 	for o, b := range ahead {
 		if !busy[o] {
@@ -185,7 +186,7 @@ func (g *Gossip) serveWorker() {
 				g.log.Error("reading entries for a peer", "peer", m.from, "origin", m.origin.String(), "err", err)
 				continue
 			}
-			out := chunkMsg{from: g.cfg.NodeName, origin: m.origin, after: c.After, next: c.Next, top: c.Top, done: c.Done}
+			out := chunkMsg{from: g.cfg.NodeName, origin: m.origin, chain: m.chain, after: c.After, next: c.Next, top: c.Top, done: c.Done}
 			out.node, out.dc, _ = g.store.ReplicaInfo(m.origin)
 			out.entries = make([]entry, len(c.Deltas))
 			for i, d := range c.Deltas {
@@ -223,12 +224,13 @@ func (g *Gossip) handleChunk(m chunkMsg) {
 	}
 	// A chain of chunks covers (start, smallest Top] once its last chunk is
 	// in; a chunk alone covers nothing (see store.EntriesSince). A chunk that
-	// is not the one the chain asked for (a stale or repeated answer) is
+	// is not the one the chain asked for (a stale or repeated answer, or an
+	// answer to an abandoned chain, read before this chain's chunks were) is
 	// merged, but neither covers nor continues anything.
 	k := pullKey{m.origin, m.from}
 	g.mu.Lock()
 	ps := g.pulls[k]
-	inChain := ps != nil && ps.after == m.after
+	inChain := ps != nil && ps.chain == m.chain && ps.after == m.after
 	var covers []Cover
 	if inChain {
 		ps.top = min(ps.top, m.top)
@@ -258,7 +260,7 @@ func (g *Gossip) handleChunk(m chunkMsg) {
 	if inChain && g.pulls[k] == ps {
 		if err == nil && !m.done {
 			ps.after, ps.progress = m.next, g.cfg.Now()
-			next = &pullReq{to: m.from, msg: pullMsg{from: g.cfg.NodeName, addr: g.addr, origin: m.origin, after: m.next, maxBytes: uint64(g.cfg.ChunkBytes)}}
+			next = &pullReq{to: m.from, msg: pullMsg{from: g.cfg.NodeName, addr: g.addr, origin: m.origin, after: m.next, maxBytes: uint64(g.cfg.ChunkBytes), chain: ps.chain}}
 		} else {
 			delete(g.pulls, k)
 			if err == nil {

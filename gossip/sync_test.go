@@ -145,3 +145,27 @@ func TestCaughtUp_CountsPeersHeardLately(t *testing.T) {
 		t.Fatal("caught up while a peer heard just now holds replica entries up to 20 and this node none")
 	}
 }
+
+// An answer to an abandoned chain to the same peer, arriving when the new
+// chain happens to ask from the same cursor, is not taken as the new chain's
+// chunk: it may have been read before the new chain's earlier chunks, and a
+// chain whose chunks were not read in order proves nothing.
+func TestChunkChain_IgnoresAnswersToAbandonedChains(t *testing.T) {
+	st := &coverStore{}
+	g := chainTestGossip(st)
+	o := crdt.ReplicaID{7}
+	k := pullKey{o, "peer"}
+	g.pulls[k] = &pullState{chain: 2, start: 0, after: 20, top: 30, progress: timeNow()}
+
+	g.handleChunk(chunkMsg{from: "peer", origin: o, chain: 1, after: 20, next: 30, top: 30, done: true})
+	if st.covers[0] != nil {
+		t.Fatalf("an abandoned chain's answer carried covers %+v", st.covers[0])
+	}
+	if ps := g.pulls[k]; ps == nil || ps.after != 20 || len(g.pullCh) != 0 {
+		t.Fatalf("an abandoned chain's answer moved the chain: %+v, %d pulls queued", ps, len(g.pullCh))
+	}
+	g.handleChunk(chunkMsg{from: "peer", origin: o, chain: 2, after: 20, next: 30, top: 30, done: true})
+	if want := (Cover{Origin: o, From: 0, To: 30}); len(st.covers[1]) != 1 || st.covers[1][0] != want {
+		t.Fatalf("the chain's own last chunk covered %+v, want %+v", st.covers[1], want)
+	}
+}
