@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"abacus/client"
 )
 
 // node is one abacus agent the suite runs.
@@ -147,34 +148,20 @@ func getText(ctx context.Context, u string) (string, error) {
 	return string(b), err
 }
 
-// totals lists every counter whose name starts with prefix, following the
-// pages of GET /v1/counters.
+// totals lists every counter whose name starts with prefix.
 func totals(ctx context.Context, base, prefix string) (map[string]uint64, error) {
+	c, err := client.New(client.Config{BaseURL: base, Timeout: 30 * time.Second})
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]uint64{}
-	after := ""
-	for {
-		u := base + "/v1/counters?limit=1000&prefix=" + url.QueryEscape(prefix)
-		if after != "" {
-			u += "&after=" + url.QueryEscape(after)
-		}
-		var page struct {
-			Counters []struct {
-				Name  string `json:"name"`
-				Total uint64 `json:"total"`
-			} `json:"counters"`
-			Next *string `json:"next"`
-		}
-		if err := getJSON(ctx, u, &page); err != nil {
+	for nt, err := range c.ListAll(ctx, prefix, 1000) {
+		if err != nil {
 			return nil, err
 		}
-		for _, c := range page.Counters {
-			out[c.Name] = c.Total
-		}
-		if page.Next == nil {
-			return out, nil
-		}
-		after = *page.Next
+		out[nt.Name] = nt.Total
 	}
+	return out, nil
 }
 
 func sumOf(m map[string]uint64) uint64 {
