@@ -127,13 +127,19 @@ func (g *Gossip) queuePull(r pullReq) {
 	select {
 	case g.pullCh <- r:
 	default:
-		g.abandonPull(r.msg.origin, r.to)
+		g.abandonPull(r)
 	}
 }
 
-func (g *Gossip) abandonPull(origin crdt.ReplicaID, peer string) {
+// abandonPull ends the chain r belongs to, if it is still the one under way
+// (a request of an abandoned chain that fails late must not end its
+// successor).
+func (g *Gossip) abandonPull(r pullReq) {
+	k := pullKey{r.msg.origin, r.to}
 	g.mu.Lock()
-	delete(g.pulls, pullKey{origin, peer})
+	if ps := g.pulls[k]; ps != nil && ps.chain == r.msg.chain {
+		delete(g.pulls, k)
+	}
 	g.mu.Unlock()
 }
 
@@ -148,13 +154,13 @@ func (g *Gossip) pullSender() {
 		case r := <-g.pullCh:
 			n := g.node(r.to)
 			if n == nil {
-				g.abandonPull(r.msg.origin, r.to)
+				g.abandonPull(r)
 				continue
 			}
 			b := r.msg.appendTo(nil)
 			if err := g.ml.SendReliable(n, b); err != nil {
 				g.log.Debug("pull not sent", "peer", r.to, "err", err)
-				g.abandonPull(r.msg.origin, r.to)
+				g.abandonPull(r)
 				continue
 			}
 			g.stats.sent(msgPull, len(b))

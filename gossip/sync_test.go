@@ -169,3 +169,20 @@ func TestChunkChain_IgnoresAnswersToAbandonedChains(t *testing.T) {
 		t.Fatalf("the chain's own last chunk covered %+v, want %+v", st.covers[1], want)
 	}
 }
+
+// A request of an abandoned chain that fails to go out late ends only its
+// own chain, not the one that replaced it.
+func TestAbandonPull_EndsOnlyItsOwnChain(t *testing.T) {
+	g := chainTestGossip(nopStore{})
+	o := crdt.ReplicaID{7}
+	k := pullKey{o, "peer"}
+	g.pulls[k] = &pullState{chain: 2, after: 5, top: math.MaxUint64, progress: timeNow()}
+	g.abandonPull(pullReq{to: "peer", msg: pullMsg{origin: o, after: 0, chain: 1}})
+	if g.pulls[k] == nil {
+		t.Fatal("a late failure of chain 1 ended chain 2")
+	}
+	g.abandonPull(pullReq{to: "peer", msg: pullMsg{origin: o, after: 5, chain: 2}})
+	if g.pulls[k] != nil {
+		t.Fatal("chain 2's own failure did not end it")
+	}
+}
