@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"abacus/internal/testenv"
 )
 
 // TestE2E_ClusterKillDuringLoad runs three real agents, drives clients at all
@@ -21,7 +23,7 @@ func TestE2E_ClusterKillDuringLoad(t *testing.T) {
 	n2 := startNode(t, t.TempDir(), append(common, "--node-name", "n2", "--dc", "ams", "--join", n1.gossip)...)
 	n3 := startNode(t, t.TempDir(), append(common, "--node-name", "n3", "--dc", "hkg", "--join", n1.gossip)...)
 	nodes := []*node{n1, n2, n3}
-	waitFor(t, 20*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, 20*time.Second, func() (bool, string) {
 		for _, n := range nodes {
 			var c struct{ Members []struct{ State string } }
 			getJSON(t, n.url+"/v1/cluster", &c)
@@ -62,7 +64,7 @@ func TestE2E_ClusterKillDuringLoad(t *testing.T) {
 
 	var mu sync.Mutex
 	start := time.Now()
-	waitFor(t, 60*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, 60*time.Second, func() (bool, string) {
 		mu.Lock()
 		defer mu.Unlock()
 		ref := counts(t, n1.url, names)
@@ -80,19 +82,4 @@ func TestE2E_ClusterKillDuringLoad(t *testing.T) {
 	for _, n := range nodes {
 		checkLedger(t, counts(t, n.url, names), nil, l)
 	}
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var why string
-	for time.Now().Before(deadline) {
-		var ok bool
-		if ok, why = cond(); ok {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("not within %v: %s", timeout, why)
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"abacus/internal/syspath"
 )
@@ -73,4 +74,20 @@ func RequireRoot(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Fatal("this test creates network namespaces and needs root (CI runs as root)")
 	}
+}
+
+// WaitFor polls cond every 50 ms until it holds, and fails the test with
+// cond's last reason if it does not within timeout.
+func WaitFor(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var why string
+	for time.Now().Before(deadline) {
+		var ok bool
+		if ok, why = cond(); ok {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("not within %v: %s", timeout, why)
 }

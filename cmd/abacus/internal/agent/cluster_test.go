@@ -19,6 +19,7 @@ import (
 	"abacus/cmd/abacus/internal/agent"
 	"abacus/gossip"
 	"abacus/gossip/faultnet"
+	"abacus/internal/testenv"
 	"abacus/store"
 )
 
@@ -112,7 +113,7 @@ func (c *testCluster) stop(name string) {
 // waitMembers waits until every running node sees n alive members.
 func (c *testCluster) waitMembers(n int) {
 	c.t.Helper()
-	waitFor(c.t, 20*time.Second, func() (bool, string) {
+	testenv.WaitFor(c.t, 20*time.Second, func() (bool, string) {
 		for name, a := range c.nodes {
 			alive := 0
 			for _, m := range a.Gossip().Members() {
@@ -184,7 +185,7 @@ func (c *testCluster) rangeOf(node, counter string, from time.Time) string {
 func (c *testCluster) waitConverged(timeout time.Duration, rangeFrom time.Time) {
 	c.t.Helper()
 	start := time.Now()
-	waitFor(c.t, timeout, func() (bool, string) {
+	testenv.WaitFor(c.t, timeout, func() (bool, string) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for counter, want := range c.want {
@@ -217,21 +218,6 @@ func (c *testCluster) assertIsolated(x, y string, counters []string) {
 		}
 	}
 	c.t.Fatalf("%s and %s agree on %v across the partition", x, y, counters)
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var why string
-	for time.Now().Before(deadline) {
-		var ok bool
-		if ok, why = cond(); ok {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("not within %v: %s", timeout, why)
 }
 
 // writeLoad sends count increments spread over counters and nodes, with
@@ -315,7 +301,7 @@ func TestCluster_LongPartition(t *testing.T) {
 	c.assertIsolated("a1", "b1", []string{"lp"})
 	// Wait until both sides have given the other up as dead, and then past
 	// GossipToTheDeadTime (2s here).
-	waitFor(t, 20*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, 20*time.Second, func() (bool, string) {
 		for _, m := range c.nodes["b1"].Gossip().Members() {
 			if m.Name != "b1" && m.State == "alive" || m.State == "suspect" {
 				return false, "b1 still sees " + m.Name + " " + m.State
@@ -385,7 +371,7 @@ func TestCluster_DuplicateReplica(t *testing.T) {
 		}
 	}
 	c.start("z9", dup)
-	waitFor(t, 10*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, 10*time.Second, func() (bool, string) {
 		err := c.nodes["z9"].Gossip().WriteBlocked()
 		return err != nil, "z9 still takes writes"
 	})
@@ -482,7 +468,7 @@ func TestCluster_GracefulLeave(t *testing.T) {
 	c.writeLoad([]string{"a1", "c1"}, []string{"g"}, 10, 30)
 	c.waitConverged(10*time.Second, time.Now().Add(-time.Hour))
 	c.stop("c1")
-	waitFor(t, 10*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, 10*time.Second, func() (bool, string) {
 		for _, n := range []string{"a1", "b1"} {
 			for _, m := range c.nodes[n].Gossip().Members() {
 				if m.Name == "c1" && (m.State != "left" || m.Lag != nil) {
@@ -537,7 +523,7 @@ func TestCluster_ReadyMeansCaughtUp(t *testing.T) {
 	}
 	want, _ := c.nodes["a1"].Store().Total("r0042")
 	n := c.start("c1", t.TempDir())
-	waitFor(t, 30*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, 30*time.Second, func() (bool, string) {
 		code, body := httpGet(t, "http://"+n.Addr()+"/readyz")
 		return code == 200, body
 	})

@@ -125,14 +125,14 @@ func TestCluster_SnapshotRestore(t *testing.T) {
 	}
 	c.net.Heal()
 	// Once it has its own newer entries back from the peer, writes resume.
-	waitFor(t, 20*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, 20*time.Second, func() (bool, string) {
 		if !c.inc("a1", "s", 1, time.Now()) {
 			return false, "a1 still refuses writes"
 		}
 		return true, ""
 	})
 	c.waitConverged(20*time.Second, time.Now().Add(-time.Hour))
-	waitFor(t, 5*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, 5*time.Second, func() (bool, string) {
 		return !a.Store().Restored(), "the restored mark is still on disk"
 	})
 }
