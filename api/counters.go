@@ -16,12 +16,17 @@ import (
 	"abacus/window"
 )
 
-// nameParam is the {name} path segment, unescaped: chi routes on the raw
-// path when the request has one, so "a%3Ab" arrives escaped, and clients that
-// escape ':' (encodeURIComponent does) mean "a:b". Undecodable escapes stay
-// as they are and fail name validation.
+// nameParam is the {name} path segment, unescaped once: chi routes on the
+// raw path when the request has one (RawPath is set), so "a%3Ab" arrives
+// escaped, and clients that escape ':' (encodeURIComponent does) mean "a:b";
+// otherwise chi routed on the already decoded path, and decoding again would
+// turn "%2541" into "A". Undecodable escapes stay as they are and fail name
+// validation.
 func nameParam(r *http.Request) string {
 	raw := chi.URLParam(r, "name")
+	if r.URL.RawPath == "" {
+		return raw
+	}
 	if name, err := url.PathUnescape(raw); err == nil {
 		return name
 	}
