@@ -66,6 +66,7 @@ type tokenEntry struct {
 // are skipped. Roles are read, write and admin.
 func ParseTokens(r io.Reader) (*Tokens, error) {
 	t := &Tokens{}
+	seen := map[[32]byte]int{} // token digest → line
 	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -83,7 +84,14 @@ func ParseTokens(r io.Reader) (*Tokens, error) {
 		if len(f[0]) < 16 {
 			return nil, fmt.Errorf("line %d: token shorter than 16 characters", n)
 		}
-		t.entries = append(t.entries, tokenEntry{digest: sha256.Sum256([]byte(f[0])), role: role})
+		d := sha256.Sum256([]byte(f[0]))
+		if prev, dup := seen[d]; dup {
+			// Which role would win is not what a reader of the file expects
+			// either way: refuse it.
+			return nil, fmt.Errorf("line %d: token already given on line %d", n, prev)
+		}
+		seen[d] = n
+		t.entries = append(t.entries, tokenEntry{digest: d, role: role})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err

@@ -112,6 +112,7 @@ func TestAPI_Auth(t *testing.T) {
 func TestTokens_Parse(t *testing.T) {
 	for _, bad := range []string{
 		"", "# only comments\n", "short read\n", "0123456789abcdef superuser\n", "0123456789abcdef read extra\n",
+		"0123456789abcdef read\n0123456789abcdef admin\n", // a token twice
 	} {
 		if _, err := api.ParseTokens(strings.NewReader(bad)); err == nil {
 			t.Errorf("ParseTokens(%q) accepted", bad)
