@@ -388,3 +388,48 @@ func TestMergeDropsAbsurdSeqs(t *testing.T) {
 		t.Fatalf("total = %d, want 1", got)
 	}
 }
+
+// Async: a restored node clears its restored mark only once the own entries
+// it pulled back from peers are committed; a crash right after CaughtUp
+// keeps them.
+func TestAsyncCaughtUpCommitsWhatItMerged(t *testing.T) {
+	c := newClock(t0)
+	ctx := context.Background()
+	now := c.Now()
+	s := mustOpen(t, testConfig(t.TempDir(), c))
+	mustApply(t, s, inc("k", 1, now))
+	dir := t.TempDir()
+	f, err := os.Create(filepath.Join(dir, store.StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Snapshot(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	mustApply(t, s, inc("k", 5, now)) // after the snapshot: only peers hold it
+	defer mustClose(t, s)
+
+	cfg := testConfig(dir, c)
+	cfg.Durability = store.Async
+	cfg.AsyncFlushInterval = time.Hour
+	r := mustOpen(t, cfg)
+	if !r.Restored() {
+		t.Fatal("not restored")
+	}
+	syncAll(t, s, r, 1<<20) // recovery pulls this replica's entries back
+	if err := r.CaughtUp(); err != nil {
+		t.Fatal(err)
+	}
+	crashed := copyDir(t, dir)
+	mustClose(t, r)
+	cfg.Dir = crashed
+	r2 := mustOpen(t, cfg)
+	defer mustClose(t, r2)
+	if r2.Restored() {
+		t.Fatal("restored again after CaughtUp")
+	}
+	if got := mustTotal(t, r2, "k"); got != 6 {
+		t.Fatalf("after a crash right after CaughtUp: total %d, want 6", got)
+	}
+}

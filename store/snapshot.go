@@ -75,10 +75,16 @@ func (s *Store) markRestored() error {
 }
 
 // CaughtUp records that this restored replica holds every entry of its own
-// that peers had: Restored is false from now on, across restarts.
+// that peers had: Restored is false from now on, across restarts. Those
+// entries are committed first: with Async durability a merge is answered
+// before its commit, and a crash after the mark is gone but before that
+// commit would bring the node back unrestored and without them.
 func (s *Store) CaughtUp() error {
 	if !s.restored.Load() {
 		return nil
+	}
+	if err := s.Flush(context.Background()); err != nil {
+		return fmt.Errorf("commit what catching up merged: %w", err)
 	}
 	err := s.state.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Delete(metaRestored)
