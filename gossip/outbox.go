@@ -86,6 +86,10 @@ func (o *outbox) len() int {
 	return len(o.entries)
 }
 
+// maxSkipped bounds the entries take passes over when they are too big alone
+// for the room it is given.
+const maxSkipped = 16
+
 // take builds one deltas message of at most size bytes from the front of the
 // queue, counts a transmission for each entry in it, and rotates them to the
 // back. It returns nil when nothing waits or nothing fits.
@@ -123,7 +127,14 @@ func (o *outbox) take(size int) []byte {
 		}
 		if used+cost > size {
 			if len(groups) == 0 {
-				skipped = append(skipped, k) // too big alone for this size
+				// Too big alone for this size: try a few more, not the
+				// whole queue (memberlist asks with every packet it sends,
+				// often with little room left).
+				skipped = append(skipped, k)
+				if len(skipped) >= maxSkipped {
+					i++
+					break
+				}
 				continue
 			}
 			break
@@ -140,12 +151,12 @@ func (o *outbox) take(size int) []byte {
 			break
 		}
 	}
+	// Rotate: what was looked at goes to the back, without copying the rest
+	// of the queue (appending reallocates only when the array is used up).
+	o.queue = append(o.queue[i:], skipped...)
 	if len(taken) == 0 {
 		return nil
 	}
-	// Rotate: what was sent goes to the back; what was skipped stays in front.
-	rest := append(skipped, o.queue[i:]...)
-	o.queue = append(o.queue[:0], rest...)
 	for _, k := range taken {
 		oe := o.entries[k]
 		oe.left--

@@ -129,3 +129,37 @@ func TestGetBroadcasts_OneCopyPerCall(t *testing.T) {
 		t.Fatal("entries sent more than their transmit count")
 	}
 }
+
+// When little room is left, take looks at a bounded number of entries that
+// do not fit, not the whole queue, and rotates them to the back, so that an
+// entry that fits further back is reached by later calls.
+func TestOutbox_TakeLooksAtFewEntriesThatDoNotFit(t *testing.T) {
+	o := newOutbox(100_000)
+	var ds []crdt.Delta
+	for i := 0; i < 10_000; i++ {
+		ds = append(ds, delta(fmt.Sprintf("a-rather-long-counter-name-%05d", i), 1, 1, 1))
+	}
+	ds = append(ds, delta("s", 1, 1, 1))
+	o.add(ds, 1)
+	const room = 40 // fits "s" alone, none of the long names
+	calls := 0
+	for {
+		calls++
+		if calls > 10_000/maxSkipped+2 {
+			t.Fatal("the entry that fits was never reached")
+		}
+		if b := o.take(room); b != nil {
+			got := decodeTaken(t, b)
+			if len(got) != 1 || got[0].Slot.Name != "s" {
+				t.Fatalf("took %+v, want only s", got)
+			}
+			break
+		}
+		if len(o.queue) != 10_001 {
+			t.Fatalf("queue of %d keys after a take that sent nothing, want 10001", len(o.queue))
+		}
+	}
+	if calls < 10_000/maxSkipped {
+		t.Fatalf("reached the entry that fits after %d calls: take scanned more than %d entries per call", calls, maxSkipped)
+	}
+}
