@@ -4,8 +4,6 @@ import (
 	"slices"
 
 	"github.com/hashicorp/memberlist"
-
-	"abacus/crdt"
 )
 
 // delegate is the Gossip seen as memberlist.Delegate. Its methods run on
@@ -31,8 +29,8 @@ func (d *delegate) NotifyMsg(b []byte) {
 	d.g().handleMsg(b)
 }
 
-// GetBroadcasts returns at most one message: memberlist calls it once per
-// target, and a taken entry goes back in line with transmissions left, so a
+// GetBroadcasts returns at most one message: memberlist calls it for every
+// packet it sends, and a taken entry goes back in line with transmissions left, so a
 // second take in the same call would send the same entries to the same peer
 // again and spend transmissions meant for others.
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
@@ -147,5 +145,3 @@ func (g *Gossip) handleMsg(b []byte) {
 	g.stats.decodeErrors.Add(1)
 	g.log.Debug("dropping malformed gossip message", "type", t.String(), "bytes", len(b))
 }
-
-var _ = crdt.ReplicaID{}

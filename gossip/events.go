@@ -58,7 +58,7 @@ func (g *Gossip) noteMember(n *memberlist.Node, state string) {
 func (g *Gossip) peerLocked(name string) *peer {
 	p := g.peers[name]
 	if p == nil {
-		p = &peer{name: name, digest: make(map[crdt.ReplicaID]uint64)}
+		p = &peer{digest: make(map[crdt.ReplicaID]uint64)}
 		g.peers[name] = p
 	}
 	return p

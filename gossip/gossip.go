@@ -65,7 +65,6 @@ type Gossip struct {
 
 // peer is what this node knows of another.
 type peer struct {
-	name    string
 	meta    meta
 	digest  map[crdt.ReplicaID]uint64
 	seen    time.Time // when the digest was last updated
@@ -541,5 +540,3 @@ func nodeAt(name, addr string) *memberlist.Node {
 	port, _ := strconv.Atoi(ps)
 	return &memberlist.Node{Name: name, Addr: net.ParseIP(host), Port: uint16(port)}
 }
-
-var errClosed = errors.New("gossip: closed")

@@ -52,32 +52,12 @@ func (o *outbox) add(ds []crdt.Delta, transmits int) {
 		o.entries[k] = &outEntry{e: e, left: transmits}
 		o.queue = append(o.queue, k)
 	}
-	for len(o.entries) > o.limit && len(o.queue) > 0 {
-		k := o.queue[0]
+	// The queue holds each waiting key once, oldest first.
+	for len(o.entries) > o.limit {
+		delete(o.entries, o.queue[0])
 		o.queue = o.queue[1:]
-		if _, ok := o.entries[k]; ok {
-			delete(o.entries, k)
-			o.dropped++
-		}
+		o.dropped++
 	}
-	o.compact()
-}
-
-// compact drops stale keys from the queue once they are most of it.
-func (o *outbox) compact() {
-	if len(o.queue) < 64 || len(o.queue) < 2*len(o.entries) {
-		return
-	}
-	kept := o.queue[:0]
-	seen := make(map[outKey]bool, len(o.entries))
-	for _, k := range o.queue {
-		if _, ok := o.entries[k]; ok && !seen[k] {
-			seen[k] = true
-			kept = append(kept, k)
-		}
-	}
-	clear(o.queue[len(kept):])
-	o.queue = kept
 }
 
 func (o *outbox) len() int {

@@ -85,8 +85,14 @@ func TestOutbox_Bounded(t *testing.T) {
 	if o.len() != 50 || o.dropped != 150 {
 		t.Fatalf("len %d dropped %d, want 50 and 150", o.len(), o.dropped)
 	}
-	if len(o.queue) > 200 {
+	// The queue holds each waiting key once, and the oldest were dropped.
+	if len(o.queue) != 50 {
 		t.Fatalf("queue holds %d keys for 50 entries", len(o.queue))
+	}
+	for i, k := range o.queue {
+		if want := fmt.Sprintf("c%d", 150+i); k.slot.Name != want || o.entries[k] == nil {
+			t.Fatalf("queue[%d] = %s (waiting: %v), want %s", i, k.slot.Name, o.entries[k] != nil, want)
+		}
 	}
 }
 

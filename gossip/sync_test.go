@@ -91,8 +91,8 @@ func TestSchedulePulls_AbandonsPullFromDeadPeer(t *testing.T) {
 	g.cfg.DigestInterval = time.Second
 	now := timeNow()
 	o, o2 := crdt.ReplicaID{7}, crdt.ReplicaID{8}
-	g.peers["gone"] = &peer{name: "gone", state: "dead", digest: map[crdt.ReplicaID]uint64{o: 50}}
-	g.peers["live"] = &peer{name: "live", state: "alive", addr: "127.0.0.1:1", digest: map[crdt.ReplicaID]uint64{o: 40, o2: 9}}
+	g.peers["gone"] = &peer{state: "dead", digest: map[crdt.ReplicaID]uint64{o: 50}}
+	g.peers["live"] = &peer{state: "alive", addr: "127.0.0.1:1", digest: map[crdt.ReplicaID]uint64{o: 40, o2: 9}}
 	g.pulls[pullKey{o, "gone"}] = &pullState{after: 10, top: math.MaxUint64, progress: now}
 	g.pulls[pullKey{o2, "live"}] = &pullState{after: 3, top: math.MaxUint64, progress: now}
 
@@ -126,8 +126,8 @@ func TestCaughtUp_CountsPeersHeardLately(t *testing.T) {
 	g.cfg.DigestInterval = time.Second
 	g.syncBase = map[string]map[crdt.ReplicaID]uint64{}
 	g.joined.Store(true)
-	g.peers["a1"] = &peer{name: "a1", state: "dead", digest: map[crdt.ReplicaID]uint64{}}
-	g.peers["b1"] = &peer{name: "b1", state: "alive", digest: map[crdt.ReplicaID]uint64{}}
+	g.peers["a1"] = &peer{state: "dead", digest: map[crdt.ReplicaID]uint64{}}
+	g.peers["b1"] = &peer{state: "alive", digest: map[crdt.ReplicaID]uint64{}}
 	g.mu.Lock()
 	g.syncBase["b1"] = map[crdt.ReplicaID]uint64{o: 0} // b1 is behind too
 	g.mu.Unlock()
