@@ -98,6 +98,12 @@ const lingerMinBatch = 4
 // dropped, so that no peer can push this replica's seq to overflow.
 const maxSeq = 1 << 62
 
+// maxOwnSeen bounds the seqs of this replica's entries, held by peers, that
+// move this replica's numbering past them (see stage): far above any real
+// seq, and far enough below maxSeq that commits numbered after it are still
+// accepted by every peer.
+const maxOwnSeen = maxSeq >> 1
+
 // Limits on one commit, so that a commit, its journal record and one seq's
 // entries stay bounded (a seq's entries are never split across catch-up chunks).
 const (
@@ -106,7 +112,8 @@ const (
 )
 
 // Apply validates and applies req, and returns once it is durable (Fsync) or
-// in memory (Async). Cancelling ctx stops the wait, not the commit: a request
+// staged for the next commit (Async; reads and peers see it after that
+// commit). Cancelling ctx stops the wait, not the commit: a request
 // that reached the committer may still apply.
 func (s *Store) Apply(ctx context.Context, req *Request) (Result, error) {
 	if err := s.validate(req); err != nil {
@@ -381,7 +388,7 @@ type stagedSlot struct {
 	slot  crdt.Slot
 	g     *crdt.GCounter
 	dirty bool
-	own   int    // index into deltas of this replica's entry in this batch, or -1
+	own   int    // index into deltas of this replica's entry in this commit, or -1
 	req   uint32 // request whose amount pend holds
 	pend  uint64 // that request's amount for this slot
 }
@@ -430,7 +437,7 @@ func (s *Store) stage(st *staging, ops []*op) {
 			continue
 		}
 		for _, d := range o.deltas {
-			if d.Entry.Replica == s.replica && d.Entry.Seq <= maxSeq {
+			if d.Entry.Replica == s.replica && d.Entry.Seq <= maxOwnSeen {
 				st.ownSeen = max(st.ownSeen, d.Entry.Seq)
 			}
 		}
@@ -458,7 +465,7 @@ func (s *Store) stage(st *staging, ops []*op) {
 }
 
 // stageSlot returns the arena index of slot's private counter, loading it
-// from mem or state.db on first use in this batch.
+// from mem or state.db on first use in this commit.
 func (st *staging) stageSlot(slot crdt.Slot) (int32, error) {
 	if i, ok := st.slots[slot]; ok {
 		return i, nil
@@ -629,7 +636,7 @@ func (st *staging) record() *record {
 	return &record{seq: st.lastSeq, deltas: st.deltas, idem: st.idem, covers: st.covers}
 }
 
-// commit writes st's journal record, publishes it (Fsync) and calls OnCommit.
+// commit writes st's journal record, publishes it to mem and calls OnCommit.
 func (s *Store) commit(st *staging) {
 	if st.err != nil {
 		err := s.fail(st.err)
@@ -657,10 +664,7 @@ func (s *Store) commit(st *staging) {
 			return
 		}
 		s.jnext++
-		s.install(st)
-		s.mu.Lock()
-		s.jlast = n // every record up to n is now in mem
-		s.mu.Unlock()
+		s.install(st, n)
 	}
 	if s.cfg.OnCommit != nil {
 		own := st.ownBuf[:0]
@@ -679,11 +683,12 @@ func (s *Store) commit(st *staging) {
 	st.release()
 }
 
-// install publishes st's committed changes to mem, where reads, gossip and
-// later stagings see them.
-func (s *Store) install(st *staging) {
+// install publishes st's changes, committed in journal record n, to mem,
+// where reads, gossip and later stagings see them.
+func (s *Store) install(st *staging, n uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.jlast = n // every record up to n is now in mem
 	for _, i := range st.dirty {
 		s.putMem(st.arena[i].slot, st.arena[i].g)
 	}

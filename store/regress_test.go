@@ -278,6 +278,11 @@ func TestCutChainClaimsNothing(t *testing.T) {
 	mustApply(t, a, inc("y", 1, now)) // seq 3
 	syncAll(t, a, b, 1<<20)           // b: k=1, x, y; vector[a] = 3
 	mustApply(t, a, inc("k", 1, now)) // seq 4: k's seq-1 change is superseded at a
+	// A chunk cut by its size says so (not Done, Next short of a's seq): that
+	// is what keeps a receiver from claiming the chain.
+	if c, err := a.EntriesSince(a.Replica(), 0, 1); err != nil || c.Done || c.Next >= 4 || c.Top != 4 {
+		t.Fatalf("first 1-byte chunk of a's entries: done %v, next %d, top %d (%v); want not done, next < 4, top 4", c.Done, c.Next, c.Top, err)
+	}
 	// r pulls from a one small chunk at a time; it gets one, and a is gone.
 	syncSome(t, a, r, 1, 1)
 	if got := r.Digest()[a.Replica()]; got != 0 {
@@ -431,5 +436,25 @@ func TestAsyncCaughtUpCommitsWhatItMerged(t *testing.T) {
 	}
 	if got := mustTotal(t, r2, "k"); got != 6 {
 		t.Fatalf("after a crash right after CaughtUp: total %d, want 6", got)
+	}
+}
+
+// An entry of this replica with a seq at the very top of the accepted range
+// (a corrupt or hostile peer) must not push this replica's numbering to
+// where every peer drops its new entries.
+func TestOwnSeqNearTheLimitKeepsReplicating(t *testing.T) {
+	c := newClock(t0)
+	s := mustOpen(t, testConfig(t.TempDir(), c))
+	p := mustOpen(t, testConfig(t.TempDir(), c))
+	defer mustClose(t, s)
+	defer mustClose(t, p)
+	top := []crdt.Delta{{Slot: crdt.TotalSlot("x"), Entry: crdt.Entry{Replica: s.Replica(), Value: 5, Seq: 1 << 62}}}
+	if _, err := s.Merge(context.Background(), top, nil); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, s, inc("x", 1, c.Now()))
+	syncAll(t, s, p, 1<<20)
+	if got := mustTotal(t, p, "x"); got != 6 {
+		t.Fatalf("peer's total of x = %d, want 6: the new increment did not replicate (seq %d)", got, s.Seq())
 	}
 }
