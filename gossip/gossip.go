@@ -30,6 +30,7 @@ type Gossip struct {
 
 	out            *outbox
 	transmits      atomic.Int32 // how often each broadcast value is sent
+	bigDigest      atomic.Bool  // a digest too big for a packet is being sent over streams
 	retransmitMult int
 
 	// Inbound work, filled by delegates without blocking.

@@ -317,6 +317,9 @@ func (g *Gossip) mergeWorker() {
 	}
 }
 
+// maxDigestPacket is the largest digest sent in one UDP packet.
+const maxDigestPacket = 1200
+
 // tickLoop sends this node's digest to every live peer and starts the pulls
 // the digests it has seen call for.
 func (g *Gossip) tickLoop() {
@@ -332,12 +335,30 @@ func (g *Gossip) tickLoop() {
 		peers := g.alivePeers()
 		g.transmits.Store(int32(retransmits(g.retransmitMult, len(peers)+1)))
 		b := g.digest().appendTo(nil)
-		if len(b) <= 1200 { // one UDP packet; larger vectors travel by push/pull only
+		if len(b) <= maxDigestPacket {
 			for _, n := range peers {
 				if err := g.ml.SendToAddress(memberlist.Address{Addr: n.Address(), Name: n.Name}, b); err == nil {
 					g.stats.sent(msgDigest, len(b))
 				}
 			}
+		} else if g.bigDigest.CompareAndSwap(false, true) {
+			// A vector of many replicas (every replica ever created stays in
+			// it) does not fit a packet: send it over streams, off this loop,
+			// which an unreachable peer would hold up for the TCP timeout;
+			// skip a round while the last one is still going.
+			g.wg.Add(1)
+			go func() {
+				defer g.wg.Done()
+				defer g.bigDigest.Store(false)
+				for _, n := range peers {
+					if g.ctx.Err() != nil {
+						return
+					}
+					if err := g.ml.SendReliable(n, b); err == nil {
+						g.stats.sent(msgDigest, len(b))
+					}
+				}
+			}()
 		}
 		g.schedulePulls()
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"abacus/cmd/abacus/internal/agent"
+	"abacus/crdt"
 	"abacus/gossip"
 	"abacus/gossip/faultnet"
 	"abacus/internal/testenv"
@@ -574,4 +575,44 @@ func TestCluster_LeaveHandsOff(t *testing.T) {
 			t.Errorf("b1's total of %s right after a1 left: %d, want %d", name, got, want)
 		}
 	}
+}
+
+// A node whose version vector no longer fits a UDP packet (every replica it
+// ever learned of stays in it) still tells its peers what it holds between
+// push/pulls: a1 sees b1's lag fall to zero after a1's increments reach b1,
+// with push/pull too rare to carry it.
+func TestCluster_LargeDigestStillReachesPeers(t *testing.T) {
+	c := &testCluster{t: t, net: faultnet.New(1), nodes: map[string]*agent.Agent{}, dirs: map[string]string{}, want: map[string]uint64{}}
+	slowPushPull := func(cfg *agent.Config) {
+		g := cfg.Gossip
+		cfg.Gossip = func(gc *gossip.Config) {
+			g(gc)
+			tune := gc.Tune
+			gc.Tune = func(mc *memberlist.Config) { tune(mc); mc.PushPullInterval = time.Hour }
+		}
+	}
+	c.start("a1", t.TempDir(), slowPushPull)
+	b := c.start("b1", t.TempDir(), slowPushPull)
+	c.waitMembers(2)
+	// 100 replicas b1 has heard of: a digest of well over 1,200 bytes.
+	var covers []store.Cover
+	for i := range 100 {
+		covers = append(covers, store.Cover{Origin: crdt.ReplicaID{0xee, byte(i)}, From: 0, To: 1})
+	}
+	if _, err := b.Store().Merge(context.Background(), nil, covers); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if !c.inc("a1", fmt.Sprintf("big%d", i), 1, time.Now()) {
+			t.Fatal("increment refused")
+		}
+	}
+	testenv.WaitFor(t, 15*time.Second, func() (bool, string) {
+		for _, m := range c.nodes["a1"].Gossip().Members() {
+			if m.Name == "b1" {
+				return m.Lag != nil && m.Lag.Seqs == 0, fmt.Sprintf("b1's lag seen from a1: %+v", m.Lag)
+			}
+		}
+		return false, "a1 does not know b1"
+	})
 }
