@@ -111,6 +111,8 @@ func decodeAny(b []byte) error {
 		_, err = decodePull(d)
 	case msgChunk:
 		_, err = decodeChunk(d)
+	case msgBye:
+		_, err = decodeBye(d)
 	}
 	return err
 }
@@ -120,6 +122,7 @@ func decodeAny(b []byte) error {
 func FuzzDecode(f *testing.F) {
 	f.Add((&deltasMsg{groups: []originGroup{{origin: crdt.ReplicaID{1}, entries: []entry{{slot: crdt.TotalSlot("a"), value: 3, seq: 1}}}}}).appendTo(nil))
 	f.Add((&digestMsg{name: "n1", entries: []digestEntry{{origin: crdt.ReplicaID{2}, seq: 9}}}).appendTo(nil))
+	f.Add((&byeMsg{name: "n1"}).appendTo(nil))
 	f.Add((&pullMsg{from: "n1", origin: crdt.ReplicaID{3}, after: 4, maxBytes: 1 << 18}).appendTo(nil))
 	f.Add((&chunkMsg{from: "n2", origin: crdt.ReplicaID{4}, after: 1, next: 7, top: 7, done: true, node: "n9", dc: "ams"}).appendTo(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -205,7 +208,12 @@ func FuzzNotifyMsg(f *testing.F) {
 		syncBase: map[string]map[crdt.ReplicaID]uint64{},
 	}
 	g.cfg.PullTimeout = 1
+	g.joined.Store(true)
+	// A member the digests can come from, so that recording them, the
+	// readiness base and pull scheduling are fuzzed too.
+	g.peers["n1"] = &peer{state: "alive", digest: map[crdt.ReplicaID]uint64{}}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		clear(g.peers["n1"].digest) // what a digest records comes from this input
 		(*delegate)(g).NotifyMsg(b)
 		(*delegate)(g).MergeRemoteState(b, false)
 		for _, ch := range []int{len(g.mergeCh), len(g.chunkCh), len(g.serveCh), len(g.pullCh)} {
@@ -228,6 +236,14 @@ func FuzzNotifyMsg(f *testing.F) {
 		}
 		if len(g.peers) > 10_000 {
 			t.Fatal("peer table grows without bound")
+		}
+		// Every open pull has its request queued (at most 4 fit) or was
+		// abandoned; stale ones (PullTimeout 1 ns) go at the next round.
+		if len(g.pulls) > 4 {
+			t.Fatalf("%d pulls open with room for 4 requests", len(g.pulls))
+		}
+		if p := g.peers["n1"]; p == nil || len(p.digest) > len(b)/17+1 {
+			t.Fatal("a digest recorded more origins than its bytes can name")
 		}
 	})
 }
