@@ -260,6 +260,20 @@ func (c *Client) newRequest(ctx context.Context, method, path string, query url.
 }
 
 // decode parses a JSON answer into v.
+// getJSON sends a GET and decodes its JSON answer as a T (what names it in
+// errors); on any error it returns T's zero value.
+func getJSON[T any](ctx context.Context, c *Client, path string, q url.Values, what string) (T, error) {
+	var v, zero T
+	a, err := c.call(ctx, http.MethodGet, path, q, nil, "")
+	if err == nil {
+		err = decode(a, what, &v)
+	}
+	if err != nil {
+		return zero, err
+	}
+	return v, nil
+}
+
 func decode(a answer, what string, v any) error {
 	if err := json.Unmarshal(a.body, v); err != nil {
 		return fmt.Errorf("decoding the %s answer: %v", what, err)
@@ -381,17 +395,10 @@ func (c *Client) Get(ctx context.Context, name string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	a, err := c.call(ctx, http.MethodGet, p, nil, nil, "")
-	if err != nil {
-		return 0, err
-	}
-	var r struct {
+	r, err := getJSON[struct {
 		Total uint64 `json:"total"`
-	}
-	if err := decode(a, "counter", &r); err != nil {
-		return 0, err
-	}
-	return r.Total, nil
+	}](ctx, c, p, nil, "counter")
+	return r.Total, err
 }
 
 // Detail is a counter's total with its share per replica and per datacenter.
@@ -416,15 +423,7 @@ func (c *Client) Detail(ctx context.Context, name string) (Detail, error) {
 	if err != nil {
 		return Detail{}, err
 	}
-	a, err := c.call(ctx, http.MethodGet, p, url.Values{"detail": {"true"}}, nil, "")
-	if err != nil {
-		return Detail{}, err
-	}
-	var d Detail
-	if err := decode(a, "counter", &d); err != nil {
-		return Detail{}, err
-	}
-	return d, nil
+	return getJSON[Detail](ctx, c, p, url.Values{"detail": {"true"}}, "counter")
 }
 
 // RangeQuery asks for counts per Step over [From, To). A zero field takes the
@@ -536,15 +535,11 @@ func (c *Client) List(ctx context.Context, prefix, after string, limit int) (pag
 	if limit != 0 {
 		v.Set("limit", strconv.Itoa(limit))
 	}
-	a, err := c.call(ctx, http.MethodGet, "/v1/counters", v, nil, "")
-	if err != nil {
-		return nil, "", err
-	}
-	var r struct {
+	r, err := getJSON[struct {
 		Counters []NameTotal `json:"counters"`
 		Next     *string     `json:"next"`
-	}
-	if err := decode(a, "list", &r); err != nil {
+	}](ctx, c, "/v1/counters", v, "list")
+	if err != nil {
 		return nil, "", err
 	}
 	if r.Next != nil {
@@ -608,15 +603,7 @@ type ClusterInfo struct {
 
 // Cluster returns the node's view of the cluster.
 func (c *Client) Cluster(ctx context.Context) (ClusterInfo, error) {
-	a, err := c.call(ctx, http.MethodGet, "/v1/cluster", nil, nil, "")
-	if err != nil {
-		return ClusterInfo{}, err
-	}
-	var ci ClusterInfo
-	if err := decode(a, "cluster", &ci); err != nil {
-		return ClusterInfo{}, err
-	}
-	return ci, nil
+	return getJSON[ClusterInfo](ctx, c, "/v1/cluster", nil, "cluster")
 }
 
 // Healthy is nil while the node's process runs and answers.
