@@ -552,8 +552,12 @@ func (c *Client) List(ctx context.Context, prefix, after string, limit int) (pag
 // of pageSize (0: the node's default) as it goes. An error is yielded once,
 // last. Counters created while it runs may or may not be seen.
 func (c *Client) ListAll(ctx context.Context, prefix string, pageSize int) iter.Seq2[NameTotal, error] {
+	return c.ListAfter(ctx, prefix, "", pageSize)
+}
+
+// ListAfter is ListAll starting after the name after.
+func (c *Client) ListAfter(ctx context.Context, prefix, after string, pageSize int) iter.Seq2[NameTotal, error] {
 	return func(yield func(NameTotal, error) bool) {
-		after := ""
 		for {
 			page, next, err := c.List(ctx, prefix, after, pageSize)
 			if err != nil {

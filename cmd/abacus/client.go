@@ -386,22 +386,24 @@ func runList(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := signalContext()
 	defer cancel()
 	rows := [][]string{{"NAME", "TOTAL"}}
-	next := *after
-	for {
-		page, n, err := cl.List(ctx, *prefix, next, *limit)
+	next := ""
+	if *all {
+		for nt, err := range cl.ListAfter(ctx, *prefix, *after, *limit) {
+			if err != nil {
+				return err
+			}
+			rows = append(rows, []string{nt.Name, u64(nt.Total)})
+		}
+	} else {
+		page, n, err := cl.List(ctx, *prefix, *after, *limit)
 		if err != nil {
 			return err
 		}
 		for _, nt := range page {
 			rows = append(rows, []string{nt.Name, u64(nt.Total)})
 		}
-		if n == "" || n <= next {
-			next = ""
-			break
-		}
-		next = n
-		if !*all {
-			break
+		if n > *after {
+			next = n
 		}
 	}
 	writeTable(stdout, rows, 1)
