@@ -38,6 +38,8 @@ type Gossip struct {
 	chunkCh chan chunkMsg
 	serveCh chan pullMsg
 	pullCh  chan pullReq
+	// pullKick wakes the tick loop to schedule pulls (a digest arrived).
+	pullKick chan struct{}
 
 	mu      sync.Mutex // guards the fields below
 	peers   map[string]*peer
@@ -127,6 +129,7 @@ func New(cfg Config, st Store) (*Gossip, error) {
 		chunkCh:  make(chan chunkMsg, 16),
 		serveCh:  make(chan pullMsg, 64),
 		pullCh:   make(chan pullReq, 256),
+		pullKick: make(chan struct{}, 1),
 		peers:    make(map[string]*peer),
 		pulls:    make(map[pullKey]*pullState),
 		known:    make(map[string]knownMember),

@@ -216,6 +216,7 @@ func FuzzNotifyMsg(f *testing.F) {
 		clear(g.peers["n1"].digest) // what a digest records comes from this input
 		(*delegate)(g).NotifyMsg(b)
 		(*delegate)(g).MergeRemoteState(b, false)
+		g.schedulePulls() // what the tick loop does when a digest kicks it
 		for _, ch := range []int{len(g.mergeCh), len(g.chunkCh), len(g.serveCh), len(g.pullCh)} {
 			if ch > 4 {
 				t.Fatal("a queue grew past its bound")

@@ -16,7 +16,8 @@ import (
 // after merging the last, so catch-up paces itself; a chain cut short (a lost
 // stream, a peer gone) is simply started again from the vector.
 
-// sawDigest records a peer's version vector and starts the pulls it calls for.
+// sawDigest records a peer's version vector and has the tick loop start the
+// pulls it calls for.
 // Delegates call it: it does not block.
 func (g *Gossip) sawDigest(m digestMsg) {
 	if m.name == "" || m.name == g.cfg.NodeName {
@@ -49,7 +50,16 @@ func (g *Gossip) sawDigest(m digestMsg) {
 		g.syncBase[m.name] = base
 	}
 	g.mu.Unlock()
-	g.schedulePulls()
+	g.kickPulls()
+}
+
+// kickPulls asks the tick loop to schedule pulls now, without waiting for the
+// next tick: delegates call it, and scheduling walks every peer's vector.
+func (g *Gossip) kickPulls() {
+	select {
+	case g.pullKick <- struct{}{}:
+	default: // a kick is pending already
+	}
 }
 
 type pullReq struct {
@@ -330,6 +340,9 @@ func (g *Gossip) tickLoop() {
 		select {
 		case <-g.ctx.Done():
 			return
+		case <-g.pullKick:
+			g.schedulePulls()
+			continue
 		case <-t.C:
 		}
 		peers := g.alivePeers()
