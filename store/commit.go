@@ -127,20 +127,31 @@ func (s *Store) Apply(ctx context.Context, req *Request) (Result, error) {
 	}
 	o := getOp()
 	o.kind, o.req = opApply, req
-	if err := s.submit(ctx, o); err != nil {
-		if req.IdempotencyKey != "" {
-			s.idemEnd(req.IdempotencyKey)
+	if submitted, err := s.run(ctx, o); err != nil {
+		if !submitted && req.IdempotencyKey != "" {
+			s.idemEnd(req.IdempotencyKey) // else the committer releases it
 		}
-		putOp(o)
 		return Result{}, err
+	}
+	res, err := o.res, o.err
+	putOp(o)
+	return res, err
+}
+
+// run hands o to the committer and waits for its answer. On success the
+// caller reads o's results and recycles it. On an error it reports whether o
+// reached the committer: if not, o is recycled; if so (ctx ended the wait),
+// o is still the committer's and is not.
+func (s *Store) run(ctx context.Context, o *op) (submitted bool, err error) {
+	if err := s.submit(ctx, o); err != nil {
+		putOp(o)
+		return false, err
 	}
 	select {
 	case <-o.done:
-		res, err := o.res, o.err
-		putOp(o)
-		return res, err
+		return true, nil
 	case <-ctx.Done():
-		return Result{}, ctx.Err() // o is still the committer's; it is not recycled
+		return true, ctx.Err()
 	}
 }
 
@@ -149,38 +160,27 @@ func (s *Store) Apply(ctx context.Context, req *Request) (Result, error) {
 func (s *Store) Flush(ctx context.Context) error {
 	o := getOp()
 	o.kind = opFlush
-	if err := s.submit(ctx, o); err != nil {
-		putOp(o)
+	if _, err := s.run(ctx, o); err != nil {
 		return err
 	}
-	select {
-	case <-o.done:
-		err := o.err
-		putOp(o)
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	err := o.err
+	putOp(o)
+	return err
 }
 
 // Merge applies entries learned from peers and the covers that come with them,
-// and returns once they are durable, with the entries that raised something
-// here (news worth passing on).
+// and returns once they are durable (Fsync) or staged for the next commit
+// (Async), with the entries that raised something here (news worth passing
+// on).
 func (s *Store) Merge(ctx context.Context, deltas []crdt.Delta, covers []Cover) ([]crdt.Delta, error) {
 	o := getOp()
 	o.kind, o.deltas, o.covers = opMerge, deltas, covers
-	if err := s.submit(ctx, o); err != nil {
-		putOp(o)
+	if _, err := s.run(ctx, o); err != nil {
 		return nil, err
 	}
-	select {
-	case <-o.done:
-		learned, err := o.learned, o.err
-		putOp(o)
-		return learned, err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	learned, err := o.learned, o.err
+	putOp(o)
+	return learned, err
 }
 
 func (s *Store) validate(req *Request) error {
