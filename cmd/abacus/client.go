@@ -150,10 +150,15 @@ func (c *command) client() (*client.Client, error) {
 	return cl, nil
 }
 
-// signalContext is cancelled by SIGINT or SIGTERM, so that an interrupted
-// snapshot still removes its temporary file.
-func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+// connect makes the HTTP client and a context that SIGINT or SIGTERM
+// cancels, so that an interrupted snapshot still removes its temporary file.
+func (c *command) connect() (*client.Client, context.Context, context.CancelFunc, error) {
+	cl, err := c.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	return cl, ctx, cancel, nil
 }
 
 // parseWhen parses a time flag: RFC 3339, Unix seconds, "now", or a
@@ -238,11 +243,10 @@ func runInc(args []string, stdout, stderr io.Writer) error {
 	if opts.TS, err = parseWhen("ts", *ts, time.Now()); err != nil {
 		return err
 	}
-	cl, err := c.client()
+	cl, ctx, cancel, err := c.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := signalContext()
 	defer cancel()
 	r, err := cl.Inc(ctx, pos[0], amount, opts)
 	if err != nil {
@@ -265,11 +269,10 @@ func runGet(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 1 {
 		return c.usageError("want one NAME")
 	}
-	cl, err := c.client()
+	cl, ctx, cancel, err := c.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := signalContext()
 	defer cancel()
 	if !*detail {
 		total, err := cl.Get(ctx, pos[0])
@@ -336,11 +339,10 @@ func runRange(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--step %q: want a positive duration such as 1m, 15m, 1h or 1d", *step)
 		}
 	}
-	cl, err := c.client()
+	cl, ctx, cancel, err := c.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := signalContext()
 	defer cancel()
 	if *asJSON {
 		b, err := cl.RangeJSON(ctx, pos[0], q)
@@ -379,11 +381,10 @@ func runList(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 0 {
 		return c.usageError(fmt.Sprintf("unexpected argument %q", pos[0]))
 	}
-	cl, err := c.client()
+	cl, ctx, cancel, err := c.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := signalContext()
 	defer cancel()
 	rows := [][]string{{"NAME", "TOTAL"}}
 	next := ""
@@ -422,11 +423,10 @@ func runMembers(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 0 {
 		return c.usageError(fmt.Sprintf("unexpected argument %q", pos[0]))
 	}
-	cl, err := c.client()
+	cl, ctx, cancel, err := c.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := signalContext()
 	defer cancel()
 	ci, err := cl.Cluster(ctx)
 	if err != nil {
@@ -458,11 +458,10 @@ func runSnapshot(args []string, stdout, stderr io.Writer) error {
 	if _, err := os.Lstat(file); err == nil && !*force {
 		return fmt.Errorf("%s exists; add --force to replace it", file)
 	}
-	cl, err := c.client()
+	cl, ctx, cancel, err := c.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := signalContext()
 	defer cancel()
 	n, err := saveSnapshot(ctx, cl, file, *force)
 	if err != nil {
