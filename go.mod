@@ -1,4 +1,4 @@
-module abacus
+module github.com/abacus-counter/abacus
 
 go 1.26.8
 

@@ -13,7 +13,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"abacus/window"
+	"github.com/abacus-counter/abacus/window"
 )
 
 // Increment is one increment as the API takes it.

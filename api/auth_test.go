@@ -9,8 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"abacus/api"
-	"abacus/window"
+	"github.com/abacus-counter/abacus/api"
+	"github.com/abacus-counter/abacus/window"
 )
 
 type fakeSnapshot struct{}

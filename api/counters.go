@@ -13,7 +13,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"abacus/window"
+	"github.com/abacus-counter/abacus/window"
 )
 
 // nameParam is the {name} path segment, unescaped once: chi routes on the

@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"abacus/api"
-	"abacus/window"
+	"github.com/abacus-counter/abacus/api"
+	"github.com/abacus-counter/abacus/window"
 )
 
 // fakeCounters is an in-memory api.Counters: enough behaviour to test the HTTP

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"abacus/api"
+	"github.com/abacus-counter/abacus/api"
 )
 
 // FuzzRequest sends arbitrary names, queries and bodies to the write and read

@@ -22,9 +22,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"abacus/api"
-	"abacus/ui"
-	"abacus/window"
+	"github.com/abacus-counter/abacus/api"
+	"github.com/abacus-counter/abacus/ui"
+	"github.com/abacus-counter/abacus/window"
 )
 
 // The OpenAPI document (openapi.json) is kept true by these tests: it must be

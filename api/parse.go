@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"abacus/window"
+	"github.com/abacus-counter/abacus/window"
 )
 
 // MaxAmount is the largest amount one increment may carry: 2^53 − 1, the

@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"abacus/api"
-	"abacus/window"
+	"github.com/abacus-counter/abacus/api"
+	"github.com/abacus-counter/abacus/window"
 )
 
 // failingSnapshot writes `before` bytes of a database, then fails.

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"abacus/window"
+	"github.com/abacus-counter/abacus/window"
 )
 
 // DefaultBaseURL is where an agent serves its API unless told otherwise.

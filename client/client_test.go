@@ -20,9 +20,9 @@ import (
 	"testing"
 	"time"
 
-	"abacus/api"
-	"abacus/client"
-	"abacus/window"
+	"github.com/abacus-counter/abacus/api"
+	"github.com/abacus-counter/abacus/client"
+	"github.com/abacus-counter/abacus/window"
 )
 
 // fakeCounters is an in-memory api.Counters that keeps every increment with

@@ -8,7 +8,7 @@ import (
 
 	"pgregory.net/rapid"
 
-	"abacus/crdt"
+	"github.com/abacus-counter/abacus/crdt"
 )
 
 func TestCodec_DeltaRoundTrip(t *testing.T) {

@@ -5,7 +5,7 @@ import (
 	"math"
 	"testing"
 
-	"abacus/crdt"
+	"github.com/abacus-counter/abacus/crdt"
 )
 
 func rid(b byte) crdt.ReplicaID { return crdt.ReplicaID{b} }

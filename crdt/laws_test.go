@@ -5,7 +5,7 @@ import (
 
 	"pgregory.net/rapid"
 
-	"abacus/crdt"
+	"github.com/abacus-counter/abacus/crdt"
 )
 
 // replicaGen draws from a few replicas so that entries collide often.

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"abacus/crdt"
+	"github.com/abacus-counter/abacus/crdt"
 )
 
 // Every gossip message starts with a type byte and a version byte. Types are

@@ -7,7 +7,7 @@ import (
 
 	"pgregory.net/rapid"
 
-	"abacus/crdt"
+	"github.com/abacus-counter/abacus/crdt"
 )
 
 var entryGen = rapid.Custom(func(t *rapid.T) entry {

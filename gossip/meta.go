@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"abacus/crdt"
+	"github.com/abacus-counter/abacus/crdt"
 )
 
 // meta is what every node tells the cluster about itself in memberlist's node

@@ -3,7 +3,7 @@ package gossip
 import (
 	"sync"
 
-	"abacus/crdt"
+	"github.com/abacus-counter/abacus/crdt"
 )
 
 // outbox holds fresh entries waiting to be broadcast. It replaces memberlist's

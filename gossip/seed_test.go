@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"abacus/crdt"
+	"github.com/abacus-counter/abacus/crdt"
 )
 
 // TestWriteFuzzSeeds regenerates the seed corpora in testdata/fuzz from real

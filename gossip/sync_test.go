@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"abacus/crdt"
+	"github.com/abacus-counter/abacus/crdt"
 )
 
 // coverStore records the covers merges carry.

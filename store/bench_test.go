@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"abacus/store"
+	"github.com/abacus-counter/abacus/store"
 )
 
 // BenchmarkApply measures durable single increments from many goroutines: the

@@ -9,8 +9,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"abacus/crdt"
-	"abacus/window"
+	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/window"
 )
 
 // Increment adds Amount to counter Name at event time TS.

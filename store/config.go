@@ -6,8 +6,8 @@ import (
 	"log/slog"
 	"time"
 
-	"abacus/crdt"
-	"abacus/window"
+	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/window"
 )
 
 // Durability says when an increment is acknowledged.

@@ -3,7 +3,7 @@ package store
 import (
 	"errors"
 
-	"abacus/crdt"
+	"github.com/abacus-counter/abacus/crdt"
 )
 
 var (

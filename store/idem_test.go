@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"abacus/crdt"
-	"abacus/store"
-	"abacus/window"
+	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/store"
+	"github.com/abacus-counter/abacus/window"
 )
 
 func idemReq(key string, fp byte, incs ...store.Increment) *store.Request {

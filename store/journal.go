@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"abacus/crdt"
+	"github.com/abacus-counter/abacus/crdt"
 )
 
 // A journal record is everything one commit changed, as absolute values:

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"abacus/crdt"
+	"github.com/abacus-counter/abacus/crdt"
 )
 
 // Layout of state.db (schema 1). Every key and value format is here.

@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"abacus/store"
+	"github.com/abacus-counter/abacus/store"
 )
 
 func TestMain(m *testing.M) {

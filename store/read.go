@@ -9,8 +9,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"abacus/crdt"
-	"abacus/window"
+	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/window"
 )
 
 // Total is counter name's all-time total on this node; a counter never

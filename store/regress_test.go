@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"abacus/crdt"
-	"abacus/store"
+	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/store"
 )
 
 // waitFor polls cond, yielding, until it holds.

@@ -8,7 +8,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"abacus/crdt"
+	"github.com/abacus-counter/abacus/crdt"
 )
 
 // ReplicaInfo says where a replica lives, as far as this node knows.

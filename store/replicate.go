@@ -9,7 +9,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"abacus/crdt"
+	"github.com/abacus-counter/abacus/crdt"
 )
 
 // Digest returns this store's version vector: for each replica it has heard

@@ -10,9 +10,9 @@ import (
 
 	"pgregory.net/rapid"
 
-	"abacus/crdt"
-	"abacus/store"
-	"abacus/window"
+	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/store"
+	"github.com/abacus-counter/abacus/window"
 )
 
 func sameCounters(tb testing.TB, names []string, want map[string]uint64, now time.Time, stores ...*store.Store) {

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"abacus/crdt"
-	"abacus/store"
-	"abacus/window"
+	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/store"
+	"github.com/abacus-counter/abacus/window"
 )
 
 const t0 = "2026-11-23T12:00:00Z"

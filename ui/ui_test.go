@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"abacus/api"
-	"abacus/ui"
+	"github.com/abacus-counter/abacus/api"
+	"github.com/abacus-counter/abacus/ui"
 )
 
 func get(t *testing.T, h http.Handler, method, path string) *httptest.ResponseRecorder {

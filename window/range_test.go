@@ -7,7 +7,7 @@ import (
 
 	"pgregory.net/rapid"
 
-	"abacus/window"
+	"github.com/abacus-counter/abacus/window"
 )
 
 func TestConfig_Plan(t *testing.T) {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"abacus/window"
+	"github.com/abacus-counter/abacus/window"
 )
 
 func mustTime(t testing.TB, s string) time.Time {

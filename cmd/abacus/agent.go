@@ -16,10 +16,10 @@ import (
 	"syscall"
 	"time"
 
-	"abacus/cmd/abacus/internal/agent"
-	"abacus/gossip"
-	"abacus/store"
-	"abacus/window"
+	"github.com/abacus-counter/abacus/cmd/abacus/internal/agent"
+	"github.com/abacus-counter/abacus/gossip"
+	"github.com/abacus-counter/abacus/store"
+	"github.com/abacus-counter/abacus/window"
 )
 
 func runAgent(args []string, stdout, stderr io.Writer) error {

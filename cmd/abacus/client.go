@@ -16,8 +16,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"abacus/client"
-	"abacus/window"
+	"github.com/abacus-counter/abacus/client"
+	"github.com/abacus-counter/abacus/window"
 )
 
 // The client subcommands: each talks HTTP to one node through package client.

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"abacus/internal/testenv"
+	"github.com/abacus-counter/abacus/internal/testenv"
 )
 
 // TestE2E_ClusterKillDuringLoad runs three real agents, drives clients at all

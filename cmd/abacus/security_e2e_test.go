@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"abacus/internal/testenv"
-	"abacus/store"
+	"github.com/abacus-counter/abacus/internal/testenv"
+	"github.com/abacus-counter/abacus/store"
 )
 
 // TestCLI_LiveAuthTLSSnapshot runs the client commands against a live node

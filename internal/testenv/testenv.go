@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"abacus/internal/syspath"
+	"github.com/abacus-counter/abacus/internal/syspath"
 )
 
 var mu sync.Mutex

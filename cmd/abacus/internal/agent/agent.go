@@ -21,12 +21,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"abacus/api"
-	"abacus/crdt"
-	"abacus/gossip"
-	"abacus/store"
-	"abacus/ui"
-	"abacus/window"
+	"github.com/abacus-counter/abacus/api"
+	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/gossip"
+	"github.com/abacus-counter/abacus/store"
+	"github.com/abacus-counter/abacus/ui"
+	"github.com/abacus-counter/abacus/window"
 )
 
 // Config configures a node.

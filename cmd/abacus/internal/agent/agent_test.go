@@ -13,8 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
-	"abacus/cmd/abacus/internal/agent"
-	"abacus/store"
+	"github.com/abacus-counter/abacus/cmd/abacus/internal/agent"
+	"github.com/abacus-counter/abacus/store"
 )
 
 func startAgent(t *testing.T, dir string, mutate ...func(*agent.Config)) *agent.Agent {

@@ -16,12 +16,12 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
-	"abacus/cmd/abacus/internal/agent"
-	"abacus/crdt"
-	"abacus/gossip"
-	"abacus/gossip/faultnet"
-	"abacus/internal/testenv"
-	"abacus/store"
+	"github.com/abacus-counter/abacus/cmd/abacus/internal/agent"
+	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/gossip"
+	"github.com/abacus-counter/abacus/gossip/faultnet"
+	"github.com/abacus-counter/abacus/internal/testenv"
+	"github.com/abacus-counter/abacus/store"
 )
 
 // testCluster is several real nodes, each with its own store and memberlist

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"abacus/cmd/abacus/internal/agent"
-	"abacus/gossip"
-	"abacus/gossip/faultnet"
-	"abacus/store"
+	"github.com/abacus-counter/abacus/cmd/abacus/internal/agent"
+	"github.com/abacus-counter/abacus/gossip"
+	"github.com/abacus-counter/abacus/gossip/faultnet"
+	"github.com/abacus-counter/abacus/store"
 )
 
 // The gossip-traffic measurements of the README. They are benchmarks, not

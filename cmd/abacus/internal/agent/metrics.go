@@ -5,8 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"abacus/gossip"
-	"abacus/store"
+	"github.com/abacus-counter/abacus/gossip"
+	"github.com/abacus-counter/abacus/store"
 )
 
 // storeMetrics are the store's Prometheus metrics: histograms fed by the

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"time"
 
-	"abacus/api"
-	"abacus/crdt"
-	"abacus/gossip"
-	"abacus/store"
-	"abacus/window"
+	"github.com/abacus-counter/abacus/api"
+	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/gossip"
+	"github.com/abacus-counter/abacus/store"
+	"github.com/abacus-counter/abacus/window"
 )
 
 // counters adapts the store to api.Counters.

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"abacus/cmd/abacus/internal/agent"
-	"abacus/internal/testenv"
+	"github.com/abacus-counter/abacus/cmd/abacus/internal/agent"
+	"github.com/abacus-counter/abacus/internal/testenv"
 )
 
 func TestAgent_TLS(t *testing.T) {

@@ -21,7 +21,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
-	"abacus/internal/testenv"
+	"github.com/abacus-counter/abacus/internal/testenv"
 )
 
 // TestUI_Browser drives the dashboard in headless Chromium against a real

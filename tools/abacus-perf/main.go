@@ -29,7 +29,7 @@ import (
 	"syscall"
 	"time"
 
-	"abacus/internal/syspath"
+	"github.com/abacus-counter/abacus/internal/syspath"
 )
 
 type config struct {

@@ -16,8 +16,8 @@ import (
 	"strings"
 	"time"
 
-	"abacus/crdt"
-	"abacus/store"
+	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/store"
 )
 
 // Postmortem: after a failed run kept with --keep, attribute every count to

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"abacus/internal/testenv"
+	"github.com/abacus-counter/abacus/internal/testenv"
 )
 
 // These tests create network namespaces and iptables rules: they need root
@@ -82,7 +82,7 @@ func TestChaos_Short(t *testing.T) {
 		t.Skip("chaos run: about 2 minutes of real processes and namespaces")
 	}
 	requireNet(t)
-	bin := build(t, "abacus/cmd/abacus")
+	bin := build(t, "github.com/abacus-counter/abacus/cmd/abacus")
 	out := t.TempDir()
 	cfg, err := parseConfig([]string{"--mode", "short", "--seed", "1", "--binary", bin, "--out", out}, io.Discard)
 	if err != nil {
@@ -163,8 +163,8 @@ func TestChaos_Interrupt(t *testing.T) {
 		t.Skip("chaos run")
 	}
 	tl := requireNet(t)
-	bin := build(t, "abacus/cmd/abacus")
-	chaos := build(t, "abacus/cmd/abacus-chaos")
+	bin := build(t, "github.com/abacus-counter/abacus/cmd/abacus")
+	chaos := build(t, "github.com/abacus-counter/abacus/tools/abacus-chaos")
 	linksBefore, _ := runCmd(tl.ip, "-o", "link", "show")
 	rulesBefore, _ := runCmd(tl.iptables, "-w", "5", "-S")
 

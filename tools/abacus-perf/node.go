@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"time"
 
-	"abacus/client"
+	"github.com/abacus-counter/abacus/client"
 )
 
 // node is one abacus agent the suite runs.

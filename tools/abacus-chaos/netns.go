@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"abacus/internal/syspath"
+	"github.com/abacus-counter/abacus/internal/syspath"
 )
 
 // The network: one namespace per node plus a hub namespace holding a bridge.

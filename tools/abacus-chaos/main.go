@@ -313,7 +313,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (code int) {
 	bin := cfg.binary
 	if bin == "" {
 		bin = filepath.Join(workDir, "abacus")
-		cmd := exec.CommandContext(dctx, "go", "build", "-o", bin, "abacus/cmd/abacus")
+		cmd := exec.CommandContext(dctx, "go", "build", "-o", bin, "github.com/abacus-counter/abacus/cmd/abacus")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			logf("go build abacus/cmd/abacus (run from inside the module, or give --binary): %v\n%s", err, out)
 			return exitError
