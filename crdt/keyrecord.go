@@ -47,13 +47,16 @@ func (r *KeyRecord) SameCopy(o *KeyRecord) bool {
 }
 
 // Losers returns the indexes of the records of group that lose: every record
-// that shares its fingerprint with an earlier one. Records of one key with
-// different fingerprints are different requests, and each has its own winner.
+// that shares its fingerprint with an earlier one and was accepted before that
+// one expired (after its TTL a key is free again, and the same request is a
+// new one). Records of one key with different fingerprints are different
+// requests. The verdict depends on the records alone, never on when a node
+// looks, and a record that loses keeps losing whatever records join the group.
 func Losers(group []KeyRecord) []int {
 	var out []int
 	for i := range group {
 		for j := range group {
-			if i != j && group[j].Fingerprint == group[i].Fingerprint && group[j].Before(&group[i]) {
+			if i != j && group[j].Fingerprint == group[i].Fingerprint && group[j].Before(&group[i]) && group[i].Accepted < group[j].Expires {
 				out = append(out, i)
 				break
 			}

@@ -405,6 +405,10 @@ type staging struct {
 	// to; compAdds lists the additions, for the journal.
 	compSet  map[crdt.Slot]crdt.Comps
 	compAdds []crdt.CompDelta
+	// Counted once the commit is installed: records learned, and how long
+	// ago each copy compensated here was accepted.
+	recsMerged int
+	resolved   []time.Duration
 	held    []string // Async: idempotency keys of answered requests, released at commit
 	covers  []cover
 	vv      map[crdt.ReplicaID]uint64 // staged version vector changes
@@ -452,6 +456,7 @@ func (st *staging) reset() {
 	st.idem = st.idem[:0]
 	clear(st.compSet)
 	st.compAdds = st.compAdds[:0]
+	st.recsMerged, st.resolved = 0, st.resolved[:0]
 	st.covers = st.covers[:0]
 	st.held = st.held[:0]
 	clear(st.vv)
@@ -623,10 +628,7 @@ func (st *staging) addRecord(r crdt.KeyRecord) error {
 			}
 		}
 		if added {
-			st.s.stats.duplicates.Add(1)
-			if st.s.cfg.ObserveResolution != nil {
-				st.s.cfg.ObserveResolution(now.Sub(time.Unix(0, group[i].Accepted)))
-			}
+			st.resolved = append(st.resolved, now.Sub(time.Unix(0, group[i].Accepted)))
 			st.s.log.Debug("resolved a duplicate of a keyed request", "key", group[i].Key, "loser", group[i].Origin.String(), "seq", group[i].Seq)
 		}
 	}
@@ -770,7 +772,7 @@ func (st *staging) merge(o *op) (Learned, error) {
 			return learned, err
 		}
 		if len(st.idem) > n {
-			s.stats.recordsMerged.Add(1)
+			st.recsMerged++
 			learned.Records = append(learned.Records, r)
 		}
 	}
@@ -825,6 +827,13 @@ func (s *Store) commit(st *staging) {
 		}
 		s.jnext++
 		s.install(st, n)
+		s.stats.recordsMerged.Add(uint64(st.recsMerged))
+		s.stats.duplicates.Add(uint64(len(st.resolved)))
+		if s.cfg.ObserveResolution != nil {
+			for _, d := range st.resolved {
+				s.cfg.ObserveResolution(d)
+			}
+		}
 	}
 	if s.cfg.OnCommit != nil {
 		own := st.ownBuf[:0]
