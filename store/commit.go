@@ -399,7 +399,7 @@ type staging struct {
 	touched []int32          // per request: arena entries it adds to
 	totalAt []int32          // per request: arena entry of each increment's total
 	reqNo   uint32
-	deltas  []crdt.Delta // raised entries, absolute values
+	deltas  []crdt.Delta     // raised entries, absolute values
 	idem    []crdt.KeyRecord // key records new in this commit
 	// compSet holds the staged compensation sets of slots this commit adds
 	// to; compAdds lists the additions, for the journal.
@@ -409,17 +409,17 @@ type staging struct {
 	// ago each copy compensated here was accepted.
 	recsMerged int
 	resolved   []time.Duration
-	held    []string // Async: idempotency keys of answered requests, released at commit
-	covers  []cover
-	vv      map[crdt.ReplicaID]uint64 // staged version vector changes
-	seq     uint64                    // seq of this replica's changes in this commit
-	lastSeq uint64                    // this replica's last seq once committed
-	ownSeen uint64                    // highest seq of this replica's entries met in merges
-	err     error                     // a read of state.db failed
-	nops    int
-	buf     []byte       // journal record encoding
-	ownBuf  []crdt.Delta // this replica's deltas, for OnCommit
-	ownRecs []crdt.KeyRecord
+	held       []string // Async: idempotency keys of answered requests, released at commit
+	covers     []cover
+	vv         map[crdt.ReplicaID]uint64 // staged version vector changes
+	seq        uint64                    // seq of this replica's changes in this commit
+	lastSeq    uint64                    // this replica's last seq once committed
+	ownSeen    uint64                    // highest seq of this replica's entries met in merges
+	err        error                     // a read of state.db failed
+	nops       int
+	buf        []byte       // journal record encoding
+	ownBuf     []crdt.Delta // this replica's deltas, for OnCommit
+	ownRecs    []crdt.KeyRecord
 }
 
 type stagedSlot struct {
@@ -438,8 +438,8 @@ type deltaKey struct {
 
 func newStaging(s *Store) *staging {
 	return &staging{
-		s:     s,
-		slots: make(map[crdt.Slot]int32),
+		s:       s,
+		slots:   make(map[crdt.Slot]int32),
 		other:   make(map[deltaKey]int),
 		vv:      make(map[crdt.ReplicaID]uint64),
 		compSet: make(map[crdt.Slot]crdt.Comps),
