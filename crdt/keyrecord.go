@@ -95,7 +95,8 @@ func AppendKeyRecord(b []byte, r *KeyRecord) []byte {
 const MinKeyRecordSize = 1 + 1 + 32 + 16 + 1 + 1 + 1 + 1 + 1
 
 // KeyRecord reads a record and checks that it is well formed: a key of 1 to
-// MaxKeyLen bytes, at least one increment of valid name and positive amount.
+// MaxKeyLen bytes, increments of valid names and positive amounts (none for a
+// record kept from before records carried them).
 func (d *Decoder) KeyRecord() KeyRecord {
 	var r KeyRecord
 	r.Key = d.String(MaxKeyLen)
@@ -105,7 +106,7 @@ func (d *Decoder) KeyRecord() KeyRecord {
 	r.Accepted = d.Varint()
 	ttl := d.Varint()
 	n := d.Count(1 + 1 + 1 + 1)
-	if d.err == nil && (n == 0 || r.Key == "" || ttl < 0 || r.Accepted > math.MaxInt64-ttl) {
+	if d.err == nil && (r.Key == "" || ttl < 0 || r.Accepted > math.MaxInt64-ttl) {
 		d.Fail(ErrMalformed)
 	}
 	r.Expires = r.Accepted + ttl
