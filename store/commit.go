@@ -401,6 +401,7 @@ type staging struct {
 	reqNo   uint32
 	deltas  []crdt.Delta     // raised entries, absolute values
 	idem    []crdt.KeyRecord // key records new in this commit
+	idemAt  map[string][]int // their indexes in idem, by key
 	// compSet holds the staged compensation sets of slots this commit adds
 	// to; compAdds lists the additions, for the journal.
 	compSet  map[crdt.Slot]crdt.Comps
@@ -443,6 +444,7 @@ func newStaging(s *Store) *staging {
 		other:   make(map[deltaKey]int),
 		vv:      make(map[crdt.ReplicaID]uint64),
 		compSet: make(map[crdt.Slot]crdt.Comps),
+		idemAt:  make(map[string][]int),
 	}
 }
 
@@ -454,6 +456,7 @@ func (st *staging) reset() {
 	st.dirty = st.dirty[:0]
 	st.deltas = st.deltas[:0]
 	st.idem = st.idem[:0]
+	clear(st.idemAt)
 	clear(st.compSet)
 	st.compAdds = st.compAdds[:0]
 	st.recsMerged, st.resolved = 0, st.resolved[:0]
@@ -558,10 +561,8 @@ func (st *staging) readTx(gen uint64) (*bolt.Tx, error) {
 // state.db.
 func (st *staging) records(key string) ([]crdt.KeyRecord, error) {
 	var recs []crdt.KeyRecord
-	for _, r := range st.idem {
-		if r.Key == key {
-			recs = append(recs, r)
-		}
+	for _, i := range st.idemAt[key] {
+		recs = append(recs, st.idem[i])
 	}
 	s := st.s
 	s.mu.RLock()
@@ -614,6 +615,7 @@ func (st *staging) addRecord(r crdt.KeyRecord) error {
 			return nil
 		}
 	}
+	st.idemAt[r.Key] = append(st.idemAt[r.Key], len(st.idem))
 	st.idem = append(st.idem, r)
 	group = append(group, r)
 	if len(group) < 2 {
