@@ -30,7 +30,7 @@ func (s *Store) Total(name string) (uint64, error) {
 			return nil
 		}
 		var err error
-		total, err = sumStoredCounter(v)
+		total, err = s.sumCounter([]byte(name), v)
 		return err
 	})
 	if err != nil {
@@ -142,7 +142,7 @@ func (s *Store) Range(name string, plan window.Plan) ([]uint64, error) {
 			if _, ok := inMem[start]; ok {
 				continue
 			}
-			sum, err := sumStoredCounter(v)
+			sum, err := s.sumCounter(k, v)
 			if err != nil {
 				return err
 			}
@@ -191,7 +191,7 @@ func (s *Store) List(prefix, after string, limit int) ([]NameTotal, string, erro
 			if seen[string(k)] || string(k) <= after {
 				continue
 			}
-			sum, err := sumStoredCounter(v)
+			sum, err := s.sumCounter(k, v)
 			if err != nil {
 				return err
 			}
