@@ -1,11 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
+	"log/slog"
 	"os"
 	"runtime/debug"
 	"time"
@@ -78,9 +80,22 @@ func (d *boltDB) damaged(format string, args ...any) error {
 // trusting it: a valid meta page, and a file at least as long as that meta
 // page says. bbolt itself would map the missing pages and fault, or panic on
 // the first page it cannot read. Its panics while opening are errors too.
-func openChecked(path string, opts *bolt.Options) (db *boltDB, err error) {
+func openChecked(path string, opts *bolt.Options, log *slog.Logger) (db *boltDB, err error) {
 	if err := precheck(path); err != nil {
 		return nil, err
+	}
+	if size := fileSize(path); size > 0 {
+		var deadline time.Time
+		if size > cleanCheckMax {
+			deadline = time.Now().Add(pageCheckTime)
+		}
+		start := time.Now()
+		switch err := checkPages(path, deadline); {
+		case errors.Is(err, errCheckTime):
+			log.Warn("page check stopped at its time limit", "file", path, "took", time.Since(start))
+		case err != nil:
+			return nil, err
+		}
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -182,8 +197,9 @@ func (b walkBudget) over() bool { return !b.deadline.IsZero() && time.Now().Afte
 
 // checkState walks every key of state.db: every counter must pass its
 // checksum and decode, every index key must parse, and every seq index key
-// must name a slot that exists. Then bbolt's own check (page reachability,
-// the freelist) runs. It reports whether it got through everything within
+// must name a slot that exists, and keys must come in order. (bbolt's own
+// tx.Check runs on a goroutine of its own, where a fault in a damaged page
+// cannot be caught: it is not used.) It reports whether it got through everything within
 // the budget.
 func (s *Store) checkState(budget walkBudget) (complete bool, err error) {
 	d := s.state
@@ -243,7 +259,12 @@ func (s *Store) checkState(budget walkBudget) (complete bool, err error) {
 			}},
 		} {
 			c := tx.Bucket(b.name).Cursor()
+			var prev []byte
 			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if prev != nil && bytes.Compare(prev, k) >= 0 {
+					return d.damaged("bucket %s: keys out of order", b.name)
+				}
+				prev = k
 				if err := b.fn(k, v); err != nil {
 					return err
 				}
@@ -255,9 +276,6 @@ func (s *Store) checkState(budget walkBudget) (complete bool, err error) {
 		}
 		if _, err := loadReplicas(tx); err != nil {
 			return d.damaged("replica table: %v", err)
-		}
-		for err := range tx.Check() {
-			return d.damaged("%v", err)
 		}
 		return nil
 	})
@@ -280,9 +298,6 @@ func (s *Store) checkJournal() error {
 			if _, err := decodeRecord(v); err != nil {
 				return d.damaged("journal record %d: %v", binary.BigEndian.Uint64(k), err)
 			}
-		}
-		for err := range tx.Check() {
-			return d.damaged("%v", err)
 		}
 		return nil
 	})
@@ -322,9 +337,12 @@ func copyFile(dst, src string) error {
 // Bounds of the consistency check on open: after a clean shutdown only a
 // state.db up to cleanCheckMax bytes is walked (well under a second); after
 // an unclean one every state.db is, for up to uncleanCheckTime.
+// Every bbolt file's page tree is checked on open (checkPages): in full up
+// to cleanCheckMax bytes, for up to pageCheckTime beyond.
 var (
 	cleanCheckMax    int64 = 64 << 20
 	uncleanCheckTime       = 10 * time.Minute
+	pageCheckTime          = 2 * time.Minute
 )
 
 // inspect reads what state.db says about the last stop, and checks the file
@@ -365,3 +383,173 @@ func (s *Store) inspect() error {
 	}
 	return nil
 }
+
+// checkPages walks the page tree of a bbolt file from its newest valid meta
+// page, reading the file rather than mapping it: every page id must lie
+// below the high-water mark, no page may be reached twice (a cycle would
+// send bbolt's cursors round for ever), elements must lie inside their page
+// and keys must come in order. This is what makes it safe to hand the file
+// to bbolt at all: its cursors trust these and loop, recurse or fault when
+// they do not hold. It stops with an error at the deadline.
+func checkPages(path string, deadline time.Time) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	n, _ := f.ReadAt(buf, 0)
+	m0, ok0 := readBoltMeta(buf[:n])
+	ps := int64(4096)
+	if ok0 {
+		ps = int64(m0.pageSize)
+	}
+	var m1 boltMeta
+	ok1 := false
+	if n, _ := f.ReadAt(buf, ps); n > 0 {
+		m1, ok1 = readBoltMeta(buf[:n])
+	}
+	m := m0
+	if !ok0 || (ok1 && m1.txid > m0.txid) {
+		m = m1
+	}
+	if !ok0 && !ok1 {
+		return &DamagedError{File: path, Reason: "no valid bbolt meta page"}
+	}
+	ps = int64(m.pageSize)
+	bad := func(format string, args ...any) error {
+		return &DamagedError{File: path, Reason: fmt.Sprintf(format, args...)}
+	}
+	seen := make(map[uint64]bool)
+	le := binary.LittleEndian
+	var walk func(p []byte, id uint64, depth int) error
+	// page reads page id with its overflow.
+	page := func(id uint64) ([]byte, error) {
+		if id < 2 || id >= m.pgid {
+			return nil, bad("page %d out of range (high-water mark %d)", id, m.pgid)
+		}
+		hdr := make([]byte, 16)
+		if _, err := f.ReadAt(hdr, int64(id)*ps); err != nil {
+			return nil, bad("page %d unreadable: %v", id, err)
+		}
+		if le.Uint64(hdr) != id {
+			return nil, bad("page %d says it is page %d", id, le.Uint64(hdr))
+		}
+		over := uint64(le.Uint32(hdr[12:]))
+		if id+over >= m.pgid {
+			return nil, bad("page %d overflows past the high-water mark", id)
+		}
+		for j := id; j <= id+over; j++ {
+			if seen[j] {
+				return nil, bad("page %d reached twice", j)
+			}
+			seen[j] = true
+		}
+		p := make([]byte, int64(1+over)*ps)
+		if _, err := f.ReadAt(p, int64(id)*ps); err != nil {
+			return nil, bad("page %d unreadable: %v", id, err)
+		}
+		return p, nil
+	}
+	bucket := func(v []byte, depth int) error {
+		if len(v) < 16 {
+			return bad("bucket header of %d bytes", len(v))
+		}
+		root := le.Uint64(v)
+		if root == 0 { // inline bucket: its leaf page follows the header
+			return walk(v[16:], 0, depth+1)
+		}
+		p, err := page(root)
+		if err != nil {
+			return err
+		}
+		return walk(p, root, depth+1)
+	}
+	walk = func(p []byte, id uint64, depth int) error {
+		if depth > 64 {
+			return bad("page tree deeper than 64 at page %d", id)
+		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return errCheckTime
+		}
+		if len(p) < 16 {
+			return bad("page %d: short", id)
+		}
+		flags, count := le.Uint16(p[8:]), int(le.Uint16(p[10:]))
+		if 16+count*16 > len(p) {
+			return bad("page %d: %d elements do not fit", id, count)
+		}
+		var prev []byte
+		for i := 0; i < count; i++ {
+			e := p[16+i*16:]
+			var k, v []byte
+			switch flags {
+			case 0x01: // branch: pos, ksize, pgid
+				pos, ks := int(le.Uint32(e)), int(le.Uint32(e[4:]))
+				start := 16 + i*16 + pos
+				if pos < 0 || start+ks > len(p) || start < 0 {
+					return bad("page %d: element %d outside the page", id, i)
+				}
+				k = p[start : start+ks]
+				child, err := page(le.Uint64(e[8:]))
+				if err != nil {
+					return err
+				}
+				if err := walk(child, le.Uint64(e[8:]), depth+1); err != nil {
+					return err
+				}
+			case 0x02: // leaf: flags, pos, ksize, vsize
+				ef, pos, ks, vs := le.Uint32(e), int(le.Uint32(e[4:])), int(le.Uint32(e[8:])), int(le.Uint32(e[12:]))
+				start := 16 + i*16 + pos
+				if pos < 0 || start < 0 || ks < 0 || vs < 0 || start+ks+vs > len(p) {
+					return bad("page %d: element %d outside the page", id, i)
+				}
+				k, v = p[start:start+ks], p[start+ks:start+ks+vs]
+				if ef&0x01 != 0 {
+					if err := bucket(v, depth); err != nil {
+						return err
+					}
+				}
+			default:
+				return bad("page %d: flags %#x, want a branch or leaf page", id, flags)
+			}
+			if prev != nil && bytes.Compare(prev, k) >= 0 {
+				return bad("page %d: keys out of order", id)
+			}
+			prev = k
+		}
+		return nil
+	}
+	root, err := page(m.root)
+	if err != nil {
+		return err
+	}
+	if err := walk(root, m.root, 0); err != nil {
+		return err
+	}
+	if m.free != ^uint64(0) {
+		p, err := page(m.free)
+		if err != nil {
+			return bad("freelist: %v", err)
+		}
+		if le.Uint16(p[8:]) != 0x10 {
+			return bad("freelist page %d has flags %#x", m.free, le.Uint16(p[8:]))
+		}
+		count, ids := int(le.Uint16(p[10:])), p[16:]
+		if count == 0xFFFF && len(ids) >= 8 {
+			count, ids = int(le.Uint64(ids)), ids[8:]
+		}
+		if count*8 > len(ids) {
+			return bad("freelist page %d: %d ids do not fit", m.free, count)
+		}
+		for i := 0; i < count; i++ {
+			id := le.Uint64(ids[i*8:])
+			if id < 2 || id >= m.pgid || seen[id] {
+				return bad("freelist names page %d, which is in use or out of range", id)
+			}
+		}
+	}
+	return nil
+}
+
+var errCheckTime = errors.New("check stopped at its time limit")

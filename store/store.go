@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -136,7 +137,7 @@ func Open(cfg Config) (*Store, error) {
 		s.log.Warn("journal.db was empty: treating it as lost", "file", journalPath)
 	}
 	var err error
-	if s.state, err = openBolt(statePath, false); err != nil {
+	if s.state, err = openBolt(statePath, false, s.log); err != nil {
 		return nil, err
 	}
 	s.state.onDamage = s.noteDamage
@@ -155,7 +156,7 @@ func Open(cfg Config) (*Store, error) {
 			return nil, err
 		}
 	}
-	if s.journal, err = openBolt(journalPath, true); err != nil {
+	if s.journal, err = openBolt(journalPath, true, s.log); err != nil {
 		s.state.Close()
 		return nil, err
 	}
@@ -178,7 +179,7 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-func openBolt(path string, journal bool) (*boltDB, error) {
+func openBolt(path string, journal bool, log *slog.Logger) (*boltDB, error) {
 	opts := &bolt.Options{
 		Timeout:      time.Second,
 		FreelistType: bolt.FreelistMapType,
@@ -186,7 +187,7 @@ func openBolt(path string, journal bool) (*boltDB, error) {
 		// freelist on open is cheap, writing it on every commit is not.
 		NoFreelistSync: journal,
 	}
-	db, err := openChecked(path, opts)
+	db, err := openChecked(path, opts, log)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w", path, ErrInUse)
 	}
@@ -424,7 +425,12 @@ func (s *Store) deleteMem(slot crdt.Slot) {
 }
 
 // loadCounter reads slot's counter from state.db; a missing slot is empty.
-func (s *Store) loadCounter(tx *bolt.Tx, slot crdt.Slot) (*crdt.GCounter, error) {
+//
+// It guards itself against bbolt's panics and faults (see boltDB): the
+// committer reads through a transaction of its own, outside View.
+func (s *Store) loadCounter(tx *bolt.Tx, slot crdt.Slot) (_ *crdt.GCounter, err error) {
+	defer s.state.catch(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	var kb [160]byte
 	b, key := tx.Bucket(bucketTotals), append(kb[:0], slot.Name...)
 	if !slot.IsTotal() {
