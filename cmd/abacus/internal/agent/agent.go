@@ -311,6 +311,9 @@ func (s snapshotter) SnapshotName() string {
 
 // writeBlocked says why the node refuses writes, or nil.
 func (a *Agent) writeBlocked() error {
+	if why := damaged(a.store.Err()); why != "" {
+		return errors.New(why)
+	}
 	if err := a.gossip.WriteBlocked(); err != nil {
 		return err
 	}
@@ -427,6 +430,8 @@ func (c *cluster) Ready() error {
 	switch err := c.store.Err(); {
 	case errors.Is(err, store.ErrClosed):
 		return errors.New("shutting down")
+	case damaged(err) != "":
+		return errors.New(damaged(err))
 	case err != nil:
 		return errors.New("a disk write failed; restart the node (the log says why)")
 	}
