@@ -127,14 +127,11 @@ func Open(cfg Config) (*Store, error) {
 	statePath, journalPath := filepath.Join(cfg.Dir, StateFile), filepath.Join(cfg.Dir, JournalFile)
 	_, errState := os.Stat(statePath)
 	_, errJournal := os.Stat(journalPath)
-	if errState == nil && errJournal == nil && fileSize(journalPath) == 0 {
-		// bbolt writes four pages when it creates a file: an empty journal
-		// was cut, and holds nothing. It is as lost as a deleted one.
-		if err := os.Remove(journalPath); err != nil {
-			return nil, fmt.Errorf("remove empty %s: %w", journalPath, err)
-		}
+	// bbolt writes four pages when it creates a file: an empty journal was
+	// cut, and holds nothing. It is as lost as a deleted one.
+	emptyJournal := errState == nil && errJournal == nil && fileSize(journalPath) == 0
+	if emptyJournal {
 		errJournal = os.ErrNotExist
-		s.log.Warn("journal.db was empty: treating it as lost", "file", journalPath)
 	}
 	var err error
 	if s.state, err = openBolt(statePath, false, s.log); err != nil {
@@ -144,6 +141,17 @@ func Open(cfg Config) (*Store, error) {
 	if err := s.inspect(); err != nil {
 		s.state.Close()
 		return nil, err
+	}
+	if errState == nil && os.IsNotExist(errJournal) && s.unclean && cfg.RefuseLostJournal {
+		s.state.Close()
+		return nil, &DamagedError{File: journalPath, Reason: "missing or empty after an unclean shutdown: what this node acknowledged since its last checkpoint is gone, and no peer is configured to give it back"}
+	}
+	if emptyJournal {
+		if err := os.Remove(journalPath); err != nil {
+			s.state.Close()
+			return nil, fmt.Errorf("remove empty %s: %w", journalPath, err)
+		}
+		s.log.Warn("journal.db was empty: treating it as lost", "file", journalPath)
 	}
 	if errState == nil && os.IsNotExist(errJournal) {
 		// A restored snapshot, or a journal lost. Mark it before journal.db

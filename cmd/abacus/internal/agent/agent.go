@@ -149,6 +149,8 @@ func New(cfg Config) (*Agent, error) {
 	scfg.IdempotencyTTL = cfg.IdempotencyTTL
 	scfg.Logger = cfg.Logger.With("component", "store")
 	scfg.Now = cfg.Now
+	// With no --join, no peer is sure to give back what a lost journal held.
+	scfg.RefuseLostJournal = len(cfg.Join) == 0
 	newStoreMetrics(a.reg).hook(&scfg)
 	// The store exists before the gossip layer that needs it; its commits
 	// reach gossip once gossip exists (nothing is committed before).
