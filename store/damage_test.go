@@ -246,3 +246,48 @@ func FuzzOpenState(f *testing.F) {
 		s.List("", "", 100)
 	})
 }
+
+// TestStore_Close_MarksClean: a journal lost after a clean Close loses
+// nothing, and even a lone node opens; after an unclean stop it refuses.
+func TestStore_Close_MarksClean(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		clean bool
+	}{{"clean", true}, {"unclean", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock("2026-11-23T10:00:00Z")
+			dir := t.TempDir()
+			cfg := testConfig(dir, c)
+			cfg.RefuseLostJournal = true
+			s := mustOpen(t, cfg)
+			mustApply(t, s, inc("a", 5, c.Now()))
+			if tc.clean {
+				mustClose(t, s)
+			} else {
+				// An unclean stop: the files as a kill -9 leaves them.
+				dir = copyDir(t, dir)
+				mustClose(t, s)
+			}
+			os.Remove(filepath.Join(dir, store.JournalFile))
+			cfg = testConfig(dir, c)
+			cfg.RefuseLostJournal = true
+			s2, err := store.Open(cfg)
+			if tc.clean {
+				if err != nil {
+					t.Fatalf("open after a clean close without journal: %v", err)
+				}
+				if got := mustTotal(t, s2, "a"); got != 5 {
+					t.Fatalf("total %d, want 5", got)
+				}
+				s2.Close(context.Background())
+				return
+			}
+			if err == nil {
+				s2.Close(context.Background())
+			}
+			if !errors.Is(err, store.ErrDamaged) {
+				t.Fatalf("open after an unclean stop without journal: %v, want ErrDamaged", err)
+			}
+		})
+	}
+}

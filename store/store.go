@@ -127,6 +127,11 @@ func Open(cfg Config) (*Store, error) {
 	statePath, journalPath := filepath.Join(cfg.Dir, StateFile), filepath.Join(cfg.Dir, JournalFile)
 	_, errState := os.Stat(statePath)
 	_, errJournal := os.Stat(journalPath)
+	if os.IsNotExist(errState) && errJournal == nil && fileSize(journalPath) > 0 {
+		// A new state.db would be a new replica, which the journal does
+		// not belong to.
+		return nil, &DamagedError{File: statePath, Reason: "missing, while journal.db is there"}
+	}
 	// bbolt writes four pages when it creates a file: an empty journal was
 	// cut, and holds nothing. It is as lost as a deleted one.
 	emptyJournal := errState == nil && errJournal == nil && fileSize(journalPath) == 0
@@ -496,7 +501,10 @@ func (s *Store) Close(ctx context.Context) error {
 		if err != nil && !errors.Is(err, ErrFailed) {
 			s.closeErr = fmt.Errorf("final checkpoint: %w", err)
 		}
-		if err == nil && s.Err() == nil {
+		s.mu.RLock()
+		failed := s.failed
+		s.mu.RUnlock()
+		if err == nil && failed == nil && s.damage.Load() == nil {
 			// Everything is in state.db: the next start needs no journal.
 			if err := s.state.Update(func(tx *bolt.Tx) error {
 				return tx.Bucket(bucketMeta).Delete(metaOpen)
