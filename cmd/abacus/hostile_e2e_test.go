@@ -113,7 +113,9 @@ func TestE2E_ForgedGossip(t *testing.T) {
 	} {
 		t.Run(target.name, func(t *testing.T) {
 			n := target.n
-			var self struct{ Self struct{ Name, Replica string } }
+			var self struct {
+				Self struct{ Name, Replica string }
+			}
 			getJSON(t, n.url+"/v1/cluster", &self)
 			own := replicaOf(t, self.Self.Replica)
 			postBatch(t, n.url, map[string]uint64{"f.a": 5, "f.b": 7})
@@ -123,7 +125,9 @@ func TestE2E_ForgedGossip(t *testing.T) {
 
 			memberName, memberReplica := self.Self.Name, random
 			if target.member != nil {
-				var m struct{ Self struct{ Name, Replica string } }
+				var m struct {
+					Self struct{ Name, Replica string }
+				}
 				getJSON(t, target.member.url+"/v1/cluster", &m)
 				memberName, memberReplica = m.Self.Name, replicaOf(t, m.Self.Replica)
 			}
