@@ -201,7 +201,7 @@ func New(cfg Config) (*Agent, error) {
 	if st.Restored() {
 		a.restoring.Store(true)
 		gs.Recover(st.RestoredSeq())
-		a.log.Warn("restored from a snapshot: refusing writes until every live peer has sent this replica's newer entries")
+		a.log.Warn("restored (from a snapshot, or by abacus recover): refusing writes until every live peer has sent this replica's newer entries")
 	}
 
 	deps := api.Deps{
@@ -322,7 +322,7 @@ func (a *Agent) writeBlocked() error {
 	if a.restoring.Load() {
 		ok, why := a.gossip.CaughtUpOnSelf()
 		if !ok {
-			return errors.New("restored from a snapshot; catching up on this replica's own entries first: " + why)
+			return errors.New("restored (from a snapshot, or by abacus recover); catching up on this replica's own entries first: " + why)
 		}
 		if a.restoring.CompareAndSwap(true, false) {
 			a.log.Info("restored node caught up on its own entries; taking writes")
