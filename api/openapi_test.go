@@ -225,7 +225,7 @@ func TestOpenAPI_Responses(t *testing.T) {
 			prep: func(t testing.TB, f *fakeCounters, h http.Handler) {
 				do(t, h, call{"POST", "/v1/counters/signups/increment?amount=3", "", key("k1")})
 			}},
-		{name: "batch", call: call{"POST", "/v1/increments", `{"increments":[{"name":"a","amount":2},{"name":"b","ts":1795428000.5},{"name":"a","ts":"2026-11-23T11:00:00Z","amount":null}]}`, jsonCT}, status: 200},
+		{name: "batch", call: call{"POST", "/v1/increments", `{"increments":[{"name":"a","amount":2},{"name":"b","ts":1795428000.5},{"name":"a","ts":"2026-11-23T11:00:00Z"}]}`, jsonCT}, status: 200},
 		{name: "get", call: call{"GET", "/v1/counters/signups", "", nil}, status: 200, prep: seed},
 		{name: "get detail", call: call{"GET", "/v1/counters/signups?detail=true", "", nil}, status: 200, prep: seed},
 		{name: "range", call: call{"GET", "/v1/counters/signups/range?from=2026-11-23T06:00:00Z&to=2026-11-23T12:00:00Z&step=1h", "", nil}, status: 200, prep: seed},

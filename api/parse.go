@@ -59,10 +59,13 @@ func parseAmount(s string) (uint64, *apiError) {
 }
 
 // parseAmountJSON parses an amount given as a JSON value: an integer literal.
-// null or absent means the default, 1.
+// Absent means the default, 1; null is refused, not taken for absent.
 func parseAmountJSON(raw json.RawMessage) (uint64, *apiError) {
-	if len(raw) == 0 || string(raw) == "null" {
+	if len(raw) == 0 {
 		return 1, nil
+	}
+	if string(raw) == "null" {
+		return 0, errorf(kindJSONNull, "amount is null; leave it out for the default, 1")
 	}
 	return parseAmount(string(raw))
 }
@@ -80,11 +83,14 @@ func parseTime(s string, now time.Time) (time.Time, *apiError) {
 	return ts, nil
 }
 
-// parseTimeJSON parses an event time given as a JSON string or number. null or
-// absent means now.
+// parseTimeJSON parses an event time given as a JSON string or number.
+// Absent means now; null is refused, not taken for absent.
 func parseTimeJSON(raw json.RawMessage, now time.Time) (time.Time, *apiError) {
-	if len(raw) == 0 || string(raw) == "null" {
+	if len(raw) == 0 {
 		return now, nil
+	}
+	if string(raw) == "null" {
+		return time.Time{}, errorf(kindJSONNull, "ts is null; leave it out for now")
 	}
 	s := string(raw)
 	if raw[0] == '"' {
@@ -115,8 +121,11 @@ type incrementBody struct {
 }
 
 // decodeStrict decodes exactly one JSON value into v, refusing unknown
-// fields and trailing data.
+// fields, fields in the wrong case, keys given twice and trailing data.
 func decodeStrict(body []byte, v any) *apiError {
+	if e := checkKeys(body, v); e != nil {
+		return e
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

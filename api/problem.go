@@ -32,6 +32,9 @@ var (
 	kindInvalidStep       = kind{"invalid-step", "Invalid step", http.StatusBadRequest}
 	kindTooManyPoints     = kind{"too-many-points", "Range has too many points", http.StatusBadRequest}
 	kindInvalidJSON       = kind{"invalid-json", "Malformed JSON body", http.StatusBadRequest}
+	kindDuplicateKey      = kind{"duplicate-json-key", "JSON key given twice", http.StatusBadRequest}
+	kindFieldCase         = kind{"json-field-case", "JSON field name in the wrong case", http.StatusBadRequest}
+	kindJSONNull          = kind{"json-null", "JSON null where a value belongs", http.StatusBadRequest}
 	kindInvalidParameter  = kind{"invalid-parameter", "Invalid parameter", http.StatusBadRequest}
 	kindInvalidIdemKey    = kind{"invalid-idempotency-key", "Invalid Idempotency-Key", http.StatusBadRequest}
 	kindUnauthorized      = kind{"unauthorized", "Missing or invalid token", http.StatusUnauthorized}

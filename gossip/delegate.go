@@ -74,6 +74,10 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 		g.log.Debug("dropping push/pull state", "err", err)
 		return
 	}
+	if !g.knownNode(m.name) {
+		g.reject(msgDigest, "push/pull state from a node that is not a member")
+		return
+	}
 	g.stats.exchanges.Add(1)
 	g.sawDigest(m)
 }
@@ -94,7 +98,7 @@ func (g *Gossip) handleMsg(b []byte) {
 	t, dec, err := header(b)
 	if err != nil {
 		g.stats.decodeErrors.Add(1)
-		g.log.Debug("dropping gossip message", "err", err, "bytes", len(b))
+		g.reject(t, "malformed")
 		return
 	}
 	g.stats.received(t, len(b))
@@ -103,6 +107,10 @@ func (g *Gossip) handleMsg(b []byte) {
 		m, err := decodeDeltas(dec)
 		if err != nil {
 			break
+		}
+		if why := g.checkDeltas(&m); why != "" {
+			g.reject(t, why)
+			return
 		}
 		select {
 		case g.mergeCh <- inbound{deltas: m.deltas()}:
@@ -115,6 +123,10 @@ func (g *Gossip) handleMsg(b []byte) {
 		if err != nil {
 			break
 		}
+		if why := g.checkRecords(&m); why != "" {
+			g.reject(t, why)
+			return
+		}
 		select {
 		case g.mergeCh <- inbound{records: m.records}:
 		default:
@@ -126,6 +138,10 @@ func (g *Gossip) handleMsg(b []byte) {
 		if err != nil {
 			break
 		}
+		if !g.knownNode(m.name) {
+			g.reject(t, "from a node that is not a member")
+			return
+		}
 		g.sawDigest(m)
 		return
 	case msgPull, msgPullKeys:
@@ -134,6 +150,10 @@ func (g *Gossip) handleMsg(b []byte) {
 			break
 		}
 		m.keys = t == msgPullKeys
+		if !g.knownNode(m.from) {
+			g.reject(t, "from a node that is not a member")
+			return
+		}
 		select {
 		case g.serveCh <- m:
 		default:
@@ -149,6 +169,14 @@ func (g *Gossip) handleMsg(b []byte) {
 		}
 		if err != nil {
 			break
+		}
+		if !g.knownNode(m.from) {
+			g.reject(t, "from a node that is not a member")
+			return
+		}
+		if m.origin == g.store.Replica() && !g.recovering() {
+			g.reject(t, "entries of this node's own replica, which only this node raises")
+			return
 		}
 		select {
 		case g.chunkCh <- m:
@@ -169,5 +197,5 @@ func (g *Gossip) handleMsg(b []byte) {
 		return
 	}
 	g.stats.decodeErrors.Add(1)
-	g.log.Debug("dropping malformed gossip message", "type", t.String(), "bytes", len(b))
+	g.reject(t, "malformed")
 }

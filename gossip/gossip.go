@@ -60,10 +60,11 @@ type Gossip struct {
 	joinedCh  chan struct{}
 	duplicate atomic.Pointer[error]
 
-	stats  stats
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	stats   stats
+	dropLog *rateLimit // bounds the log lines about dropped packets
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 
 	closeOnce sync.Once
 }
@@ -142,6 +143,7 @@ func New(cfg Config, st Store) (*Gossip, error) {
 		pullCh:   make(chan pullReq, 256),
 		pullKick: make(chan struct{}, 1),
 		peers:    make(map[string]*peer),
+		dropLog:  newRateLimit(cfg.Logger, 5, 10*time.Second),
 		pulls:    make(map[pullKey]*pullState),
 		known:    make(map[string]knownMember),
 		syncBase: make(map[string]map[crdt.ReplicaID]uint64),
@@ -216,7 +218,7 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 		mc.Keyring = kr
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	}
-	mc.Logger = log.New(logWriter{cfg.Logger}, "", 0)
+	mc.Logger = log.New(logWriter{log: cfg.Logger, drops: &g.stats.rejected, limit: g.dropLog}, "", 0)
 	mc.Delegate = (*delegate)(g)
 	mc.Events = (*events)(g)
 	mc.Alive = (*aliveDelegate)(g)

@@ -10,6 +10,10 @@ import (
 // records at the matching level.
 type logWriter struct {
 	log *slog.Logger
+	// drops counts the lines that report a dropped packet; limit bounds
+	// how many of them are logged (anyone can send garbage to the port).
+	drops interface{ Add(uint64) uint64 }
+	limit *rateLimit
 }
 
 func (w logWriter) Write(p []byte) (int, error) {
@@ -26,6 +30,12 @@ func (w logWriter) Write(p []byte) (int, error) {
 		}
 	}
 	line = bytes.TrimPrefix(line, []byte("memberlist: "))
+	if w.limit != nil && isPacketDrop(line) {
+		w.drops.Add(1)
+		if !w.limit.allow() {
+			return len(p), nil
+		}
+	}
 	w.log.Log(context.Background(), level, string(line), "component", "memberlist")
 	return len(p), nil
 }

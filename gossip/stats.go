@@ -10,6 +10,7 @@ type stats struct {
 	decodeErrors     atomic.Uint64
 	dropped          atomic.Uint64 // inbound work dropped for full queues
 	refused          atomic.Uint64 // nodes refused: wrong cluster, windows or a duplicate replica
+	rejected         atomic.Uint64 // packets dropped: undecryptable, wrong label, not from a member
 	exchanges        atomic.Uint64 // push/pull states merged
 	pullsStarted     atomic.Uint64
 	pullsDone        atomic.Uint64
@@ -41,7 +42,11 @@ type Stats struct {
 	// Messages and bytes by kind ("deltas", "digest", "pull", "chunk", "bye").
 	MessagesIn, MessagesOut, BytesIn, BytesOut map[string]uint64
 
-	DecodeErrors, Dropped, Refused, Exchanges      uint64
+	DecodeErrors, Dropped, Refused, Exchanges uint64
+	// Rejected counts packets and messages dropped as not from a member:
+	// undecryptable, of another cluster label, malformed at memberlist's
+	// level, or naming a node or replica this node does not know.
+	Rejected                                       uint64
 	PullsStarted, PullsDone                        uint64
 	ChunksServed, ChunksMerged                     uint64
 	EntriesPulled, EntriesLearned, EntriesCommited uint64
@@ -65,6 +70,7 @@ func (g *Gossip) Stats() Stats {
 	s.DecodeErrors = g.stats.decodeErrors.Load()
 	s.Dropped = g.stats.dropped.Load()
 	s.Refused = g.stats.refused.Load()
+	s.Rejected = g.stats.rejected.Load()
 	s.Exchanges = g.stats.exchanges.Load()
 	s.PullsStarted = g.stats.pullsStarted.Load()
 	s.PullsDone = g.stats.pullsDone.Load()

@@ -318,7 +318,7 @@ func (w *slotWriter) write(slot crdt.Slot, g *crdt.GCounter, now time.Time) erro
 	var err error
 	w.old = w.old[:0]
 	if oldVal != nil {
-		if w.old, err = decodeStoredCounter(oldVal, w.old); err != nil {
+		if w.old, err = s.decodeCounter(key, oldVal, w.old); err != nil {
 			return fmt.Errorf("slot %+v: %w", slot, err)
 		}
 	}
@@ -337,7 +337,7 @@ func (w *slotWriter) write(slot crdt.Slot, g *crdt.GCounter, now time.Time) erro
 		}
 		w.seqPut = append(w.seqPut, seqIdxKey(idx, e.Seq, slot))
 	})
-	if err := b.Put(key, appendStoredCounter(nil, entries)); err != nil {
+	if err := b.Put(key, s.encodeCounter(key, entries)); err != nil {
 		return err
 	}
 	if oldVal == nil && !slot.IsTotal() {
@@ -509,7 +509,7 @@ func (s *Store) deleteWindow(tx *bolt.Tx, k []byte) error {
 	if v == nil {
 		return nil
 	}
-	es, err := decodeStoredCounter(v, nil)
+	es, err := s.decodeCounter(key, v, nil)
 	if err != nil {
 		return err
 	}

@@ -81,6 +81,12 @@ type Config struct {
 	// Rand is the source of the replica ID of a new data directory. Nil means
 	// crypto/rand.
 	Rand io.Reader
+	// RefuseLostJournal makes Open fail with a *DamagedError when journal.db
+	// is missing or empty after an unclean shutdown, instead of treating the
+	// directory as a restored snapshot: right for a node that no peer is
+	// configured to give back what the journal held (abacus recover then
+	// makes the loss explicit).
+	RefuseLostJournal bool
 	// Logger receives the store's logs. Nil discards them.
 	Logger *slog.Logger
 	// OnCommit is called after each commit, from the committing goroutine, with

@@ -29,3 +29,8 @@ var (
 	// after that: its memory may no longer match its files.
 	ErrFailed = errors.New("store: a commit failed; the store refuses writes until restarted")
 )
+
+// ErrDamaged means a data file is damaged: it failed a check on open, or a
+// transaction found damage while running (the store then refuses writes).
+// The error is a *DamagedError naming the file.
+var ErrDamaged = errors.New("store: data file damaged")

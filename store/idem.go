@@ -132,10 +132,14 @@ func addRecord(recs []crdt.KeyRecord, r crdt.KeyRecord) []crdt.KeyRecord {
 // decodeLegacyIdem reads a record of the idem bucket, written before key
 // records replicated: always this replica's.
 func (s *Store) decodeLegacyIdem(key string, v []byte) (crdt.KeyRecord, error) {
+	return legacyIdemRecord(key, v, s.replica)
+}
+
+func legacyIdemRecord(key string, v []byte, replica crdt.ReplicaID) (crdt.KeyRecord, error) {
 	if len(v) < 40 {
 		return crdt.KeyRecord{}, fmt.Errorf("idempotency record of %d bytes: %w", len(v), ErrIncompatible)
 	}
-	r := crdt.KeyRecord{Key: key, Origin: s.replica, Expires: int64(binary.BigEndian.Uint64(v))}
+	r := crdt.KeyRecord{Key: key, Origin: replica, Expires: int64(binary.BigEndian.Uint64(v))}
 	r.Accepted = r.Expires
 	copy(r.Fingerprint[:], v[8:40])
 	r.Response = append([]byte(nil), v[40:]...)

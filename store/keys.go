@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 
 	"github.com/abacus-counter/abacus/crdt"
 )
@@ -12,7 +13,8 @@ import (
 //	meta      "schema" → uint64; "replica" → 16 bytes; "windows" → window config
 //	          string; "seq" → this replica's last committed seq; "created" → Unix
 //	          seconds; "restored" → seq (present while a restored snapshot has
-//	          not caught up on its own replica's entries; see Restored)
+//	          not caught up on its own replica's entries; see Restored); "open"
+//	          → 1 while a process has the file open (absent after a clean Close)
 //	replicas  local index (uint32 BE) → replica ID (16) | node name | dc
 //	totals    name → counter
 //	windows   name | 0x00 | res seconds (uint32 BE) | start (uint64 BE) → counter
@@ -32,7 +34,9 @@ import (
 //
 // A counter value is uvarint n, then n × (local index, value, seq) as uvarints,
 // sorted by replica ID. Local indexes keep the per-entry replica reference to a
-// byte or two; the replicas bucket maps them back.
+// byte or two; the replicas bucket maps them back. From schema 2 on, the value
+// ends with a CRC-32C (4 bytes BE) of key and value: bbolt has no checksums on
+// its pages, and a damaged page must never be served as a count.
 //
 // Layout of journal.db:
 //
@@ -61,9 +65,12 @@ var (
 	metaSeq      = []byte("seq")
 	metaCreated  = []byte("created")
 	metaRestored = []byte("restored")
+	metaOpen     = []byte("open")
 )
 
-const schemaVersion = 1
+// schemaVersion is the schema of new data directories; schema 1 (no
+// checksums on counters) is still read and written as schema 1.
+const schemaVersion = 2
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
@@ -123,6 +130,62 @@ func appendStoredCounter(dst []byte, es []storedEntry) []byte {
 		dst = binary.AppendUvarint(dst, e.seq)
 	}
 	return dst
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func counterSum(key, v []byte) uint32 {
+	return crc32.Update(crc32.Checksum(key, castagnoli), castagnoli, v)
+}
+
+// encodeCounter is a counter's state.db value under key.
+func (s *Store) encodeCounter(key []byte, es []storedEntry) []byte {
+	v := appendStoredCounter(nil, es)
+	if !s.sums {
+		return v
+	}
+	return binary.BigEndian.AppendUint32(v, counterSum(key, v))
+}
+
+// unsum checks and strips the checksum of a counter value.
+func (s *Store) unsum(key, v []byte) ([]byte, error) {
+	if !s.sums {
+		return v, nil
+	}
+	if len(v) < 4 {
+		return nil, s.state.damaged("counter %q: value of %d bytes", key, len(v))
+	}
+	body := v[:len(v)-4]
+	if binary.BigEndian.Uint32(v[len(body):]) != counterSum(key, body) {
+		return nil, s.state.damaged("counter %q: checksum mismatch", key)
+	}
+	return body, nil
+}
+
+// decodeCounter decodes the state.db value of key.
+func (s *Store) decodeCounter(key, v []byte, dst []storedEntry) ([]storedEntry, error) {
+	body, err := s.unsum(key, v)
+	if err != nil {
+		return nil, err
+	}
+	es, err := decodeStoredCounter(body, dst)
+	if err != nil {
+		return nil, s.state.damaged("counter %q: %v", key, err)
+	}
+	return es, nil
+}
+
+// sumCounter is the value of the state.db counter under key.
+func (s *Store) sumCounter(key, v []byte) (uint64, error) {
+	body, err := s.unsum(key, v)
+	if err != nil {
+		return 0, err
+	}
+	n, err := sumStoredCounter(body)
+	if err != nil {
+		return 0, s.state.damaged("counter %q: %v", key, err)
+	}
+	return n, nil
 }
 
 func decodeStoredCounter(b []byte, dst []storedEntry) ([]storedEntry, error) {

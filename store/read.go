@@ -31,7 +31,7 @@ func (s *Store) Total(name string) (uint64, error) {
 			return nil
 		}
 		var err error
-		total, err = s.storedValue(v, cs)
+		total, err = s.storedValue([]byte(name), v, cs)
 		return err
 	})
 	if err != nil {
@@ -153,7 +153,7 @@ func (s *Store) Range(name string, plan window.Plan) ([]uint64, error) {
 			if _, ok := inMem[start]; ok {
 				continue
 			}
-			sum, err := s.storedValue(v, comps[start])
+			sum, err := s.storedValue(k, v, comps[start])
 			if err != nil {
 				return err
 			}
@@ -208,7 +208,7 @@ func (s *Store) List(prefix, after string, limit int) ([]NameTotal, string, erro
 			if seen[string(k)] || string(k) <= after {
 				continue
 			}
-			sum, err := s.storedValue(v, totalComps[string(k)])
+			sum, err := s.storedValue(k, v, totalComps[string(k)])
 			if err != nil {
 				return err
 			}
@@ -227,12 +227,13 @@ func (s *Store) List(prefix, after string, limit int) ([]NameTotal, string, erro
 	return out, "", nil
 }
 
-// storedValue is the count of a stored counter less its compensations cs.
-func (s *Store) storedValue(v []byte, cs crdt.Comps) (uint64, error) {
+// storedValue is the count of the state.db counter v under key, less its
+// compensations cs.
+func (s *Store) storedValue(key, v []byte, cs crdt.Comps) (uint64, error) {
 	if len(cs) == 0 {
-		return sumStoredCounter(v)
+		return s.sumCounter(key, v)
 	}
-	g, err := s.storedCounter(v)
+	g, err := s.storedCounter(key, v)
 	if err != nil {
 		return 0, err
 	}

@@ -280,17 +280,16 @@ func (s *Store) addKeyRecords(c *Chunk, room int) error {
 
 // storedEntry reads origin's entry of slot from state.db.
 func (s *Store) storedEntry(tx *bolt.Tx, slot crdt.Slot, idx uint32, origin crdt.ReplicaID) (crdt.Entry, bool, error) {
-	var v []byte
-	if slot.IsTotal() {
-		v = tx.Bucket(bucketTotals).Get([]byte(slot.Name))
-	} else {
-		v = tx.Bucket(bucketWindows).Get(windowKey(nil, slot.Name, slot.Res, slot.Start))
+	b, key := tx.Bucket(bucketTotals), []byte(slot.Name)
+	if !slot.IsTotal() {
+		b, key = tx.Bucket(bucketWindows), windowKey(nil, slot.Name, slot.Res, slot.Start)
 	}
+	v := b.Get(key)
 	if v == nil {
 		return crdt.Entry{}, false, nil
 	}
 	var eb [8]storedEntry
-	es, err := decodeStoredCounter(v, eb[:0])
+	es, err := s.decodeCounter(key, v, eb[:0])
 	if err != nil {
 		return crdt.Entry{}, false, err
 	}

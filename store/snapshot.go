@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -32,6 +33,9 @@ func (s *Store) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
 		return err
 	}); err != nil {
 		return 0, fmt.Errorf("snapshot: copy %s: %w", StateFile, err)
+	}
+	if err := markClosed(tmp.Name()); err != nil {
+		return 0, fmt.Errorf("snapshot: %w", err)
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return 0, fmt.Errorf("snapshot: %w", err)
@@ -95,4 +99,24 @@ func (s *Store) CaughtUp() error {
 	s.restored.Store(false)
 	s.log.Info("restored replica caught up on its own entries", "replica", s.replica.String())
 	return nil
+}
+
+// markClosed clears the open mark in a copy of state.db: a snapshot holds
+// everything committed before it, so restoring it is not an unclean stop
+// (whose lost journal would mean lost increments).
+func markClosed(path string) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if meta := tx.Bucket(bucketMeta); meta != nil {
+			return meta.Delete(metaOpen)
+		}
+		return nil
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

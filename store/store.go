@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -32,9 +33,16 @@ const (
 type Store struct {
 	cfg     Config
 	log     *slog.Logger
-	state   *bolt.DB
-	journal *bolt.DB
+	state   *boltDB
+	journal *boltDB
 	replica crdt.ReplicaID
+	// sums: counters in state.db carry checksums (schema 2 on).
+	sums bool
+	// unclean: the previous process did not close state.db (a crash, a
+	// kill -9, or a snapshot taken while it ran).
+	unclean bool
+	// damage is the first damage found in a data file while running.
+	damage atomic.Pointer[error]
 
 	reps replicas
 
@@ -126,21 +134,58 @@ func Open(cfg Config) (*Store, error) {
 		inflight:   make(map[string]chan struct{}),
 	}
 	s.roomCond = sync.NewCond(&s.mu)
-	_, errState := os.Stat(filepath.Join(cfg.Dir, StateFile))
-	_, errJournal := os.Stat(filepath.Join(cfg.Dir, JournalFile))
+	statePath, journalPath := filepath.Join(cfg.Dir, StateFile), filepath.Join(cfg.Dir, JournalFile)
+	_, errState := os.Stat(statePath)
+	_, errJournal := os.Stat(journalPath)
+	if os.IsNotExist(errState) && errJournal == nil && fileSize(journalPath) > 0 {
+		// A new state.db would be a new replica, which the journal does
+		// not belong to.
+		return nil, &DamagedError{File: statePath, Reason: "missing, while journal.db is there"}
+	}
+	// bbolt writes four pages when it creates a file: an empty journal was
+	// cut, and holds nothing. It is as lost as a deleted one.
+	emptyJournal := errState == nil && errJournal == nil && fileSize(journalPath) == 0
+	if emptyJournal {
+		errJournal = os.ErrNotExist
+	}
 	var err error
-	if s.state, err = openBolt(filepath.Join(cfg.Dir, StateFile), false); err != nil {
+	if s.state, err = openBolt(statePath, false, s.log); err != nil {
 		return nil, err
 	}
+	s.state.onDamage = s.noteDamage
+	if err := s.inspect(); err != nil {
+		s.state.Close()
+		return nil, err
+	}
+	if errState == nil && os.IsNotExist(errJournal) && s.unclean && cfg.RefuseLostJournal {
+		s.state.Close()
+		return nil, &DamagedError{File: journalPath, Reason: "missing or empty after an unclean shutdown: what this node acknowledged since its last checkpoint is gone, and no peer is configured to give it back"}
+	}
+	if emptyJournal {
+		if err := os.Remove(journalPath); err != nil {
+			s.state.Close()
+			return nil, fmt.Errorf("remove empty %s: %w", journalPath, err)
+		}
+		s.log.Warn("journal.db was empty: treating it as lost", "file", journalPath)
+	}
 	if errState == nil && os.IsNotExist(errJournal) {
-		// A restored snapshot. Mark it before journal.db exists, so that a
-		// restart before the node catches up still knows.
+		// A restored snapshot, or a journal lost. Mark it before journal.db
+		// exists, so that a restart before the node catches up still knows.
+		if s.unclean {
+			s.log.Warn("journal.db is missing after an unclean shutdown: what this node acknowledged since its last checkpoint is only on its peers now; treating the data directory like a restored snapshot", "file", journalPath)
+		}
 		if err := s.markRestored(); err != nil {
 			s.state.Close()
 			return nil, err
 		}
 	}
-	if s.journal, err = openBolt(filepath.Join(cfg.Dir, JournalFile), true); err != nil {
+	if s.journal, err = openBolt(journalPath, true, s.log); err != nil {
+		s.state.Close()
+		return nil, err
+	}
+	s.journal.onDamage = s.noteDamage
+	if err := s.checkJournal(); err != nil {
+		s.journal.Close()
 		s.state.Close()
 		return nil, err
 	}
@@ -157,7 +202,7 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-func openBolt(path string, journal bool) (*bolt.DB, error) {
+func openBolt(path string, journal bool, log *slog.Logger) (*boltDB, error) {
 	opts := &bolt.Options{
 		Timeout:      time.Second,
 		FreelistType: bolt.FreelistMapType,
@@ -165,9 +210,13 @@ func openBolt(path string, journal bool) (*bolt.DB, error) {
 		// freelist on open is cheap, writing it on every commit is not.
 		NoFreelistSync: journal,
 	}
-	db, err := bolt.Open(path, 0o600, opts)
+	db, err := openChecked(path, opts, log)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w", path, ErrInUse)
+	}
+	var de *DamagedError
+	if errors.As(err, &de) {
+		return nil, err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -215,20 +264,24 @@ func (s *Store) load() error {
 				}
 			}
 		}
-		return nil
+		// Cleared by Close once everything is checkpointed: found on open,
+		// it says the previous process stopped without closing.
+		return meta.Put(metaOpen, []byte{1})
 	})
 	if err != nil {
 		return fmt.Errorf("initialise %s: %w", StateFile, err)
 	}
 	err = s.state.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(metaSchema); len(v) != 8 || binary.BigEndian.Uint64(v) != schemaVersion {
-			return fmt.Errorf("%s schema %x, this build reads %d: %w", StateFile, v, schemaVersion, ErrIncompatible)
+		v := meta.Get(metaSchema)
+		if len(v) != 8 || binary.BigEndian.Uint64(v) < 1 || binary.BigEndian.Uint64(v) > schemaVersion {
+			return fmt.Errorf("%s schema %x, this build reads 1 to %d: %w", StateFile, v, schemaVersion, ErrIncompatible)
 		}
+		s.sums = binary.BigEndian.Uint64(v) >= 2
 		if w := string(meta.Get(metaWindows)); w != s.cfg.Windows.String() {
 			return fmt.Errorf("%s was created with windows %q, configured %q: %w", StateFile, w, s.cfg.Windows.String(), ErrIncompatible)
 		}
-		v := meta.Get(metaReplica)
+		v = meta.Get(metaReplica)
 		if len(v) != len(s.replica) {
 			return fmt.Errorf("%s replica id: %w", StateFile, ErrIncompatible)
 		}
@@ -447,29 +500,33 @@ func (s *Store) deleteMem(slot crdt.Slot) {
 }
 
 // loadCounter reads slot's counter from state.db; a missing slot is empty.
-func (s *Store) loadCounter(tx *bolt.Tx, slot crdt.Slot) (*crdt.GCounter, error) {
-	var v []byte
-	if slot.IsTotal() {
-		v = tx.Bucket(bucketTotals).Get([]byte(slot.Name))
-	} else {
-		var kb [160]byte
-		v = tx.Bucket(bucketWindows).Get(windowKey(kb[:0], slot.Name, slot.Res, slot.Start))
+//
+// It guards itself against bbolt's panics and faults (see boltDB): the
+// committer reads through a transaction of its own, outside View.
+func (s *Store) loadCounter(tx *bolt.Tx, slot crdt.Slot) (_ *crdt.GCounter, err error) {
+	defer s.state.catch(&err)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	var kb [160]byte
+	b, key := tx.Bucket(bucketTotals), append(kb[:0], slot.Name...)
+	if !slot.IsTotal() {
+		b, key = tx.Bucket(bucketWindows), windowKey(kb[:0], slot.Name, slot.Res, slot.Start)
 	}
-	g, err := s.storedCounter(v)
+	g, err := s.storedCounter(key, b.Get(key))
 	if err != nil {
 		return nil, fmt.Errorf("slot %+v: %w", slot, err)
 	}
 	return g, nil
 }
 
-// storedCounter decodes a counter value of state.db; nil is an empty counter.
-func (s *Store) storedCounter(v []byte) (*crdt.GCounter, error) {
+// storedCounter decodes the state.db counter value v under key; nil is an
+// empty counter.
+func (s *Store) storedCounter(key, v []byte) (*crdt.GCounter, error) {
 	g := &crdt.GCounter{}
 	if v == nil {
 		return g, nil
 	}
 	var eb [8]storedEntry
-	es, err := decodeStoredCounter(v, eb[:0])
+	es, err := s.decodeCounter(key, v, eb[:0])
 	if err != nil {
 		return nil, err
 	}
@@ -511,8 +568,20 @@ func (s *Store) Close(ctx context.Context) error {
 			s.closeErr = fmt.Errorf("close store: %w", ctx.Err())
 			return
 		}
-		if err := s.checkpoint(); err != nil && !errors.Is(err, ErrFailed) {
+		err := s.checkpoint()
+		if err != nil && !errors.Is(err, ErrFailed) {
 			s.closeErr = fmt.Errorf("final checkpoint: %w", err)
+		}
+		s.mu.RLock()
+		failed := s.failed
+		s.mu.RUnlock()
+		if err == nil && failed == nil && s.damage.Load() == nil {
+			// Everything is in state.db: the next start needs no journal.
+			if err := s.state.Update(func(tx *bolt.Tx) error {
+				return tx.Bucket(bucketMeta).Delete(metaOpen)
+			}); err != nil && s.closeErr == nil {
+				s.closeErr = fmt.Errorf("mark %s closed: %w", StateFile, err)
+			}
 		}
 		if err := s.journal.Close(); err != nil && s.closeErr == nil {
 			s.closeErr = err
@@ -534,6 +603,16 @@ func (s *Store) fail(err error) error {
 	return s.failed
 }
 
+// noteDamage makes the store refuse writes, for good, once damage is found
+// in a data file. It may run under s.mu (a read inside a lock): fail, which
+// takes s.mu, runs on its own goroutine.
+func (s *Store) noteDamage(err error) {
+	if s.damage.CompareAndSwap(nil, &err) {
+		s.log.Error("data file damaged; refusing writes (stop the node and run abacus recover)", "err", err)
+		go s.fail(err)
+	}
+}
+
 // Err is nil while the store takes writes, and says why once it does not.
 func (s *Store) Err() error {
 	s.closeMu.RLock()
@@ -541,6 +620,9 @@ func (s *Store) Err() error {
 	s.closeMu.RUnlock()
 	if closed {
 		return ErrClosed
+	}
+	if d := s.damage.Load(); d != nil {
+		return *d
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()

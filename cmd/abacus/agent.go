@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -34,7 +37,8 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	advertise := fs.String("advertise", "", "gossip address peers should use, host:port (default: --gossip-addr)")
 	join := fs.String("join", "", "gossip addresses of nodes to join, host:port,… (retried until one answers)")
 	profile := fs.String("gossip-profile", string(def.Profile), "gossip timings: lan, wan or local")
-	keyFile := fs.String("gossip-key-file", "", "file of base64 AES keys, one per line, that encrypt gossip: the first encrypts, all decrypt (make one with abacus keygen)")
+	keyFile := fs.String("gossip-key-file", "", "file of base64 AES keys, one per line, that encrypt gossip: the first encrypts, all decrypt (make one with abacus keygen); without it, a node with no --join keeps a key of its own in its data directory")
+	insecure := fs.Bool("gossip-insecure", false, "run gossip without a key: anyone who reaches the gossip port can change counts (testing only)")
 	clusterName := fs.String("cluster-name", def.ClusterName, "cluster name; nodes of other clusters are refused")
 	windows := fs.String("windows", def.Windows.String(), "resolutions and retention, size:retention,… (the whole cluster must agree)")
 	authFile := fs.String("auth-token-file", "", `file of "TOKEN ROLE" lines (roles read, write, admin); requests then need "Authorization: Bearer TOKEN"; SIGHUP re-reads it`)
@@ -63,6 +67,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--tls-cert and --tls-key go together")
 	}
 	var err error
+	saveKey := func() error { return nil }
 	if cfg.Profile, err = gossip.ParseProfile(*profile); err != nil {
 		return fmt.Errorf("--gossip-profile: %v", err)
 	}
@@ -71,9 +76,19 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 			cfg.Join = append(cfg.Join, a)
 		}
 	}
-	if *keyFile != "" {
+	switch {
+	case *keyFile != "" && *insecure:
+		return fmt.Errorf("--gossip-key-file and --gossip-insecure contradict each other")
+	case *keyFile != "":
 		if cfg.GossipKeys, err = readKeyFile(*keyFile); err != nil {
 			return fmt.Errorf("--gossip-key-file: %v", err)
+		}
+	case *insecure:
+	case len(cfg.Join) > 0:
+		return fmt.Errorf("--join needs --gossip-key-file: make a key with abacus keygen and give every node the same file (or run without a key with --gossip-insecure, testing only)")
+	default:
+		if cfg.GossipKeys, saveKey, err = ownKey(cfg.DataDir); err != nil {
+			return fmt.Errorf("data directory %s: gossip key: %v", cfg.DataDir, err)
 		}
 	}
 	if cfg.Windows, err = window.ParseConfig(*windows); err != nil {
@@ -93,12 +108,22 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		cfg.Logger.Warn("this node's clock is offset for testing", "offset", off)
 	}
 
-	if len(cfg.GossipKeys) == 0 && !loopback(cfg.GossipAddr) {
-		cfg.Logger.Warn("GOSSIP IS NOT ENCRYPTED: anyone who reaches " + cfg.GossipAddr + " can join this cluster and change its counts; set --gossip-key-file (abacus keygen makes a key)")
+	if len(cfg.GossipKeys) == 0 {
+		cfg.Logger.Warn("GOSSIP IS NOT ENCRYPTED (--gossip-insecure): anyone who reaches " + cfg.GossipAddr + " can join this cluster and change its counts; set --gossip-key-file (abacus keygen makes a key)")
 	}
 	a, err := agent.New(cfg)
+	if de := (*store.DamagedError)(nil); errors.As(err, &de) {
+		return fmt.Errorf("%s; stop here and run: abacus recover --data-dir %s (docs/OPERATIONS.md, \"damaged data directory\")", oneLine(de.Error()), cfg.DataDir)
+	}
 	if err != nil {
 		return err
+	}
+	if err := saveKey(); err != nil {
+		a.Shutdown(context.Background())
+		return fmt.Errorf("data directory %s: save the gossip key: %v", cfg.DataDir, err)
+	}
+	if *keyFile == "" && !*insecure {
+		cfg.Logger.Info("gossip is encrypted with this node's own key; nodes that join it need the same file (--gossip-key-file)", "key_file", filepath.Join(cfg.DataDir, ownKeyFile))
 	}
 	if *pprofAddr != "" {
 		ln, err := net.Listen("tcp", *pprofAddr)
@@ -174,6 +199,48 @@ func readKeyFile(path string) ([][]byte, error) {
 		return nil, fmt.Errorf("%s holds no key", path)
 	}
 	return keys, nil
+}
+
+// ownKeyFile is where a node with no --gossip-key-file and no --join keeps
+// the gossip key it made for itself.
+const ownKeyFile = "gossip.key"
+
+// ownKey reads the data directory's own gossip key; if there is none, it
+// makes one, which save writes into the data directory once the node has
+// started (a node that fails to start leaves its directory untouched). A
+// lone node thus has gossip that nobody else can write to, with no flag; to
+// grow the cluster, give the other nodes this file (or a new one from
+// abacus keygen, given to all) with --gossip-key-file.
+func ownKey(dir string) (keys [][]byte, save func() error, err error) {
+	path := filepath.Join(dir, ownKeyFile)
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		keys, err := readKeyFile(path)
+		return keys, func() error { return nil }, err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, nil, err
+	}
+	save = func() error {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(f, base64.StdEncoding.EncodeToString(key))
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}
+	return [][]byte{key}, save, nil
+}
+
+// oneLine folds an error onto one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
 }
 
 // loopback reports whether a host:port listens on loopback only.

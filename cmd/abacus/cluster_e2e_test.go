@@ -18,7 +18,7 @@ func TestE2E_ClusterKillDuringLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test: builds and runs the binary")
 	}
-	common := []string{"--gossip-profile", "local"}
+	common := []string{"--gossip-profile", "local", "--gossip-key-file", gossipKey(t)}
 	n1 := startNode(t, t.TempDir(), append(common, "--node-name", "n1", "--dc", "ams")...)
 	n2 := startNode(t, t.TempDir(), append(common, "--node-name", "n2", "--dc", "ams", "--join", n1.gossip)...)
 	n3 := startNode(t, t.TempDir(), append(common, "--node-name", "n3", "--dc", "hkg", "--join", n1.gossip)...)

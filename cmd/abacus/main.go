@@ -18,6 +18,7 @@ const usage = `abacus: a clustered, persistent, time-windowed counting server
 Usage:
   abacus agent [flags]            run a node
   abacus keygen                   print a new gossip encryption key
+  abacus recover --data-dir DIR   rebuild a damaged data directory (node stopped)
   abacus <command> -h             help for a command
 
 Client commands, talking to the node at --addr (default http://127.0.0.1:4000):
@@ -48,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runAgent(args[1:], stdout, stderr)
 	case "keygen":
 		err = runKeygen(args[1:], stdout)
+	case "recover":
+		err = runRecover(args[1:], stdout, stderr)
 	case "inc":
 		err = runInc(args[1:], stdout, stderr)
 	case "get":

@@ -560,7 +560,10 @@ func (s *suite) startCluster() (*cluster, error) {
 		if p == &cl.c {
 			name = "c"
 		}
-		if *p, err = s.newNode(name, "--gossip-profile", "lan", "--join", cl.a.gossipAddr); err != nil {
+		// A, started without --join, made a gossip key in its data
+		// directory: the others join with it.
+		key := filepath.Join(cl.a.dataDir, "gossip.key")
+		if *p, err = s.newNode(name, "--gossip-profile", "lan", "--join", cl.a.gossipAddr, "--gossip-key-file", key); err != nil {
 			return nil, err
 		}
 		if err := s.startNode(*p); err != nil {

@@ -149,6 +149,8 @@ func New(cfg Config) (*Agent, error) {
 	scfg.IdempotencyTTL = cfg.IdempotencyTTL
 	scfg.Logger = cfg.Logger.With("component", "store")
 	scfg.Now = cfg.Now
+	// With no --join, no peer is sure to give back what a lost journal held.
+	scfg.RefuseLostJournal = len(cfg.Join) == 0
 	newStoreMetrics(a.reg).hook(&scfg)
 	// The store exists before the gossip layer that needs it; its commits
 	// reach gossip once gossip exists (nothing is committed before).
@@ -204,7 +206,7 @@ func New(cfg Config) (*Agent, error) {
 	if st.Restored() {
 		a.restoring.Store(true)
 		gs.Recover(st.RestoredSeq())
-		a.log.Warn("restored from a snapshot: refusing writes until every live peer has sent this replica's newer entries")
+		a.log.Warn("restored (from a snapshot, or by abacus recover): refusing writes until every live peer has sent this replica's newer entries")
 	}
 
 	deps := api.Deps{
@@ -316,13 +318,16 @@ func (s snapshotter) SnapshotName() string {
 
 // writeBlocked says why the node refuses writes, or nil.
 func (a *Agent) writeBlocked() error {
+	if why := damaged(a.store.Err()); why != "" {
+		return errors.New(why)
+	}
 	if err := a.gossip.WriteBlocked(); err != nil {
 		return err
 	}
 	if a.restoring.Load() {
 		ok, why := a.gossip.CaughtUpOnSelf()
 		if !ok {
-			return errors.New("restored from a snapshot; catching up on this replica's own entries first: " + why)
+			return errors.New("restored (from a snapshot, or by abacus recover); catching up on this replica's own entries first: " + why)
 		}
 		if a.restoring.CompareAndSwap(true, false) {
 			a.log.Info("restored node caught up on its own entries; taking writes")
@@ -432,6 +437,8 @@ func (c *cluster) Ready() error {
 	switch err := c.store.Err(); {
 	case errors.Is(err, store.ErrClosed):
 		return errors.New("shutting down")
+	case damaged(err) != "":
+		return errors.New(damaged(err))
 	case err != nil:
 		return errors.New("a disk write failed; restart the node (the log says why)")
 	}

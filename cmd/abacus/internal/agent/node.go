@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"time"
 
 	"github.com/abacus-counter/abacus/api"
@@ -43,8 +44,28 @@ func (c counters) Apply(ctx context.Context, req *api.WriteRequest) (api.WriteRe
 	return api.WriteResult{Totals: res.Totals, Replayed: res.Replayed, Response: res.Response}, nil
 }
 
+// damaged says in words for clients that a data file is damaged, or "".
+func damaged(err error) string {
+	var de *store.DamagedError
+	if !errors.As(err, &de) {
+		return ""
+	}
+	return "data file " + filepath.Base(de.File) + " is damaged; this node refuses writes until an operator runs abacus recover (its log says what was found)"
+}
+
+// readError maps a read's error: damage is a 503 with the reason.
+func readError(err error) error {
+	if why := damaged(err); why != "" {
+		return api.Unavailable(why)
+	}
+	return err
+}
+
 // apiError maps store errors onto the errors api knows.
 func apiError(err error) error {
+	if why := damaged(err); why != "" {
+		return api.Unavailable(why)
+	}
 	switch {
 	case errors.Is(err, store.ErrOverflow):
 		return api.ErrOverflow
@@ -60,12 +81,15 @@ func apiError(err error) error {
 	return err
 }
 
-func (c counters) Total(name string) (uint64, error) { return c.a.store.Total(name) }
+func (c counters) Total(name string) (uint64, error) {
+	n, err := c.a.store.Total(name)
+	return n, readError(err)
+}
 
 func (c counters) Replicas(name string) ([]api.ReplicaCount, error) {
 	rs, err := c.a.store.Replicas(name)
 	if err != nil {
-		return nil, err
+		return nil, readError(err)
 	}
 	out := make([]api.ReplicaCount, len(rs))
 	for i, r := range rs {
@@ -75,13 +99,14 @@ func (c counters) Replicas(name string) ([]api.ReplicaCount, error) {
 }
 
 func (c counters) Range(name string, plan window.Plan) ([]uint64, error) {
-	return c.a.store.Range(name, plan)
+	points, err := c.a.store.Range(name, plan)
+	return points, readError(err)
 }
 
 func (c counters) List(prefix, after string, limit int) ([]api.NameTotal, string, error) {
 	page, next, err := c.a.store.List(prefix, after, limit)
 	if err != nil {
-		return nil, "", err
+		return nil, "", readError(err)
 	}
 	out := make([]api.NameTotal, len(page))
 	for i, p := range page {

@@ -1,0 +1,41 @@
+package testenv
+
+import (
+	"encoding/binary"
+	"os"
+	"testing"
+)
+
+// BoltPages returns the byte offsets of a bbolt file's pages by kind:
+// "meta", "branch", "leaf", "freelist". Tests that damage data files aim
+// their damage with it. It reads the page size from the first meta page.
+func BoltPages(t testing.TB, path string) map[string][]int64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	ps := int64(4096)
+	if len(b) >= 32 {
+		ps = int64(binary.LittleEndian.Uint32(b[16+8:]))
+	}
+	out := map[string][]int64{}
+	for off := int64(0); off+16 <= int64(len(b)); {
+		flags := binary.LittleEndian.Uint16(b[off+8:])
+		overflow := int64(binary.LittleEndian.Uint32(b[off+12:]))
+		switch flags {
+		case 0x01:
+			out["branch"] = append(out["branch"], off)
+		case 0x02:
+			out["leaf"] = append(out["leaf"], off)
+		case 0x04:
+			out["meta"] = append(out["meta"], off)
+		case 0x10:
+			out["freelist"] = append(out["freelist"], off)
+		default:
+			overflow = 0
+		}
+		off += ps * (1 + overflow)
+	}
+	return out
+}

@@ -1,0 +1,293 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/abacus-counter/abacus/internal/testenv"
+	"github.com/abacus-counter/abacus/store"
+)
+
+// damagedDir makes a data directory holding counters c0…c(n-1), c_i = i+1,
+// checkpointed and closed, and returns it with the expected totals.
+func damagedDir(tb testing.TB, n int) (string, map[string]uint64) {
+	tb.Helper()
+	c := newClock("2026-11-23T10:00:00Z")
+	dir := tb.TempDir()
+	s := mustOpen(tb, testConfig(dir, c))
+	want := map[string]uint64{}
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("counter-%04d", i)
+		mustApply(tb, s, inc(name, uint64(i+1), c.Now()))
+		want[name] = uint64(i + 1)
+	}
+	mustClose(tb, s)
+	return dir, want
+}
+
+// openAndRead opens dir and reads every counter of want; it reports whether
+// the store refused (with ErrDamaged), and fails the test on a wrong count
+// served as right.
+func openAndRead(tb testing.TB, dir string, want map[string]uint64) (refused bool) {
+	tb.Helper()
+	c := newClock("2026-11-23T10:00:00Z")
+	s, err := store.Open(testConfig(dir, c))
+	if err != nil {
+		if !errors.Is(err, store.ErrDamaged) && !errors.Is(err, store.ErrIncompatible) {
+			tb.Fatalf("open: %v: neither damaged nor incompatible", err)
+		}
+		return true
+	}
+	defer s.Close(context.Background())
+	for name, w := range want {
+		got, err := s.Total(name)
+		if err != nil {
+			if !errors.Is(err, store.ErrDamaged) {
+				tb.Fatalf("total %s: %v", name, err)
+			}
+			if s.Err() == nil {
+				tb.Fatalf("total %s found damage, but the store takes writes", name)
+			}
+			return true
+		}
+		if got != w && !s.Restored() {
+			tb.Fatalf("total %s = %d, acknowledged %d, served as right", name, got, w)
+		}
+	}
+	return false
+}
+
+func TestStore_Open_Damaged(t *testing.T) {
+	src, want := damagedDir(t, 400)
+	statePath := filepath.Join(src, store.StateFile)
+	pages := testenv.BoltPages(t, statePath)
+	size := func() int64 { fi, _ := os.Stat(statePath); return fi.Size() }()
+	type damage func(t *testing.T, dir string)
+	truncate := func(file string, n int64) damage {
+		return func(t *testing.T, dir string) {
+			if err := os.Truncate(filepath.Join(dir, file), n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	overwrite := func(kind string, i int, at, n int64) damage {
+		return func(t *testing.T, dir string) {
+			offs := pages[kind]
+			if len(offs) == 0 {
+				t.Skipf("no %s page", kind)
+			}
+			f, err := os.OpenFile(filepath.Join(dir, store.StateFile), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			junk := make([]byte, n)
+			r := rand.New(rand.NewPCG(uint64(i), uint64(at)))
+			for j := range junk {
+				junk[j] = byte(r.Uint32())
+			}
+			if _, err := f.WriteAt(junk, offs[i%len(offs)]+at); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cases := []struct {
+		name        string
+		damage      damage
+		mustRefuse  bool
+		mustRecover bool
+	}{
+		{"state truncated to 0", truncate(store.StateFile, 0), true, false},
+		{"state truncated to 16KiB", truncate(store.StateFile, 16<<10), true, true},
+		{"state truncated to half", truncate(store.StateFile, size/2), true, true},
+		{"state cut by one page", truncate(store.StateFile, size-4096), false, true},
+		{"journal truncated to 0", truncate(store.JournalFile, 0), false, true},
+		{"journal truncated to 5000", truncate(store.JournalFile, 5000), true, true},
+		{"journal deleted", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, store.JournalFile)) }, false, true},
+		{"state deleted", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, store.StateFile)) }, true, true},
+		{"meta page 0", overwrite("meta", 0, 16, 64), false, true},
+		{"both meta pages", func(t *testing.T, dir string) {
+			overwrite("meta", 0, 16, 64)(t, dir)
+			overwrite("meta", 1, 16, 64)(t, dir)
+		}, true, true},
+		{"freelist page", overwrite("freelist", 0, 16, 64), false, true},
+	}
+	for i := 0; i < 6; i++ {
+		cases = append(cases,
+			struct {
+				name                    string
+				damage                  damage
+				mustRefuse, mustRecover bool
+			}{fmt.Sprintf("leaf page %d", i), overwrite("leaf", i*7, int64(100+i*531), 64), false, true},
+			struct {
+				name                    string
+				damage                  damage
+				mustRefuse, mustRecover bool
+			}{fmt.Sprintf("branch page %d", i), overwrite("branch", i, int64(16+i*37), 64), false, true},
+		)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := copyDir(t, src)
+			tc.damage(t, dir)
+			refused := openAndRead(t, dir, want)
+			if tc.mustRefuse && !refused {
+				t.Fatalf("opened and served a damaged directory")
+			}
+			if !refused {
+				return
+			}
+			rep, err := store.Recover(store.RecoverConfig{Dir: dir, Now: newClock("2026-11-23T10:00:00Z").Now})
+			if err != nil {
+				if tc.mustRecover {
+					t.Fatalf("recover: %v", err)
+				}
+				return
+			}
+			c := newClock("2026-11-23T10:00:00Z")
+			s := mustOpen(t, testConfig(dir, c))
+			if !s.Restored() || s.RestoredSeq() != 0 {
+				t.Fatalf("recovered store: restored %v from %d, want restored from 0", s.Restored(), s.RestoredSeq())
+			}
+			got := 0
+			for name, w := range want {
+				if v := mustTotal(t, s, name); v == w {
+					got++
+				} else if v > w {
+					t.Fatalf("recovered %s = %d > %d", name, v, w)
+				}
+			}
+			t.Logf("salvaged %d of %d counters; lost: %v", got, len(want), rep.Lost)
+		})
+	}
+}
+
+// TestStore_Damage_WhileRunning damages a leaf page under a running store:
+// the read that meets it is an error, and the store then refuses writes
+// instead of crashing.
+func TestStore_Damage_WhileRunning(t *testing.T) {
+	c := newClock("2026-11-23T10:00:00Z")
+	dir := t.TempDir()
+	s := mustOpen(t, testConfig(dir, c))
+	for i := 0; i < 300; i++ {
+		mustApply(t, s, inc(fmt.Sprintf("counter-%04d", i), 1, c.Now()))
+	}
+	if err := s.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, store.StateFile)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, 4096-16)
+	for i := range junk {
+		junk[i] = 0xA5
+	}
+	for _, off := range testenv.BoltPages(t, path)["leaf"] {
+		f.WriteAt(junk, off+16)
+	}
+	f.Close()
+	var found error
+	for i := 0; i < 300 && found == nil; i++ {
+		_, found = s.Total(fmt.Sprintf("counter-%04d", i))
+	}
+	if !errors.Is(found, store.ErrDamaged) {
+		t.Fatalf("reads over damaged leaves: %v, want ErrDamaged", found)
+	}
+	testenv.WaitFor(t, 5*time.Second, func() (bool, string) {
+		_, err := s.Apply(context.Background(), &store.Request{Increments: []store.Increment{inc("x", 1, c.Now())}})
+		return errors.Is(err, store.ErrFailed) || errors.Is(err, store.ErrDamaged), fmt.Sprintf("apply: %v", err)
+	})
+	if !errors.Is(s.Err(), store.ErrDamaged) {
+		t.Fatalf("Err = %v, want ErrDamaged", s.Err())
+	}
+}
+
+// FuzzOpenState mutates a small state.db and opens and reads it: an error
+// is fine, a panic or a fault is not.
+func FuzzOpenState(f *testing.F) {
+	src, want := damagedDir(f, 40)
+	base, err := os.ReadFile(filepath.Join(src, store.StateFile))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(uint32(0), []byte{0xff}, uint32(0))
+	f.Add(uint32(4096+16), []byte("0123456789abcdef"), uint32(0))
+	f.Add(uint32(3*4096+20), []byte{0, 0, 0, 0}, uint32(0))
+	f.Add(uint32(0), []byte{}, uint32(20000))
+	f.Fuzz(func(t *testing.T, at uint32, patch []byte, cut uint32) {
+		b := append([]byte(nil), base...)
+		if off := int(at) % len(b); len(patch) > 0 {
+			copy(b[off:], patch)
+		}
+		if cut > 0 {
+			b = b[:int(cut)%len(b)]
+		}
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, store.StateFile), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := newClock("2026-11-23T10:00:00Z")
+		s, err := store.Open(testConfig(dir, c))
+		if err != nil {
+			return
+		}
+		defer s.Close(context.Background())
+		for name := range want {
+			s.Total(name)
+		}
+		s.List("", "", 100)
+	})
+}
+
+// TestStore_Close_MarksClean: a journal lost after a clean Close loses
+// nothing, and even a lone node opens; after an unclean stop it refuses.
+func TestStore_Close_MarksClean(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		clean bool
+	}{{"clean", true}, {"unclean", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock("2026-11-23T10:00:00Z")
+			dir := t.TempDir()
+			cfg := testConfig(dir, c)
+			cfg.RefuseLostJournal = true
+			s := mustOpen(t, cfg)
+			mustApply(t, s, inc("a", 5, c.Now()))
+			if tc.clean {
+				mustClose(t, s)
+			} else {
+				// An unclean stop: the files as a kill -9 leaves them.
+				dir = copyDir(t, dir)
+				mustClose(t, s)
+			}
+			os.Remove(filepath.Join(dir, store.JournalFile))
+			cfg = testConfig(dir, c)
+			cfg.RefuseLostJournal = true
+			s2, err := store.Open(cfg)
+			if tc.clean {
+				if err != nil {
+					t.Fatalf("open after a clean close without journal: %v", err)
+				}
+				if got := mustTotal(t, s2, "a"); got != 5 {
+					t.Fatalf("total %d, want 5", got)
+				}
+				s2.Close(context.Background())
+				return
+			}
+			if err == nil {
+				s2.Close(context.Background())
+			}
+			if !errors.Is(err, store.ErrDamaged) {
+				t.Fatalf("open after an unclean stop without journal: %v, want ErrDamaged", err)
+			}
+		})
+	}
+}
