@@ -124,7 +124,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.NodeName, _ = os.Hostname()
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry()}
-	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoGauge())
 	if err := a.loadTokens(); err != nil {
 		return nil, err
 	}
