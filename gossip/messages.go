@@ -19,6 +19,9 @@ const (
 	msgPull   msgType = 3 // "send me origin O's entries after seq s"
 	msgChunk  msgType = 4 // the answer to a pull
 	msgBye    msgType = 5 // "I am leaving": memberlist reports a leave as a death
+	msgForget msgType = 6 // "forget dead member N": an operator's force-leave
+
+	msgLast = msgForget // the highest type known
 )
 
 const wireVersion = 1
@@ -35,6 +38,8 @@ func (t msgType) String() string {
 		return "chunk"
 	case msgBye:
 		return "bye"
+	case msgForget:
+		return "forget"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(t))
 }
@@ -247,6 +252,25 @@ func decodeBye(d *crdt.Decoder) (byeMsg, error) {
 	return m, finish(d)
 }
 
+// forgetMsg asks the receiver to drop the dead member name from its member
+// list (abacus force-leave). memberlist has no cluster-wide force-leave of
+// another node: this message is ours, sent over TCP to each live member.
+type forgetMsg struct {
+	name string
+}
+
+func (m *forgetMsg) appendTo(b []byte) []byte {
+	return appendString(append(b, byte(msgForget), wireVersion), m.name)
+}
+
+func decodeForget(d *crdt.Decoder) (forgetMsg, error) {
+	m := forgetMsg{name: d.String(maxNodeName)}
+	if d.Err() == nil && m.name == "" {
+		d.Fail(crdt.ErrMalformed)
+	}
+	return m, finish(d)
+}
+
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
@@ -269,7 +293,7 @@ func header(b []byte) (msgType, *crdt.Decoder, error) {
 		return 0, nil, fmt.Errorf("gossip: message of %d bytes: %w", len(b), crdt.ErrTruncated)
 	}
 	t := msgType(b[0])
-	if b[1] != wireVersion || t < msgDeltas || t > msgBye {
+	if b[1] != wireVersion || t < msgDeltas || t > msgLast {
 		return t, nil, errUnknownType
 	}
 	return t, crdt.NewDecoder(b[2:]), nil

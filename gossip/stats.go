@@ -4,8 +4,8 @@ import "sync/atomic"
 
 // stats are the gossip layer's counters, read at scrape time.
 type stats struct {
-	msgsIn, msgsOut   [msgBye + 1]atomic.Uint64
-	bytesIn, bytesOut [msgBye + 1]atomic.Uint64
+	msgsIn, msgsOut   [msgLast + 1]atomic.Uint64
+	bytesIn, bytesOut [msgLast + 1]atomic.Uint64
 
 	decodeErrors     atomic.Uint64
 	dropped          atomic.Uint64 // inbound work dropped for full queues
@@ -21,14 +21,14 @@ type stats struct {
 }
 
 func (s *stats) sent(t msgType, n int) {
-	if t <= msgBye {
+	if t <= msgLast {
 		s.msgsOut[t].Add(1)
 		s.bytesOut[t].Add(uint64(n))
 	}
 }
 
 func (s *stats) received(t msgType, n int) {
-	if t <= msgBye {
+	if t <= msgLast {
 		s.msgsIn[t].Add(1)
 		s.bytesIn[t].Add(uint64(n))
 	}
@@ -36,7 +36,7 @@ func (s *stats) received(t msgType, n int) {
 
 // Stats are the gossip layer's figures.
 type Stats struct {
-	// Messages and bytes by kind ("deltas", "digest", "pull", "chunk", "bye").
+	// Messages and bytes by kind ("deltas", "digest", "pull", "chunk", "bye", "forget").
 	MessagesIn, MessagesOut, BytesIn, BytesOut map[string]uint64
 
 	DecodeErrors, Dropped, Refused, Exchanges      uint64
@@ -53,7 +53,7 @@ func (g *Gossip) Stats() Stats {
 		MessagesIn: map[string]uint64{}, MessagesOut: map[string]uint64{},
 		BytesIn: map[string]uint64{}, BytesOut: map[string]uint64{},
 	}
-	for t := msgDeltas; t <= msgBye; t++ {
+	for t := msgDeltas; t <= msgLast; t++ {
 		k := t.String()
 		s.MessagesIn[k] = g.stats.msgsIn[t].Load()
 		s.MessagesOut[k] = g.stats.msgsOut[t].Load()

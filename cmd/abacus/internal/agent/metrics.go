@@ -142,7 +142,9 @@ func (c gossipCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(n), state)
 	}
 	for _, m := range c.g.Members()[1:] {
-		if m.Lag != nil {
+		// Live peers only: a dead one has AbacusMemberDead, and its lag,
+		// which only grows, would page twice (it shows in /v1/cluster).
+		if m.Lag != nil && m.State == "alive" {
 			ch <- prometheus.MustNewConstMetric(descLagSeconds, prometheus.GaugeValue, m.Lag.Seconds, m.Name)
 			ch <- prometheus.MustNewConstMetric(descLagSeqs, prometheus.GaugeValue, float64(m.Lag.Seqs), m.Name)
 		}
