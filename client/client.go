@@ -173,8 +173,9 @@ func decodeError(status int, contentType string, body []byte) *Error {
 		if json.Unmarshal(body, &p) == nil {
 			e.Type, e.Title, e.Detail = oneLine(p.Type, 200), oneLine(p.Title, 200), oneLine(p.Detail, 500)
 		}
-	case "text/plain":
-		// A proxy or an older server: its first line is the best detail.
+	case "text/plain", "":
+		// A proxy, an older server, or Go's own answer to plain HTTP on a
+		// TLS port (no Content-Type): its first line is the best detail.
 		line, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
 		e.Detail = oneLine(line, 200)
 	}
