@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
+	"github.com/abacus-counter/abacus/cmd/abacus/internal/agent"
 	"github.com/abacus-counter/abacus/internal/buildinfo"
 	"github.com/abacus-counter/abacus/internal/testenv"
 )
@@ -185,4 +187,25 @@ func TestUI_Browser_Operator(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "abacus-ui-narrow.png"), shot, 0o644); err != nil {
 		t.Fatal(err)
 	}
+
+	// A node that cannot join says why it is not ready, and the fix.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nobody := ln.Addr().String()
+	ln.Close()
+	lone := startAgent(t, t.TempDir(), func(cfg *agent.Config) { cfg.NodeName = "lone"; cfg.Join = []string{nobody} })
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1366, 900), chromedp.Navigate("http://"+lone.Addr()+"/ui/")); err != nil {
+		t.Fatal(err)
+	}
+	pageWait(t, ctx, "the reason it is not ready", `document.getElementById('node-ready').dataset.value === 'Not ready' && !document.getElementById('node-reason').hidden`)
+	reason := pageEval[string](t, ctx, `document.getElementById('node-reason').textContent`)
+	if !strings.Contains(reason, "joining ["+nobody+"]") || !strings.Contains(reason, "--join") {
+		t.Fatalf("not-ready reason = %q, want the join address and the flag", reason)
+	}
+	if got := tile("node-writes"); got != "Taking writes" {
+		t.Errorf("a joining node's writes tile = %q (it takes writes while joining)", got)
+	}
+	shoot("not-ready")
 }
