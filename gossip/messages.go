@@ -19,7 +19,9 @@ const (
 	msgPull   msgType = 3 // "send me origin O's entries after seq s"
 	msgChunk  msgType = 4 // the answer to a pull
 	msgBye    msgType = 5 // "I am leaving": memberlist reports a leave as a death
-	msgForget msgType = 6 // "forget dead member N": an operator's force-leave
+	// 6 to 8 are reserved for the idempotency key records (msgRecords,
+	// msgPullKeys, msgChunkKeys), which are being added alongside.
+	msgForget msgType = 9 // "forget dead member N": an operator's force-leave
 
 	msgLast = msgForget // the highest type known
 )

@@ -1,6 +1,9 @@
 package gossip
 
-import "sync/atomic"
+import (
+	"strings"
+	"sync/atomic"
+)
 
 // stats are the gossip layer's counters, read at scrape time.
 type stats struct {
@@ -55,6 +58,9 @@ func (g *Gossip) Stats() Stats {
 	}
 	for t := msgDeltas; t <= msgLast; t++ {
 		k := t.String()
+		if strings.HasPrefix(k, "unknown") {
+			continue // a reserved number
+		}
 		s.MessagesIn[k] = g.stats.msgsIn[t].Load()
 		s.MessagesOut[k] = g.stats.msgsOut[t].Load()
 		s.BytesIn[k] = g.stats.bytesIn[t].Load()
