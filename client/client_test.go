@@ -364,6 +364,8 @@ func TestClient_NonProblemErrors(t *testing.T) {
 			`{"type":"urn:abacus:problem:forbidden","title":"Token lacks the required role","status":403,"detail":"needs\nadmin"}`,
 			"403 forbidden: needs admin"},
 		{"about:blank", 429, "application/problem+json", `{"type":"about:blank","title":"Too Many Requests","status":429}`, "429 Too Many Requests"},
+		// Go's own answer to plain HTTP on a TLS port has no Content-Type.
+		{"no content type", 400, "", "Client sent an HTTP request to an HTTPS server.\n", "400 Bad Request: Client sent an HTTP request to an HTTPS server."},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
