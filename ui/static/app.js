@@ -428,13 +428,15 @@
     try {
       const [data, cmp, detail] = await Promise.all([
         api('counters/' + pathName(name) + '/range', q),
-        compare ? api('counters/' + pathName(compare) + '/range', q) : null,
+        // A comparison that fails is told, but the main chart still shows.
+        compare ? api('counters/' + pathName(compare) + '/range', q).catch((e) => ({ error: e })) : null,
         // The per-DC split is a nicety: without it the chart still shows.
         api('counters/' + pathName(name), { detail: 'true' }).catch(() => null),
       ]);
       if (my !== seq.chart) return;
-      state.chart = { data, span, step, cmp, detail };
-      showNotice($('chart-error'), null);
+      const cmpErr = cmp && cmp.error ? cmp.error : null;
+      state.chart = { data, span, step, cmp: cmpErr ? null : cmp, detail };
+      showNotice($('chart-error'), cmpErr ? new APIError(cmpErr.status, 'Compare with ' + compare + ': ' + cmpErr.title, cmpErr.detail) : null);
       setError('chart', null);
     } catch (e) {
       if (my !== seq.chart) return;
