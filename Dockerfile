@@ -14,12 +14,17 @@
 # orchestrator instead (see docs/OPERATIONS.md and deploy/).
 
 FROM golang:1.26-bookworm AS build
+# A release passes its version and commit (docker build --build-arg
+# VERSION=v1.2.0 --build-arg REVISION=$(git rev-parse HEAD) .); they show in
+# abacus version and in abacus_build_info. Empty: "devel" and "unknown".
+ARG VERSION=""
+ARG REVISION=""
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/abacus ./cmd/abacus \
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/abacus-counter/abacus/internal/buildinfo.version=${VERSION} -X github.com/abacus-counter/abacus/internal/buildinfo.revision=${REVISION}" -o /out/abacus ./cmd/abacus \
  && mkdir -p /out/data
 
 FROM gcr.io/distroless/static-debian12:nonroot

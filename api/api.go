@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -104,8 +105,13 @@ type Member struct {
 	HTTP    string `json:"http,omitempty"` // API address
 	State   string `json:"state,omitempty"`
 	// Lag is how far behind this member's copy of this node's data is, as
-	// seen from here; absent when unknown.
+	// seen from here; absent when unknown. For a member that is dead or has
+	// left, it is measured from the last digest heard from it: what it
+	// lacks of this node's commits.
 	Lag *Lag `json:"lag,omitempty"`
+	// Since is when the member entered its state, for members that are dead
+	// or have left; absent otherwise.
+	Since *time.Time `json:"since,omitempty"`
 }
 
 // Lag is a peer's replication lag.
@@ -121,6 +127,20 @@ type Cluster interface {
 	// Ready is nil when the node should receive traffic, else why not.
 	Ready() error
 }
+
+// ForceLeaver removes a dead member from the cluster's member lists.
+type ForceLeaver interface {
+	// ForceLeave removes the member name from this node's member list and
+	// tells every live member to do the same; it returns how many were told.
+	// It fails with ErrUnknownMember or ErrMemberAlive.
+	ForceLeave(name string) (told int, err error)
+}
+
+// Errors a ForceLeaver returns.
+var (
+	ErrUnknownMember = errors.New("no such member")
+	ErrMemberAlive   = errors.New("member is alive")
+)
 
 // Deps is everything the handler needs.
 type Deps struct {
@@ -139,6 +159,9 @@ type Deps struct {
 	Auth Authorizer
 	// Snapshot, if set, serves GET /v1/snapshot (admin).
 	Snapshot Snapshotter
+	// ForceLeave, if set, serves POST /v1/cluster/members/{name}/force-leave
+	// (admin).
+	ForceLeave ForceLeaver
 	// Durability labels the increments metric ("fsync" or "async").
 	Durability string
 	// UI serves the dashboard at /ui and /ui/…, given the full path; nil
@@ -210,6 +233,9 @@ func NewHandler(d Deps) http.Handler {
 	route("GET", "/v1/cluster", RoleRead, s.cluster)
 	if d.Snapshot != nil {
 		route("GET", "/v1/snapshot", RoleAdmin, s.snapshot)
+	}
+	if d.ForceLeave != nil {
+		route("POST", "/v1/cluster/members/{name}/force-leave", RoleAdmin, s.forceLeave)
 	}
 	if d.UI != nil {
 		route("GET", "/ui", RoleNone, d.UI.ServeHTTP)
@@ -284,8 +310,33 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, kindUnavailable, err.Error())
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Write([]byte("ready\n"))
+	// JSON like the 503's problem details, so that a client reads one shape.
+	writeJSON(w, http.StatusOK, struct {
+		Status string `json:"status"`
+	}{"ready"})
+}
+
+// forceLeave serves POST /v1/cluster/members/{name}/force-leave: a dead
+// member is dropped from every live member's list at once instead of after
+// days.
+func (s *server) forceLeave(w http.ResponseWriter, r *http.Request) {
+	name := nameParam(r)
+	told, err := s.ForceLeave.ForceLeave(name)
+	switch {
+	case errors.Is(err, ErrUnknownMember):
+		writeProblem(w, kindUnknownMember, "no member named "+strconv.Quote(name)+" is known here; abacus members lists them")
+		return
+	case errors.Is(err, ErrMemberAlive):
+		writeProblem(w, kindMemberAlive, strconv.Quote(name)+" is alive: stop it first (a stopped node leaves by itself); force-leave removes dead members")
+		return
+	case err != nil:
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Name string `json:"name"`
+		Told int    `json:"told"`
+	}{name, told})
 }
 
 // snapshot serves GET /v1/snapshot: a consistent copy of the database, as a

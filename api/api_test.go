@@ -12,11 +12,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/abacus-counter/abacus/api"
+	"github.com/abacus-counter/abacus/api/apitest"
 	"github.com/abacus-counter/abacus/window"
 )
 
-func newHandler(f *fakeCounters) http.Handler {
-	return api.NewHandler(api.Deps{Counters: f, Cluster: fakeCluster{}, Windows: window.DefaultConfig(), Registerer: prometheus.NewRegistry()})
+func newFake() *apitest.Counters { return apitest.NewCounters(apitest.Now) }
+
+func newHandler(f *apitest.Counters) http.Handler {
+	return api.NewHandler(api.Deps{Counters: f, Cluster: &apitest.Cluster{}, Windows: window.DefaultConfig(), Registerer: prometheus.NewRegistry()})
 }
 
 type call struct {
@@ -170,8 +173,8 @@ func TestAPI_BadInput(t *testing.T) {
 			if p.Type != api.ProblemTypePrefix+tt.slug {
 				t.Fatalf("type = %s, want %s (detail %q)", p.Type, tt.slug, p.Detail)
 			}
-			if len(f.applied) != 0 {
-				t.Fatalf("a refused request applied: %+v", f.applied)
+			if len(f.Applied()) != 0 {
+				t.Fatalf("a refused request applied: %+v", f.Applied())
 			}
 			if tt.status == 405 && w.Header().Get("Allow") == "" {
 				t.Fatal("405 without an Allow header")
@@ -182,24 +185,24 @@ func TestAPI_BadInput(t *testing.T) {
 
 func TestAPI_Overflow_Is409(t *testing.T) {
 	f := newFake()
-	f.totals["a"] = 1<<64 - 2
+	f.Set("a", 1<<64-2)
 	w := do(t, newHandler(f), call{"POST", "/v1/counters/a/increment?amount=2", "", nil})
 	if w.Code != 409 || problemOf(t, w).Type != api.ProblemTypePrefix+"overflow" {
 		t.Fatalf("status %d body %s, want 409 overflow", w.Code, w.Body)
 	}
-	if f.totals["a"] != 1<<64-2 {
-		t.Fatalf("overflowing increment changed the total to %d", f.totals["a"])
+	if f.Count("a") != 1<<64-2 {
+		t.Fatalf("overflowing increment changed the total to %d", f.Count("a"))
 	}
 }
 
 func TestAPI_Unavailable_Is503(t *testing.T) {
 	f := newFake()
-	f.err = api.Unavailable("shutting down")
+	f.SetErr(api.Unavailable("shutting down"))
 	w := do(t, newHandler(f), call{"POST", "/v1/counters/a/increment", "", nil})
 	if p := problemOf(t, w); w.Code != 503 || p.Type != api.ProblemTypePrefix+"unavailable" || p.Detail != "shutting down" {
 		t.Fatalf("status %d body %s", w.Code, w.Body)
 	}
-	w = do(t, api.NewHandler(api.Deps{Counters: f, Cluster: fakeCluster{ready: errors.New("joining")}, Windows: window.DefaultConfig()}), call{"GET", "/readyz", "", nil})
+	w = do(t, api.NewHandler(api.Deps{Counters: f, Cluster: &apitest.Cluster{NotReady: errors.New("joining")}, Windows: window.DefaultConfig()}), call{"GET", "/readyz", "", nil})
 	if w.Code != 503 {
 		t.Fatalf("readyz = %d, want 503", w.Code)
 	}
@@ -237,8 +240,8 @@ func TestAPI_Increment(t *testing.T) {
 	if w.Code != 200 || strings.TrimSpace(w.Body.String()) != `{"accepted":3}` {
 		t.Fatalf("batch: %d %s", w.Code, w.Body)
 	}
-	if f.totals["a"] != 17 || f.totals["c"] != 1 {
-		t.Fatalf("totals after batch = %v", f.totals)
+	if f.Count("a") != 17 || f.Count("c") != 1 {
+		t.Fatalf("totals after batch = %d, %d", f.Count("a"), f.Count("c"))
 	}
 }
 
@@ -254,8 +257,8 @@ func TestAPI_Idempotency(t *testing.T) {
 	if first.Header().Get("Idempotent-Replayed") != "" || again.Header().Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("Idempotent-Replayed: first %q retry %q", first.Header().Get("Idempotent-Replayed"), again.Header().Get("Idempotent-Replayed"))
 	}
-	if f.totals["a"] != 3 {
-		t.Fatalf("total = %d, want 3", f.totals["a"])
+	if f.Count("a") != 3 {
+		t.Fatalf("total = %d, want 3", f.Count("a"))
 	}
 	other := do(t, h, call{"POST", "/v1/counters/a/increment?amount=4", "", key})
 	if other.Code != 422 || problemOf(t, other).Type != api.ProblemTypePrefix+"idempotency-key-reused" {
@@ -265,7 +268,9 @@ func TestAPI_Idempotency(t *testing.T) {
 
 func TestAPI_Reads(t *testing.T) {
 	f := newFake()
-	f.totals["x.1"], f.totals["x.2"], f.totals["y"] = 4, 5, 6
+	f.Set("x.1", 4)
+	f.Set("x.2", 5)
+	f.Set("y", 6)
 	h := newHandler(f)
 	tests := []struct {
 		path, want string
@@ -281,7 +286,7 @@ func TestAPI_Reads(t *testing.T) {
 		{"/v1/counters/y/range?from=2026-11-23T11:58:00Z&to=2026-11-23T12:00:00Z",
 			`{"name":"y","from":"2026-11-23T11:58:00Z","to":"2026-11-23T12:00:00Z","step":"1m","resolution":"1m","points":[{"start":"2026-11-23T11:58:00Z","count":0},{"start":"2026-11-23T11:59:00Z","count":6}],"sum":6,"partial":false}` + "\n"},
 		{"/healthz", "ok\n"},
-		{"/readyz", "ready\n"},
+		{"/readyz", `{"status":"ready"}` + "\n"},
 	}
 	for _, tt := range tests {
 		w := do(t, h, call{"GET", tt.path, "", nil})

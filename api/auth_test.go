@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/abacus-counter/abacus/api"
+	"github.com/abacus-counter/abacus/api/apitest"
 	"github.com/abacus-counter/abacus/window"
 )
 
@@ -67,7 +68,7 @@ func TestAPI_Auth(t *testing.T) {
 	}
 	for _, metricsPublic := range []bool{false, true} {
 		h := api.NewHandler(api.Deps{
-			Counters: newFake(), Cluster: fakeCluster{}, Windows: window.DefaultConfig(),
+			Counters: newFake(), Cluster: &apitest.Cluster{}, Windows: window.DefaultConfig(),
 			Registerer: prometheus.NewRegistry(), Metrics: http.NotFoundHandler(), MetricsPublic: metricsPublic,
 			Auth: tokens, Snapshot: fakeSnapshot{},
 		})

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/abacus-counter/abacus/api"
+	"github.com/abacus-counter/abacus/api/apitest"
 	"github.com/abacus-counter/abacus/ui"
 	"github.com/abacus-counter/abacus/window"
 )
@@ -49,21 +51,23 @@ func loadDoc(t testing.TB) *openapi3.T {
 	return doc
 }
 
-// docCluster is fakeCluster with a peer that has a lag and an HTTP address,
+// docCluster has a live peer with a lag and an HTTP address and a dead one,
 // so that every Member field shows up.
-type docCluster struct{ fakeCluster }
-
-func (c docCluster) Members() []api.Member {
-	self := c.Self()
-	self.State = "alive"
-	return []api.Member{self, {Name: "n2", Replica: "r2", DC: "dc2", Addr: "127.0.0.2:7946", HTTP: "127.0.0.2:4000", State: "alive", Lag: &api.Lag{Seqs: 3, Seconds: 0.25}}}
+func docCluster() *apitest.Cluster {
+	since := apitest.Now.Add(-time.Hour)
+	return &apitest.Cluster{Peers: []api.Member{
+		{Name: "n2", Replica: "r2", DC: "dc2", Addr: "127.0.0.2:7946", HTTP: "127.0.0.2:4000", State: "alive", Lag: &api.Lag{Seqs: 3, Seconds: 0.25}},
+		{Name: "n3", Replica: "r3", DC: "dc3", Addr: "127.0.0.3:7946", HTTP: "127.0.0.3:4000", State: "dead", Lag: &api.Lag{Seqs: 40, Seconds: 3600}, Since: &since},
+	}}
 }
 
 // newDocHandler is a handler with every optional route (/metrics,
 // /v1/snapshot) on, and auth if auth is set.
-func newDocHandler(f *fakeCounters, c api.Cluster, auth api.Authorizer) http.Handler {
+func newDocHandler(f *apitest.Counters, c api.Cluster, auth api.Authorizer) http.Handler {
 	reg := prometheus.NewRegistry()
+	fl, _ := c.(api.ForceLeaver)
 	return api.NewHandler(api.Deps{
+		ForceLeave: fl,
 		Counters:   f,
 		Cluster:    c,
 		Windows:    window.DefaultConfig(),
@@ -87,7 +91,7 @@ func TestOpenAPI_Valid(t *testing.T) {
 // removed from openapi.json too.
 func TestOpenAPI_Routes(t *testing.T) {
 	doc := loadDoc(t)
-	routes, ok := newDocHandler(newFake(), fakeCluster{}, nil).(chi.Routes)
+	routes, ok := newDocHandler(newFake(), &apitest.Cluster{}, nil).(chi.Routes)
 	if !ok {
 		t.Fatal("api.NewHandler no longer returns a chi.Routes; update this test")
 	}
@@ -209,7 +213,7 @@ func TestOpenAPI_Responses(t *testing.T) {
 	tests := []struct {
 		name    string
 		call    call
-		prep    func(t testing.TB, f *fakeCounters, h http.Handler)
+		prep    func(t testing.TB, f *apitest.Counters, h http.Handler)
 		cluster api.Cluster
 		auth    bool
 		status  int
@@ -222,7 +226,7 @@ func TestOpenAPI_Responses(t *testing.T) {
 		{name: "increment", call: call{"POST", "/v1/counters/signups/increment?amount=5&ts=1795428000", "", nil}, status: 200},
 		{name: "increment json", call: call{"POST", "/v1/counters/signups/increment", `{"amount":7,"ts":"2026-11-23T11:59:00.5+01:00"}`, jsonCT}, status: 200},
 		{name: "increment replayed", call: call{"POST", "/v1/counters/signups/increment?amount=3", "", key("k1")}, status: 200,
-			prep: func(t testing.TB, f *fakeCounters, h http.Handler) {
+			prep: func(t testing.TB, f *apitest.Counters, h http.Handler) {
 				do(t, h, call{"POST", "/v1/counters/signups/increment?amount=3", "", key("k1")})
 			}},
 		{name: "batch", call: call{"POST", "/v1/increments", `{"increments":[{"name":"a","amount":2},{"name":"b","ts":1795428000.5},{"name":"a","ts":"2026-11-23T11:00:00Z"}]}`, jsonCT}, status: 200},
@@ -232,7 +236,8 @@ func TestOpenAPI_Responses(t *testing.T) {
 		{name: "range defaults", call: call{"GET", "/v1/counters/signups/range", "", nil}, status: 200, prep: seed},
 		{name: "list page", call: call{"GET", "/v1/counters?prefix=s&limit=1", "", nil}, status: 200, prep: seed},
 		{name: "list last page", call: call{"GET", "/v1/counters?after=a", "", nil}, status: 200, prep: seed},
-		{name: "cluster", call: call{"GET", "/v1/cluster", "", nil}, status: 200, cluster: docCluster{}},
+		{name: "cluster", call: call{"GET", "/v1/cluster", "", nil}, status: 200, cluster: docCluster()},
+		{name: "force-leave", call: call{"POST", "/v1/cluster/members/n3/force-leave", "", nil}, status: 200, cluster: docCluster()},
 		{name: "healthz", call: call{"GET", "/healthz", "", nil}, status: 200},
 		{name: "readyz", call: call{"GET", "/readyz", "", nil}, status: 200},
 		{name: "metrics", call: call{"GET", "/metrics", "", nil}, status: 200, prep: seed},
@@ -243,7 +248,7 @@ func TestOpenAPI_Responses(t *testing.T) {
 		{name: "compat inc GET", call: call{"GET", "/inc?amount=2", "", nil}, status: 200},
 		{name: "compat inc POST", call: call{"POST", "/inc?name=signups", "", nil}, status: 200},
 		{name: "compat inc replayed", call: call{"POST", "/inc", "", key("k2")}, status: 200,
-			prep: func(t testing.TB, f *fakeCounters, h http.Handler) { do(t, h, call{"GET", "/inc", "", key("k2")}) }},
+			prep: func(t testing.TB, f *apitest.Counters, h http.Handler) { do(t, h, call{"GET", "/inc", "", key("k2")}) }},
 
 		// errors
 		{name: "bad amount", call: call{"POST", "/v1/counters/signups/increment?amount=0", "", nil}, status: 400},
@@ -258,21 +263,23 @@ func TestOpenAPI_Responses(t *testing.T) {
 		{name: "too many increments", call: call{"POST", "/v1/increments", many.String(), jsonCT}, status: 413},
 		{name: "form body", call: call{"POST", "/v1/increments", `a=1`, map[string]string{"Content-Type": "application/x-www-form-urlencoded"}}, status: 415},
 		{name: "overflow", call: call{"POST", "/v1/counters/signups/increment?amount=2", "", nil}, status: 409,
-			prep: func(t testing.TB, f *fakeCounters, h http.Handler) { f.totals["signups"] = 1<<64 - 2 }},
+			prep: func(t testing.TB, f *apitest.Counters, h http.Handler) { f.Set("signups", 1<<64-2) }},
 		{name: "key reused", call: call{"POST", "/v1/increments", `{"increments":[{"name":"b"}]}`, key("k3")}, status: 422,
-			prep: func(t testing.TB, f *fakeCounters, h http.Handler) {
+			prep: func(t testing.TB, f *apitest.Counters, h http.Handler) {
 				do(t, h, call{"POST", "/v1/increments", `{"increments":[{"name":"a"}]}`, key("k3")})
 			}},
 		{name: "shutting down", call: call{"POST", "/inc", "", nil}, status: 503,
-			prep: func(t testing.TB, f *fakeCounters, h http.Handler) {
-				f.err = fmt.Errorf("%w: %w", api.ErrUnavailable, errors.New("shutting down"))
+			prep: func(t testing.TB, f *apitest.Counters, h http.Handler) {
+				f.SetErr(fmt.Errorf("%w: %w", api.ErrUnavailable, errors.New("shutting down")))
 			}},
-		{name: "not ready", call: call{"GET", "/readyz", "", nil}, status: 503, cluster: fakeCluster{ready: errors.New("joining [127.0.0.2:7946]")}},
+		{name: "not ready", call: call{"GET", "/readyz", "", nil}, status: 503, cluster: &apitest.Cluster{NotReady: errors.New("joining [127.0.0.2:7946]")}},
+		{name: "force-leave alive", call: call{"POST", "/v1/cluster/members/n2/force-leave", "", nil}, status: 409, cluster: docCluster()},
+		{name: "force-leave unknown", call: call{"POST", "/v1/cluster/members/n9/force-leave", "", nil}, status: 404, cluster: docCluster()},
 		{name: "no token", call: call{"GET", "/v1/counters/signups", "", nil}, auth: true, status: 401},
 		{name: "unknown token", call: call{"POST", "/inc", "", map[string]string{"Authorization": "Bearer nobody-0123456789"}}, auth: true, status: 401},
 		{name: "role too low", call: call{"GET", "/v1/snapshot", "", map[string]string{"Authorization": "Bearer write-token-0123456789"}}, auth: true, status: 403},
 		{name: "internal", call: call{"POST", "/v1/counters/signups/increment", "", nil}, status: 500,
-			prep: func(t testing.TB, f *fakeCounters, h http.Handler) { f.err = errors.New("disk on fire") }},
+			prep: func(t testing.TB, f *apitest.Counters, h http.Handler) { f.SetErr(errors.New("disk on fire")) }},
 	}
 	succeeded := map[string]bool{}
 	for _, tt := range tests {
@@ -280,7 +287,7 @@ func TestOpenAPI_Responses(t *testing.T) {
 			f := newFake()
 			c := tt.cluster
 			if c == nil {
-				c = fakeCluster{}
+				c = &apitest.Cluster{}
 			}
 			var auth api.Authorizer
 			if tt.auth {
@@ -347,7 +354,7 @@ func TestOpenAPI_Responses(t *testing.T) {
 // belong to no operation, against components.responses.
 func TestOpenAPI_UnmatchedResponses(t *testing.T) {
 	doc := loadDoc(t)
-	h := newDocHandler(newFake(), fakeCluster{}, nil)
+	h := newDocHandler(newFake(), &apitest.Cluster{}, nil)
 	tests := []struct {
 		call     call
 		status   int
@@ -390,6 +397,8 @@ func TestOpenAPI_UnmatchedResponses(t *testing.T) {
 }
 
 // seed gives the fake a few counters to read.
-func seed(_ testing.TB, f *fakeCounters, _ http.Handler) {
-	f.totals["signups"], f.totals["sessions"], f.totals["logins"] = 17, 4, 9
+func seed(_ testing.TB, f *apitest.Counters, _ http.Handler) {
+	f.Set("signups", 17)
+	f.Set("sessions", 4)
+	f.Set("logins", 9)
 }

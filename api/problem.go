@@ -40,6 +40,8 @@ var (
 	kindUnauthorized      = kind{"unauthorized", "Missing or invalid token", http.StatusUnauthorized}
 	kindForbidden         = kind{"forbidden", "Token lacks the required role", http.StatusForbidden}
 	kindNotFound          = kind{"not-found", "Not found", http.StatusNotFound}
+	kindUnknownMember     = kind{"unknown-member", "No such member", http.StatusNotFound}
+	kindMemberAlive       = kind{"member-alive", "Member is alive", http.StatusConflict}
 	kindMethodNotAllowed  = kind{"method-not-allowed", "Method not allowed", http.StatusMethodNotAllowed}
 	kindOverflow          = kind{"overflow", "Counter would overflow", http.StatusConflict}
 	kindBodyTooLarge      = kind{"body-too-large", "Request body too large", http.StatusRequestEntityTooLarge}

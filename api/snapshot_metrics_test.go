@@ -12,6 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/abacus-counter/abacus/api"
+	"github.com/abacus-counter/abacus/api/apitest"
 	"github.com/abacus-counter/abacus/window"
 )
 
@@ -32,14 +33,14 @@ func (failingSnapshot) SnapshotName() string { return "x.db" }
 // part way cuts the connection, so that the client sees an error and never
 // a short file that looks complete.
 func TestAPI_SnapshotFailures(t *testing.T) {
-	h := api.NewHandler(api.Deps{Counters: newFake(), Cluster: fakeCluster{}, Windows: window.DefaultConfig(),
+	h := api.NewHandler(api.Deps{Counters: newFake(), Cluster: &apitest.Cluster{}, Windows: window.DefaultConfig(),
 		Registerer: prometheus.NewRegistry(), Snapshot: failingSnapshot{}})
 	w := do(t, h, call{"GET", "/v1/snapshot", "", nil})
 	if w.Code != http.StatusServiceUnavailable || problemOf(t, w).Status != http.StatusServiceUnavailable {
 		t.Fatalf("snapshot failing at once: %d %s", w.Code, w.Body)
 	}
 
-	srv := httptest.NewServer(api.NewHandler(api.Deps{Counters: newFake(), Cluster: fakeCluster{}, Windows: window.DefaultConfig(),
+	srv := httptest.NewServer(api.NewHandler(api.Deps{Counters: newFake(), Cluster: &apitest.Cluster{}, Windows: window.DefaultConfig(),
 		Registerer: prometheus.NewRegistry(), Snapshot: failingSnapshot{before: 64 << 10}}))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/v1/snapshot")
@@ -59,7 +60,7 @@ func TestAPI_SnapshotFailures(t *testing.T) {
 // increments by route; an idempotent replay is not counted again.
 func TestAPI_IncrementMetricsSkipReplays(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	h := api.NewHandler(api.Deps{Counters: newFake(), Cluster: fakeCluster{}, Windows: window.DefaultConfig(), Registerer: reg})
+	h := api.NewHandler(api.Deps{Counters: newFake(), Cluster: &apitest.Cluster{}, Windows: window.DefaultConfig(), Registerer: reg})
 	key := map[string]string{"Idempotency-Key": "once"}
 	for range 2 {
 		if w := do(t, h, call{"POST", "/v1/counters/m/increment?amount=3", "", key}); w.Code != 200 {

@@ -173,8 +173,9 @@ func decodeError(status int, contentType string, body []byte) *Error {
 		if json.Unmarshal(body, &p) == nil {
 			e.Type, e.Title, e.Detail = oneLine(p.Type, 200), oneLine(p.Title, 200), oneLine(p.Detail, 500)
 		}
-	case "text/plain":
-		// A proxy or an older server: its first line is the best detail.
+	case "text/plain", "":
+		// A proxy, an older server, or Go's own answer to plain HTTP on a
+		// TLS port (no Content-Type): its first line is the best detail.
 		line, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
 		e.Detail = oneLine(line, 200)
 	}
@@ -588,8 +589,11 @@ type Member struct {
 	HTTP    string `json:"http"`  // API address, if known
 	State   string `json:"state"` // alive, suspect, dead, left; empty for Self
 	// Lag is how far behind the member's copy of the answering node's data
-	// is; nil when unknown (and for the answering node itself).
+	// is; nil when unknown (and for the answering node itself). For a dead
+	// member it is measured from the last digest heard from it.
 	Lag *Lag `json:"lag"`
+	// Since is when a dead member died, or a member left; nil otherwise.
+	Since *time.Time `json:"since"`
 }
 
 // Lag is a member's replication lag.
@@ -608,6 +612,27 @@ type ClusterInfo struct {
 // Cluster returns the node's view of the cluster.
 func (c *Client) Cluster(ctx context.Context) (ClusterInfo, error) {
 	return getJSON[ClusterInfo](ctx, c, "/v1/cluster", nil, "cluster")
+}
+
+// ForceLeave removes the dead member name from the node's member list and
+// has the node tell every live member to do the same; it returns how many
+// were told. It needs the admin role. A live member is refused (an *Error,
+// 409 member-alive), an unknown one too (404 unknown-member).
+func (c *Client) ForceLeave(ctx context.Context, name string) (told int, err error) {
+	if name == "" {
+		return 0, errors.New("empty member name")
+	}
+	a, err := c.call(ctx, http.MethodPost, "/v1/cluster/members/"+url.PathEscape(name)+"/force-leave", nil, nil, "")
+	if err != nil {
+		return 0, err
+	}
+	var r struct {
+		Told int `json:"told"`
+	}
+	if err := decode(a, "force-leave", &r); err != nil {
+		return 0, err
+	}
+	return r.Told, nil
 }
 
 // Healthy is nil while the node's process runs and answers.

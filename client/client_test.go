@@ -14,161 +14,34 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/abacus-counter/abacus/api"
+	"github.com/abacus-counter/abacus/api/apitest"
 	"github.com/abacus-counter/abacus/client"
 	"github.com/abacus-counter/abacus/window"
 )
 
-// fakeCounters is an in-memory api.Counters that keeps every increment with
-// its event time, so that ranges come out of real arithmetic.
-type fakeCounters struct {
-	mu     sync.Mutex
-	now    time.Time
-	incs   []api.Increment
-	others map[string][]api.ReplicaCount // other replicas' shares by counter, for detail
-	keys   map[string]fakeKey
+// testCluster is n1 with a live peer n2 that lags and a dead peer n3.
+func testCluster(notReady error) *apitest.Cluster {
+	return &apitest.Cluster{NotReady: notReady, Peers: []api.Member{
+		{Name: "n2", Replica: "r2", DC: "dc2", Addr: "127.0.0.2:7946", HTTP: "127.0.0.2:4000", State: "alive", Lag: &api.Lag{Seqs: 3, Seconds: 1.5}},
+		{Name: "n3", Replica: "r3", DC: "dc3", Addr: "127.0.0.3:7946", HTTP: "127.0.0.3:4000", State: "dead", Lag: &api.Lag{Seqs: 40, Seconds: 600}, Since: &deadSince},
+	}}
 }
 
-type fakeKey struct {
-	fp   [32]byte
-	resp []byte
-}
+var deadSince = time.Date(2026, 11, 23, 11, 50, 0, 0, time.UTC)
 
-func newFake(now time.Time) *fakeCounters {
-	return &fakeCounters{now: now, keys: map[string]fakeKey{}}
-}
-
-func (f *fakeCounters) Now() time.Time { return f.now }
-
-func (f *fakeCounters) total(name string) uint64 {
-	var t uint64
-	for _, inc := range f.incs {
-		if inc.Name == name {
-			t += inc.Amount
-		}
-	}
-	for _, o := range f.others[name] {
-		t += o.Count
-	}
-	return t
-}
-
-func (f *fakeCounters) Apply(ctx context.Context, req *api.WriteRequest) (api.WriteResult, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if req.IdempotencyKey != "" {
-		if k, ok := f.keys[req.IdempotencyKey]; ok {
-			if k.fp != req.Fingerprint {
-				return api.WriteResult{}, api.ErrIdempotencyMismatch
-			}
-			return api.WriteResult{Replayed: true, Response: k.resp}, nil
-		}
-	}
-	next := map[string]uint64{}
-	for _, inc := range req.Increments {
-		cur, ok := next[inc.Name]
-		if !ok {
-			cur = f.total(inc.Name)
-		}
-		if cur > math.MaxUint64-inc.Amount {
-			return api.WriteResult{}, api.ErrOverflow
-		}
-		next[inc.Name] = cur + inc.Amount
-	}
-	f.incs = append(f.incs, req.Increments...)
-	res := api.WriteResult{Totals: make([]uint64, len(req.Increments))}
-	for i, inc := range req.Increments {
-		res.Totals[i] = f.total(inc.Name)
-	}
-	if req.IdempotencyKey != "" {
-		res.Response = req.Render(res.Totals)
-		f.keys[req.IdempotencyKey] = fakeKey{req.Fingerprint, res.Response}
-	}
-	return res, nil
-}
-
-func (f *fakeCounters) Total(name string) (uint64, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.total(name), nil
-}
-
-// Replicas: this node's increments are replica "r1" in dc1.
-func (f *fakeCounters) Replicas(name string) ([]api.ReplicaCount, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var mine uint64
-	for _, inc := range f.incs {
-		if inc.Name == name {
-			mine += inc.Amount
-		}
-	}
-	out := []api.ReplicaCount{{Replica: "r1", Node: "n1", DC: "dc1", Count: mine}}
-	return append(out, f.others[name]...), nil
-}
-
-func (f *fakeCounters) Range(name string, p window.Plan) ([]uint64, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	pts := make([]uint64, p.Points)
-	for _, inc := range f.incs {
-		if inc.Name != name || inc.TS.Before(p.From) || !inc.TS.Before(p.To) {
-			continue
-		}
-		pts[int(inc.TS.Sub(p.From)/p.Step)] += inc.Amount
-	}
-	return pts, nil
-}
-
-func (f *fakeCounters) List(prefix, after string, limit int) ([]api.NameTotal, string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	seen := map[string]bool{}
-	var names []string
-	for _, inc := range f.incs {
-		if n := inc.Name; !seen[n] && strings.HasPrefix(n, prefix) && n > after {
-			seen[n] = true
-			names = append(names, n)
-		}
-	}
-	sort.Strings(names)
-	next := ""
-	if len(names) > limit {
-		names, next = names[:limit], names[limit-1]
-	}
-	out := make([]api.NameTotal, len(names))
-	for i, n := range names {
-		out[i] = api.NameTotal{Name: n, Total: f.total(n)}
-	}
-	return out, next, nil
-}
-
-type fakeCluster struct{ ready error }
-
-func (fakeCluster) Self() api.Member {
-	return api.Member{Name: "n1", Replica: "r1", DC: "dc1", Addr: "127.0.0.1:7946", HTTP: "127.0.0.1:4000"}
-}
-
-func (c fakeCluster) Members() []api.Member {
-	self := c.Self()
-	self.State = "alive"
-	return []api.Member{self, {Name: "n2", Replica: "r2", DC: "dc2", Addr: "127.0.0.2:7946", HTTP: "127.0.0.2:4000", State: "suspect", Lag: &api.Lag{Seqs: 3, Seconds: 1.5}}}
-}
-
-func (c fakeCluster) Ready() error { return c.ready }
+func newFake(now time.Time) *apitest.Counters { return apitest.NewCounters(now) }
 
 var testNow = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 
 // startAPI serves the real api handler over f and returns a client of it.
-func startAPI(t *testing.T, f *fakeCounters, cl fakeCluster) *client.Client {
+func startAPI(t *testing.T, f *apitest.Counters, cl *apitest.Cluster) *client.Client {
 	t.Helper()
-	srv := httptest.NewServer(api.NewHandler(api.Deps{Counters: f, Cluster: cl, Windows: window.DefaultConfig()}))
+	srv := httptest.NewServer(api.NewHandler(api.Deps{Counters: f, Cluster: cl, ForceLeave: cl, Windows: window.DefaultConfig()}))
 	t.Cleanup(srv.Close)
 	return mustClient(t, client.Config{BaseURL: srv.URL, Timeout: 10 * time.Second})
 }
@@ -184,7 +57,7 @@ func mustClient(t *testing.T, cfg client.Config) *client.Client {
 
 func TestClient_IncGet(t *testing.T) {
 	ctx := context.Background()
-	c := startAPI(t, newFake(testNow), fakeCluster{})
+	c := startAPI(t, newFake(testNow), testCluster(nil))
 	if total, err := c.Get(ctx, "signups"); err != nil || total != 0 {
 		t.Fatalf("Get before = %d, %v; want 0", total, err)
 	}
@@ -208,7 +81,7 @@ func TestClient_IncGet(t *testing.T) {
 
 func TestClient_Inc_Idempotent(t *testing.T) {
 	ctx := context.Background()
-	c := startAPI(t, newFake(testNow), fakeCluster{})
+	c := startAPI(t, newFake(testNow), testCluster(nil))
 	first, err := c.Inc(ctx, "orders", 3, client.IncOptions{IdempotencyKey: "order-4711"})
 	if err != nil || first.Total != 3 || first.Replayed {
 		t.Fatalf("first = %+v, %v", first, err)
@@ -230,8 +103,8 @@ func TestClient_Inc_Idempotent(t *testing.T) {
 func TestClient_Errors(t *testing.T) {
 	ctx := context.Background()
 	f := newFake(testNow)
-	c := startAPI(t, f, fakeCluster{ready: errors.New("joining the cluster")})
-	f.incs = append(f.incs, api.Increment{Name: "big", Amount: math.MaxUint64 - 1, TS: testNow})
+	c := startAPI(t, f, testCluster(errors.New("joining the cluster")))
+	f.Set("big", math.MaxUint64-1)
 
 	tests := []struct {
 		name   string
@@ -289,7 +162,7 @@ func TestClient_Errors(t *testing.T) {
 func TestClient_Batch(t *testing.T) {
 	ctx := context.Background()
 	f := newFake(testNow)
-	c := startAPI(t, f, fakeCluster{})
+	c := startAPI(t, f, testCluster(nil))
 	ts := testNow.Add(-time.Minute)
 	incs := []client.Increment{{Name: "a", Amount: 2}, {Name: "b", Amount: 3, TS: ts}, {Name: "a", Amount: 4}}
 	r, err := c.IncBatch(ctx, incs, "batch-1")
@@ -305,8 +178,8 @@ func TestClient_Batch(t *testing.T) {
 			t.Fatalf("Get(%s) = %d, %v; want %d", name, got, err, want)
 		}
 	}
-	if f.incs[1].TS != ts || f.incs[0].TS != testNow {
-		t.Fatalf("event times = %v, %v; want %v and the node's now", f.incs[1].TS, f.incs[0].TS, ts)
+	if incs := f.Increments(); incs[1].TS != ts || incs[0].TS != testNow {
+		t.Fatalf("event times = %v, %v; want %v and the node's now", incs[1].TS, incs[0].TS, ts)
 	}
 	_, err = c.IncBatch(ctx, []client.Increment{{Name: "ok", Amount: 1}, {Name: "bad name", Amount: 1}}, "")
 	var e *client.Error
@@ -318,8 +191,8 @@ func TestClient_Batch(t *testing.T) {
 func TestClient_Detail(t *testing.T) {
 	ctx := context.Background()
 	f := newFake(testNow)
-	f.others = map[string][]api.ReplicaCount{"hits": {{Replica: "r2", Node: "n2", DC: "dc2", Count: 10}}}
-	c := startAPI(t, f, fakeCluster{})
+	f.AddReplica("hits", api.ReplicaCount{Replica: "r2", Node: "n2", DC: "dc2", Count: 10})
+	c := startAPI(t, f, testCluster(nil))
 	if _, err := c.Inc(ctx, "hits", 4, client.IncOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +212,7 @@ func TestClient_Detail(t *testing.T) {
 
 func TestClient_Range(t *testing.T) {
 	ctx := context.Background()
-	c := startAPI(t, newFake(testNow), fakeCluster{})
+	c := startAPI(t, newFake(testNow), testCluster(nil))
 	base := testNow.Add(-10 * time.Minute)
 	for _, inc := range []struct {
 		at     time.Duration
@@ -379,7 +252,7 @@ func TestClient_Range(t *testing.T) {
 
 func TestClient_List(t *testing.T) {
 	ctx := context.Background()
-	c := startAPI(t, newFake(testNow), fakeCluster{})
+	c := startAPI(t, newFake(testNow), testCluster(nil))
 	names := []string{"app.a", "app.b", "app.c", "app.d", "app.e", "other"}
 	for i, n := range names {
 		if _, err := c.Inc(ctx, n, uint64(i+1), client.IncOptions{}); err != nil {
@@ -416,7 +289,7 @@ func TestClient_List(t *testing.T) {
 }
 
 func TestClient_Cluster(t *testing.T) {
-	c := startAPI(t, newFake(testNow), fakeCluster{})
+	c := startAPI(t, newFake(testNow), testCluster(nil))
 	ci, err := c.Cluster(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -425,11 +298,32 @@ func TestClient_Cluster(t *testing.T) {
 		Self: client.Member{Name: "n1", Replica: "r1", DC: "dc1", Addr: "127.0.0.1:7946", HTTP: "127.0.0.1:4000"},
 		Members: []client.Member{
 			{Name: "n1", Replica: "r1", DC: "dc1", Addr: "127.0.0.1:7946", HTTP: "127.0.0.1:4000", State: "alive"},
-			{Name: "n2", Replica: "r2", DC: "dc2", Addr: "127.0.0.2:7946", HTTP: "127.0.0.2:4000", State: "suspect", Lag: &client.Lag{Seqs: 3, Seconds: 1.5}},
+			{Name: "n2", Replica: "r2", DC: "dc2", Addr: "127.0.0.2:7946", HTTP: "127.0.0.2:4000", State: "alive", Lag: &client.Lag{Seqs: 3, Seconds: 1.5}},
+			{Name: "n3", Replica: "r3", DC: "dc3", Addr: "127.0.0.3:7946", HTTP: "127.0.0.3:4000", State: "dead", Lag: &client.Lag{Seqs: 40, Seconds: 600}, Since: &deadSince},
 		},
 	}
 	if !reflect.DeepEqual(ci, want) {
 		t.Fatalf("Cluster = %+v\nwant %+v", ci, want)
+	}
+}
+
+func TestClient_ForceLeave(t *testing.T) {
+	c := startAPI(t, newFake(testNow), testCluster(nil))
+	ctx := context.Background()
+	var ce *client.Error
+	if _, err := c.ForceLeave(ctx, "n2"); !errors.As(err, &ce) || ce.Slug() != "member-alive" {
+		t.Fatalf("force-leave of a live member: %v", err)
+	}
+	if _, err := c.ForceLeave(ctx, "n9"); !errors.As(err, &ce) || ce.Slug() != "unknown-member" {
+		t.Fatalf("force-leave of an unknown member: %v", err)
+	}
+	told, err := c.ForceLeave(ctx, "n3")
+	if err != nil || told != 1 {
+		t.Fatalf("force-leave n3 = %d, %v; want 1 live peer told", told, err)
+	}
+	ci, err := c.Cluster(ctx)
+	if err != nil || len(ci.Members) != 2 || ci.Members[1].Name != "n2" {
+		t.Fatalf("members after force-leave = %+v, %v", ci.Members, err)
 	}
 }
 
@@ -470,6 +364,8 @@ func TestClient_NonProblemErrors(t *testing.T) {
 			`{"type":"urn:abacus:problem:forbidden","title":"Token lacks the required role","status":403,"detail":"needs\nadmin"}`,
 			"403 forbidden: needs admin"},
 		{"about:blank", 429, "application/problem+json", `{"type":"about:blank","title":"Too Many Requests","status":429}`, "429 Too Many Requests"},
+		// Go's own answer to plain HTTP on a TLS port has no Content-Type.
+		{"no content type", 400, "", "Client sent an HTTP request to an HTTPS server.\n", "400 Bad Request: Client sent an HTTP request to an HTTPS server."},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

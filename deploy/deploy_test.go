@@ -278,7 +278,7 @@ func TestDockerfile(t *testing.T) {
 	if len(froms) != 2 || !strings.HasPrefix(froms[0], "golang:1.26") || !strings.HasPrefix(froms[1], "gcr.io/distroless/static-debian12:nonroot") {
 		t.Errorf("FROM %q: want a golang:1.26 build stage and a distroless static nonroot final stage", froms)
 	}
-	if !strings.Contains(src, "CGO_ENABLED=0") || !strings.Contains(src, "-trimpath") || !strings.Contains(src, `-ldflags "-s -w"`) {
+	if !strings.Contains(src, "CGO_ENABLED=0") || !strings.Contains(src, "-trimpath") || !strings.Contains(src, `-ldflags "-s -w`) {
 		t.Error("the build is not static and trimmed (CGO_ENABLED=0, -trimpath, -ldflags \"-s -w\")")
 	}
 	var ep []string

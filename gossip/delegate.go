@@ -195,6 +195,13 @@ func (g *Gossip) handleMsg(b []byte) {
 		}
 		g.mu.Unlock()
 		return
+	case msgForget:
+		m, err := decodeForget(dec)
+		if err != nil {
+			break
+		}
+		g.forgetFromPeer(m.name)
+		return
 	}
 	g.stats.decodeErrors.Add(1)
 	g.reject(t, "malformed")

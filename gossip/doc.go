@@ -30,7 +30,9 @@
 // ID (a copied data directory) the later one refuses writes (WriteBlocked) and
 // says why. A node missing members keeps re-joining its Join addresses and the
 // members it knew, so partitions longer than memberlist's dead-node reaping
-// heal by themselves. With Keys every packet and stream is encrypted and
+// heal by themselves. ForceLeave drops a dead member at once, here and, by a
+// forget message, at every live member (memberlist has no such operation).
+// With Keys every packet and stream is encrypted and
 // authenticated (the first key encrypts, all decrypt); the cluster name labels
 // them.
 //

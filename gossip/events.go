@@ -33,6 +33,15 @@ func (g *Gossip) noteMember(n *memberlist.Node, state string) {
 	addr := net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	now := g.cfg.Now()
 	g.mu.Lock()
+	if _, gone := g.forgot[n.Name]; gone {
+		if state != "alive" {
+			// Forced out (force-leave): its death does not list it again.
+			delete(g.peers, n.Name)
+			g.mu.Unlock()
+			return
+		}
+		delete(g.forgot, n.Name) // back: a member like any other
+	}
 	p := g.peerLocked(n.Name)
 	if err == nil {
 		p.meta = m

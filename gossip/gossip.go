@@ -50,6 +50,7 @@ type Gossip struct {
 	known   map[string]knownMember // every member ever seen, for rejoining
 	commits commitLog
 	recover recovery
+	forgot  map[string]time.Time // members removed by force-leave, and when
 	// syncBase holds, until the node has caught up once after joining, the
 	// first digest heard from each peer since joining: the node is ready when
 	// it holds all that.
@@ -58,6 +59,7 @@ type Gossip struct {
 
 	joined    atomic.Bool
 	joinedCh  chan struct{}
+	joinErr   atomic.Pointer[error] // the last join attempt's error, for Ready
 	duplicate atomic.Pointer[error]
 
 	stats   stats
@@ -332,6 +334,9 @@ func (g *Gossip) Ready() error {
 		return err
 	}
 	if !g.joined.Load() {
+		if p := g.joinErr.Load(); p != nil {
+			return fmt.Errorf("joining %v: %v", g.cfg.Join, *p)
+		}
 		return fmt.Errorf("joining %v", g.cfg.Join)
 	}
 	if ok, why := g.caughtUp(); !ok {

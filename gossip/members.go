@@ -15,9 +15,13 @@ type Member struct {
 	DC       string
 	Replica  string
 	State    string // alive, dead or left
-	// Lag is how far this member's copy of this node's data is behind, as
-	// its last digest showed; nil for this node, members not heard from and
-	// members not alive.
+	// Since is when the member entered State; zero for this node and for
+	// alive members.
+	Since time.Time
+	// Lag is how far this member's copy of this node's data is behind,
+	// measured from its last digest: for a dead member, what it lacks now
+	// of what this node committed. Nil for this node, members that left and
+	// members never heard from.
 	Lag *Lag
 }
 
@@ -53,8 +57,13 @@ func (g *Gossip) Members() []Member {
 		if !p.meta.replica.IsZero() {
 			m.Replica = p.meta.replica.String()
 		}
-		if !p.seen.IsZero() && p.state == "alive" {
+		if !p.seen.IsZero() && p.state != "left" {
+			// A member that left handed its data off first; a dead one
+			// lacks what its last digest lacked, and all since.
 			m.Lag = g.lagLocked(p, own, now)
+		}
+		if p.state != "alive" {
+			m.Since = p.changed
 		}
 		out = append(out, m)
 	}
@@ -73,6 +82,77 @@ func (g *Gossip) lagLocked(p *peer, own uint64, now time.Time) *Lag {
 		l.Seconds = now.Sub(t).Seconds()
 	}
 	return l
+}
+
+// ForceLeave drops the member name, which must be dead or have left, from
+// this node's member list, stops trying to rejoin it, and tells every live
+// member to do the same (msgForget over TCP). It returns how many were told.
+// memberlist has no such operation for another node: without it a dead
+// member stays listed, and rejoined, for forgetAfter. The member's counts
+// stay; if it starts again it joins as any node does.
+func (g *Gossip) ForceLeave(name string) (told int, err error) {
+	if name == g.cfg.NodeName {
+		return 0, ErrMemberAlive
+	}
+	g.mu.Lock()
+	p := g.peers[name]
+	switch {
+	case p == nil || p.state == "":
+		g.mu.Unlock()
+		return 0, ErrUnknownMember
+	case p.state == "alive":
+		g.mu.Unlock()
+		return 0, ErrMemberAlive
+	}
+	g.forgetLocked(name)
+	g.mu.Unlock()
+	g.log.Info("member removed (force-leave)", "node", name)
+	msg := (&forgetMsg{name: name}).appendTo(nil)
+	for _, n := range g.alivePeers() {
+		if err := g.ml.SendReliable(n, msg); err != nil {
+			g.log.Warn("force-leave: could not tell a member; run it there too", "node", name, "member", n.Name, "err", err)
+			continue
+		}
+		g.stats.sent(msgForget, len(msg))
+		told++
+	}
+	return told, nil
+}
+
+// forgetFromPeer handles a peer's msgForget: a member this node sees dead
+// goes at once; one it still sees alive goes when it dies (the tombstone),
+// unless it comes back alive first.
+func (g *Gossip) forgetFromPeer(name string) {
+	if name == g.cfg.NodeName {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if p := g.peers[name]; p != nil && p.state == "alive" {
+		g.forgetNote(name)
+		return
+	}
+	g.forgetLocked(name)
+	g.log.Info("member removed (force-leave from a peer)", "node", name)
+}
+
+// forgetLocked removes name from the member and rejoin lists and keeps a
+// tombstone, so that a late "dead" from memberlist does not bring it back.
+func (g *Gossip) forgetLocked(name string) {
+	delete(g.peers, name)
+	delete(g.known, name)
+	if g.syncBase != nil {
+		delete(g.syncBase, name)
+	}
+	g.forgetNote(name)
+}
+
+// forgetNote records the tombstone of name.
+func (g *Gossip) forgetNote(name string) {
+	if g.forgot == nil {
+		g.forgot = make(map[string]time.Time)
+	}
+	g.forgot[name] = g.cfg.Now()
 }
 
 // MemberCounts counts members (this node included) by state.

@@ -26,7 +26,9 @@ const (
 	// that say (memberlist's delegate protocol maximum) they know it.
 	msgPullKeys  msgType = 7
 	msgChunkKeys msgType = 8 // a chunk with the origin's key records and compensations
-	msgLast              = msgChunkKeys
+	msgForget    msgType = 9 // "forget dead member N": an operator's force-leave
+
+	msgLast = msgForget // the highest type known
 )
 
 // keysProtocol is the delegate protocol version from which a node speaks
@@ -55,6 +57,8 @@ func (t msgType) String() string {
 		return "pull_keys"
 	case msgChunkKeys:
 		return "chunk_keys"
+	case msgForget:
+		return "forget"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(t))
 }
@@ -339,6 +343,25 @@ func (m *byeMsg) appendTo(b []byte) []byte {
 
 func decodeBye(d *crdt.Decoder) (byeMsg, error) {
 	m := byeMsg{name: d.String(maxNodeName)}
+	return m, finish(d)
+}
+
+// forgetMsg asks the receiver to drop the dead member name from its member
+// list (abacus force-leave). memberlist has no cluster-wide force-leave of
+// another node: this message is ours, sent over TCP to each live member.
+type forgetMsg struct {
+	name string
+}
+
+func (m *forgetMsg) appendTo(b []byte) []byte {
+	return appendString(append(b, byte(msgForget), wireVersion), m.name)
+}
+
+func decodeForget(d *crdt.Decoder) (forgetMsg, error) {
+	m := forgetMsg{name: d.String(maxNodeName)}
+	if d.Err() == nil && m.name == "" {
+		d.Fail(crdt.ErrMalformed)
+	}
 	return m, finish(d)
 }
 

@@ -134,6 +134,8 @@ func decodeAny(b []byte) error {
 		_, err = decodeChunk(d)
 	case msgBye:
 		_, err = decodeBye(d)
+	case msgForget:
+		_, err = decodeForget(d)
 	}
 	return err
 }
@@ -144,6 +146,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add((&deltasMsg{groups: []originGroup{{origin: crdt.ReplicaID{1}, entries: []entry{{slot: crdt.TotalSlot("a"), value: 3, seq: 1}}}}}).appendTo(nil))
 	f.Add((&digestMsg{name: "n1", entries: []digestEntry{{origin: crdt.ReplicaID{2}, seq: 9}}}).appendTo(nil))
 	f.Add((&byeMsg{name: "n1"}).appendTo(nil))
+	f.Add((&forgetMsg{name: "n1"}).appendTo(nil))
 	f.Add((&pullMsg{from: "n1", origin: crdt.ReplicaID{3}, after: 4, maxBytes: 1 << 18}).appendTo(nil))
 	f.Add((&chunkMsg{from: "n2", origin: crdt.ReplicaID{4}, after: 1, next: 7, top: 7, done: true, node: "n9", dc: "ams"}).appendTo(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {

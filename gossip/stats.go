@@ -1,6 +1,8 @@
 package gossip
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+)
 
 // stats are the gossip layer's counters, read at scrape time.
 type stats struct {
@@ -39,7 +41,7 @@ func (s *stats) received(t msgType, n int) {
 
 // Stats are the gossip layer's figures.
 type Stats struct {
-	// Messages and bytes by kind ("deltas", "digest", "pull", "chunk", "bye").
+	// Messages and bytes by kind ("deltas", "digest", "pull", "chunk", "bye", "forget").
 	MessagesIn, MessagesOut, BytesIn, BytesOut map[string]uint64
 
 	DecodeErrors, Dropped, Refused, Exchanges uint64

@@ -399,7 +399,9 @@ func (g *Gossip) joinLoop() {
 	backoff := time.Second
 	for len(g.cfg.Join) > 0 && !g.joined.Load() {
 		if err := g.Join(g.cfg.Join); err != nil {
-			g.log.Warn("join failed; retrying", "join", g.cfg.Join, "in", backoff, "err", err)
+			err = joinError(err)
+			g.joinErr.Store(&err)
+			g.log.Warn("join failed; retrying", "join", g.cfg.Join, "in", backoff, "err", err.Error())
 		} else {
 			g.log.Info("joined", "via", g.cfg.Join, "members", g.ml.NumMembers())
 			break
@@ -424,7 +426,7 @@ func (g *Gossip) joinLoop() {
 				g.markJoined()
 				g.log.Info("rejoined missing members", "contacted", n, "members", g.ml.NumMembers())
 			} else {
-				g.log.Debug("rejoin failed", "addrs", addrs, "err", err)
+				g.log.Debug("rejoin failed", "addrs", addrs, "err", joinError(err).Error())
 			}
 		}
 	}
@@ -447,6 +449,11 @@ func (g *Gossip) missing() []string {
 			alive[name] = true
 		case now.Sub(p.changed) > forgetAfter:
 			delete(g.peers, name) // gone for days: removed, not partitioned
+		}
+	}
+	for name, t := range g.forgot {
+		if now.Sub(t) > forgetAfter {
+			delete(g.forgot, name)
 		}
 	}
 	for name, k := range g.known {

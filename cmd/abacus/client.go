@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -100,7 +104,8 @@ func (c *command) split(args []string) (own, conn, pos []string) {
 		if a == "--" {
 			return own, conn, append(pos, args[i+1:]...)
 		}
-		if len(a) < 2 || a[0] != '-' {
+		if len(a) < 2 || a[0] != '-' || isNegativeNumber(a) {
+			// "-3" is an AMOUNT gone wrong, not a flag: inc says why.
 			pos = append(pos, a)
 			continue
 		}
@@ -119,6 +124,11 @@ func (c *command) split(args []string) (own, conn, pos []string) {
 		}
 	}
 	return own, conn, pos
+}
+
+func isNegativeNumber(a string) bool {
+	_, err := strconv.ParseFloat(a, 64)
+	return len(a) > 1 && a[0] == '-' && a[1] >= '0' && a[1] <= '9' && err == nil
 }
 
 func isBoolFlag(f *flag.Flag) bool {
@@ -141,13 +151,68 @@ func (c *command) synopsis() string {
 func (c *command) client() (*client.Client, error) {
 	addr := *c.addr
 	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr // "127.0.0.1:4000" means what it says
+		// "127.0.0.1:4000" means what it says; "localhost" alone would mean
+		// port 80, where no agent listens by default.
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			return nil, fmt.Errorf("--addr %q has no port: give host:port, such as --addr %s, or a URL (also in ABACUS_ADDR)", addr, net.JoinHostPort(strings.Trim(addr, "[]/"), "4000"))
+		}
+		addr = "http://" + addr
 	}
 	cl, err := client.New(client.Config{BaseURL: addr, Token: *c.token, CAFile: *c.caFile, Timeout: *c.timeout})
 	if err != nil {
 		return nil, fmt.Errorf("--addr/--token/--ca-file/--timeout: %v", err)
 	}
 	return cl, nil
+}
+
+// explain rewrites the errors a newcomer meets talking to a node so that
+// they say what went wrong and which flag or variable fixes it. Other errors
+// pass through. Commands defer it on their named error.
+func (c *command) explain(errp *error) {
+	err := *errp
+	if err == nil {
+		return
+	}
+	addr := *c.addr
+	var ce *client.Error
+	var dnsErr *net.DNSError
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var certErr *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &ce):
+		switch {
+		case ce.Status == http.StatusUnauthorized && *c.token == "":
+			*errp = fmt.Errorf("401 unauthorized: the node at %s has auth on and no token was sent: pass --token TOKEN or set ABACUS_TOKEN (a token of its --auth-token-file)", addr)
+		case ce.Status == http.StatusUnauthorized:
+			*errp = fmt.Errorf("401 unauthorized: the node at %s does not know the token in --token/ABACUS_TOKEN: check it against the node's --auth-token-file", addr)
+		case ce.Status == http.StatusForbidden:
+			*errp = fmt.Errorf("403 forbidden: %s: use a token with that role in --token or ABACUS_TOKEN", ce.Detail)
+		case ce.Status == http.StatusBadRequest && strings.Contains(ce.Detail, "HTTP request to an HTTPS server"):
+			*errp = fmt.Errorf("the node at %s serves HTTPS, and this request was plain HTTP: use --addr https://%s (or set ABACUS_ADDR)", addr, hostPort(addr))
+		}
+	case errors.Is(err, syscall.ECONNREFUSED):
+		*errp = fmt.Errorf("nothing answers at %s (connection refused): is the agent running, on that --http-addr? Point --addr or ABACUS_ADDR at a running node", addr)
+	case errors.As(err, &dnsErr):
+		*errp = fmt.Errorf("cannot find host %q of %s (%v): check --addr or ABACUS_ADDR", dnsErr.Name, addr, dnsErr.Err)
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		*errp = fmt.Errorf("the node at %s serves plain HTTP, not HTTPS: use --addr http://%s (or set ABACUS_ADDR)", addr, hostPort(addr))
+	case errors.As(err, &unknownCA) || errors.As(err, &certErr) && errors.As(certErr.Err, &unknownCA):
+		*errp = fmt.Errorf("the certificate of %s is signed by a CA this machine does not trust: pass the CA's PEM file with --ca-file (or ABACUS_CA_FILE)", addr)
+	case errors.As(err, &hostErr):
+		*errp = fmt.Errorf("the certificate of %s is not for this host name (%v): use the name it was issued for in --addr (or ABACUS_ADDR)", addr, hostErr)
+	case errors.Is(err, context.DeadlineExceeded):
+		*errp = fmt.Errorf("no answer from %s within --timeout %v: is that the node's address (--addr, ABACUS_ADDR)? A slow node needs a longer --timeout (ABACUS_TIMEOUT)", addr, *c.timeout)
+	}
+}
+
+// hostPort is addr without its scheme and path.
+func hostPort(addr string) string {
+	if _, rest, ok := strings.Cut(addr, "://"); ok {
+		addr = rest
+	}
+	h, _, _ := strings.Cut(addr, "/")
+	return h
 }
 
 // connect makes the HTTP client and a context that SIGINT or SIGTERM
@@ -222,8 +287,9 @@ func writeTable(w io.Writer, rows [][]string, right ...int) {
 
 func u64(n uint64) string { return strconv.FormatUint(n, 10) }
 
-func runInc(args []string, stdout, stderr io.Writer) error {
+func runInc(args []string, stdout, stderr io.Writer) (err error) {
 	c := newCommand("abacus inc", "NAME [AMOUNT]", "Adds AMOUNT (default 1) to the counter NAME and prints the counter's new total on the node.")
+	defer c.explain(&err)
 	ts := c.flags.String("ts", "", "event time: RFC 3339, Unix seconds, or a time ago such as -5m (default: the node's clock)")
 	key := c.flags.String("idempotency-key", "", "apply at most once: a retry with the same key counts once at the same node")
 	pos, err := c.parse(args, stdout)
@@ -235,6 +301,9 @@ func runInc(args []string, stdout, stderr io.Writer) error {
 	}
 	amount := uint64(1)
 	if len(pos) == 2 {
+		if strings.HasPrefix(pos[1], "-") {
+			return fmt.Errorf("AMOUNT %s: counters only count up, so amounts are positive (1 to 9007199254740991); count what goes down in a counter of its own, such as %s.removed", pos[1], pos[0])
+		}
 		if amount, err = strconv.ParseUint(pos[1], 10, 64); err != nil {
 			return fmt.Errorf("AMOUNT %q: want a whole number from 1 to 9007199254740991", pos[1])
 		}
@@ -259,8 +328,9 @@ func runInc(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func runGet(args []string, stdout, stderr io.Writer) error {
+func runGet(args []string, stdout, stderr io.Writer) (err error) {
 	c := newCommand("abacus get", "NAME", "Prints the counter's total on the node (0 if it was never incremented).")
+	defer c.explain(&err)
 	detail := c.flags.Bool("detail", false, "print the count of each replica and the sum of each datacenter")
 	pos, err := c.parse(args, stdout)
 	if err != nil {
@@ -313,8 +383,9 @@ func orDash(s string) string {
 	return s
 }
 
-func runRange(args []string, stdout, stderr io.Writer) error {
+func runRange(args []string, stdout, stderr io.Writer) (err error) {
 	c := newCommand("abacus range", "NAME", "Prints the counter's count per step over [--from, --to), with their sum.\nTimes are RFC 3339, Unix seconds, now, or a time ago on this machine's clock (-6h).")
+	defer c.explain(&err)
 	from := c.flags.String("from", "", "start of the range (default: --to minus 1h)")
 	to := c.flags.String("to", "", "end of the range, excluded (default: now)")
 	step := c.flags.String("step", "", "time per point, a multiple of a resolution: 1m, 15m, 1h, 1d (default: the finest resolution kept at --from)")
@@ -368,8 +439,9 @@ func runRange(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func runList(args []string, stdout, stderr io.Writer) error {
+func runList(args []string, stdout, stderr io.Writer) (err error) {
 	c := newCommand("abacus list", "", "Prints counters and their totals on the node, sorted by name, a page at a time.")
+	defer c.explain(&err)
 	prefix := c.flags.String("prefix", "", "only names that start with this")
 	after := c.flags.String("after", "", "start after this name (the next page of an earlier listing)")
 	limit := c.flags.Int("limit", 0, "names per page, 1 to 1000 (default: the node's, 100)")
@@ -414,8 +486,9 @@ func runList(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func runMembers(args []string, stdout, stderr io.Writer) error {
+func runMembers(args []string, stdout, stderr io.Writer) (err error) {
 	c := newCommand("abacus members", "", "Prints the cluster's members as the node sees them, itself included.\nLAG is how far behind a member's copy of this node's data is: commits and age.")
+	defer c.explain(&err)
 	pos, err := c.parse(args, stdout)
 	if err != nil {
 		return err
@@ -433,19 +506,76 @@ func runMembers(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	rows := [][]string{{"NAME", "DC", "STATE", "ADDR", "HTTP", "LAG"}}
+	now := time.Now()
 	for _, m := range ci.Members {
 		lag := "-"
 		if m.Lag != nil {
 			lag = fmt.Sprintf("%d commits, %.1fs", m.Lag.Seqs, m.Lag.Seconds)
 		}
-		rows = append(rows, []string{m.Name, orDash(m.DC), orDash(m.State), orDash(m.Addr), orDash(m.HTTP), lag})
+		state := orDash(m.State)
+		if m.Since != nil {
+			state += " since " + m.Since.UTC().Format(time.RFC3339) + " (" + ago(now.Sub(*m.Since)) + ")"
+		}
+		rows = append(rows, []string{m.Name, orDash(m.DC), state, orDash(m.Addr), orDash(m.HTTP), lag})
 	}
 	writeTable(stdout, rows)
+	for _, m := range ci.Members {
+		if m.State == "dead" {
+			fmt.Fprintf(stderr, "%s: %s is dead; its LAG is what it lacks of this node's commits. If it is gone for good: abacus force-leave %s\n", c.name, m.Name, m.Name)
+		}
+	}
 	return nil
 }
 
-func runSnapshot(args []string, stdout, stderr io.Writer) error {
+// ago is a duration for people: 42s ago, 5m ago, 3h10m ago, 2d4h ago.
+func ago(d time.Duration) string {
+	d = max(d, 0).Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 24*time.Hour:
+		return fmt.Sprintf("%dh%dm ago", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%dh ago", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+func runForceLeave(args []string, stdout, stderr io.Writer) (err error) {
+	c := newCommand("abacus force-leave", "NAME", "Removes the dead member NAME from the node's member list and has it tell every\nlive member to do the same (needs the admin role). Use it for a node that is\ngone for good; its counts stay. A live member is refused: stop it instead.")
+	defer c.explain(&err)
+	pos, err := c.parse(args, stdout)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || pos[0] == "" {
+		return c.usageError("want one NAME")
+	}
+	cl, ctx, cancel, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	told, err := cl.ForceLeave(ctx, pos[0])
+	var ce *client.Error
+	if errors.As(err, &ce) {
+		switch ce.Slug() {
+		case "member-alive":
+			return fmt.Errorf("%s is alive, so it stays: stop it (it then leaves by itself), or check the NAME with abacus members", pos[0])
+		case "unknown-member":
+			return fmt.Errorf("the node at %s knows no member %q: abacus members lists them (names are case-sensitive)", *c.addr, pos[0])
+		}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "removed %s; told %d live member(s)\n", pos[0], told)
+	return nil
+}
+
+func runSnapshot(args []string, stdout, stderr io.Writer) (err error) {
 	c := newCommand("abacus snapshot", "FILE", "Saves a consistent backup of the node's database to FILE (needs the admin role).\nFILE appears whole or not at all: the backup goes to a temporary file next to it first.")
+	defer c.explain(&err)
 	force := c.flags.Bool("force", false, "replace FILE if it exists")
 	pos, err := c.parse(args, stdout)
 	if err != nil {

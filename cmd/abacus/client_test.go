@@ -369,7 +369,7 @@ func TestCLI_Snapshot(t *testing.T) {
 
 	// Failures leave the old file and no temporary file behind.
 	line := wantFail(t, nil, "", "snapshot", "--force", file, addr, "--token", "read-token")
-	if line != "abacus snapshot: 403 forbidden: snapshot needs the admin role" {
+	if line != "abacus snapshot: 403 forbidden: snapshot needs the admin role: use a token with that role in --token or ABACUS_TOKEN" {
 		t.Fatalf("wrong token: %q", line)
 	}
 	wantFail(t, nil, "unexpected EOF", "snapshot", "--force", file, "--addr", srv.URL+"/truncating", token)

@@ -10,7 +10,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
+
+	"github.com/abacus-counter/abacus/internal/buildinfo"
 )
 
 const usage = `abacus: a clustered, persistent, time-windowed counting server
@@ -19,6 +22,7 @@ Usage:
   abacus agent [flags]            run a node
   abacus keygen                   print a new gossip encryption key
   abacus recover --data-dir DIR   rebuild a damaged data directory (node stopped)
+  abacus version                  print the version, commit and Go version (also --version)
   abacus <command> -h             help for a command
 
 Client commands, talking to the node at --addr (default http://127.0.0.1:4000):
@@ -27,6 +31,7 @@ Client commands, talking to the node at --addr (default http://127.0.0.1:4000):
   abacus range NAME               counts per step: --from -6h --to now --step 1h [--json]
   abacus list                     counters and totals: --prefix, --limit, --all
   abacus members                  the cluster's members as the node sees them
+  abacus force-leave NAME         remove a dead member from every member list (admin)
   abacus snapshot FILE            save a backup of the node's database (admin)
 
 Every agent flag can also be set as ABACUS_<FLAG> in the environment, for
@@ -61,8 +66,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runList(args[1:], stdout, stderr)
 	case "members":
 		err = runMembers(args[1:], stdout, stderr)
+	case "force-leave":
+		err = runForceLeave(args[1:], stdout, stderr)
 	case "snapshot":
 		err = runSnapshot(args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		err = runVersion(args[1:], stdout)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -106,13 +115,49 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 			return
 		}
 		env := "ABACUS_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok {
-			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s=%q: %v", env, v, e)
+		// An empty variable is unset: "ABACUS_ADDR= abacus get x" means
+		// the default, as in most tools.
+		v := os.Getenv(env)
+		if v == "" {
+			return
+		}
+		if isBoolFlag(f) {
+			b, ok := parseBoolEnv(v)
+			if !ok {
+				err = fmt.Errorf("%s=%q: want true or false (1/0, yes/no and on/off work too), or unset it", env, v)
+				return
 			}
+			v = strconv.FormatBool(b)
+		}
+		if e := fs.Set(f.Name, v); e != nil {
+			err = fmt.Errorf("%s=%q: %v: want a value as for --%s (see %s -h), or unset it", env, v, e, f.Name, fs.Name())
 		}
 	})
 	return err
+}
+
+// parseBoolEnv reads a boolean as people write it in an environment file.
+func parseBoolEnv(v string) (bool, bool) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "1", "t", "true", "yes", "y", "on":
+		return true, true
+	case "0", "f", "false", "no", "n", "off":
+		return false, true
+	}
+	return false, false
+}
+
+// runVersion prints which build this is.
+func runVersion(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("abacus version", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: abacus version\n\nPrints the version, the commit and the Go version of this binary.\n")
+	}
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, buildinfo.Get())
+	return nil
 }
 
 // runKeygen prints a new random 32-byte AES key, base64, for --gossip-key-file.

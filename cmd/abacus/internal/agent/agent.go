@@ -124,7 +124,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.NodeName, _ = os.Hostname()
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry()}
-	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoGauge())
 	if err := a.loadTokens(); err != nil {
 		return nil, err
 	}
@@ -218,6 +218,7 @@ func New(cfg Config) (*Agent, error) {
 		Metrics:       promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}),
 		MetricsPublic: cfg.MetricsPublic,
 		Snapshot:      snapshotter{a},
+		ForceLeave:    (*cluster)(a),
 		Durability:    cfg.Durability.String(),
 		UI:            ui.Handler(),
 	}
@@ -424,7 +425,23 @@ func apiMember(m gossip.Member) api.Member {
 	if m.Lag != nil {
 		out.Lag = &api.Lag{Seqs: m.Lag.Seqs, Seconds: m.Lag.Seconds}
 	}
+	if !m.Since.IsZero() {
+		since := m.Since.UTC()
+		out.Since = &since
+	}
 	return out
+}
+
+// ForceLeave removes a dead member everywhere (api.ForceLeaver).
+func (c *cluster) ForceLeave(name string) (int, error) {
+	told, err := c.gossip.ForceLeave(name)
+	switch {
+	case errors.Is(err, gossip.ErrUnknownMember):
+		return 0, api.ErrUnknownMember
+	case errors.Is(err, gossip.ErrMemberAlive):
+		return 0, api.ErrMemberAlive
+	}
+	return told, err
 }
 
 // Ready says why the node should not take traffic, in words for clients:

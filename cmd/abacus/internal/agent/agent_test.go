@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/abacus-counter/abacus/cmd/abacus/internal/agent"
+	"github.com/abacus-counter/abacus/internal/buildinfo"
 	"github.com/abacus-counter/abacus/store"
 )
 
@@ -204,6 +205,7 @@ func TestAgent_Metrics(t *testing.T) {
 		`abacus_node_ready 1`,
 		`abacus_node_accepting_writes 1`,
 		`go_goroutines`,
+		fmt.Sprintf(`abacus_build_info{goversion=%q,revision=%q,version=%q} 1`, buildinfo.Get().GoVersion, buildinfo.Get().Revision, buildinfo.Get().Version),
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)

@@ -616,3 +616,88 @@ func TestCluster_LargeDigestStillReachesPeers(t *testing.T) {
 		return false, "a1 does not know b1"
 	})
 }
+
+// TestCluster_DeadMemberAndForceLeave: a member that dies (here: cut off,
+// then stopped, so its goodbye never arrives) is listed dead with the lag it
+// had and since when; abacus force-leave at one node removes it from every
+// live node's list, and a live member is refused.
+func TestCluster_DeadMemberAndForceLeave(t *testing.T) {
+	c := newCluster(t, "a1", "b1", "c1")
+	c.writeLoad([]string{"a1", "c1"}, []string{"fl"}, 10, 40)
+	c.waitConverged(10*time.Second, time.Now().Add(-time.Hour))
+	c.net.Partition([]string{"a1", "b1"}, []string{"c1"})
+	c.stop("c1")
+	before := time.Now()
+	c.writeLoad([]string{"a1"}, []string{"fl"}, 5, 41) // commits c1 never saw
+
+	type member struct {
+		Name, State string
+		Lag         *struct{ Seqs uint64 }
+		Since       *time.Time
+	}
+	clusterOf := func(node string) []member {
+		_, body := httpGet(t, "http://"+c.nodes[node].Addr()+"/v1/cluster")
+		var ci struct{ Members []member }
+		if err := json.Unmarshal([]byte(body), &ci); err != nil {
+			t.Fatalf("%s /v1/cluster: %v in %s", node, err, body)
+		}
+		return ci.Members
+	}
+	testenv.WaitFor(t, 20*time.Second, func() (bool, string) {
+		for _, m := range clusterOf("a1") {
+			if m.Name == "c1" && (m.State != "dead" || m.Lag == nil || m.Lag.Seqs < 5 || m.Since == nil) {
+				return false, fmt.Sprintf("a1 sees c1 %s, lag %+v, since %v", m.State, m.Lag, m.Since)
+			}
+		}
+		return true, ""
+	})
+	for _, m := range clusterOf("a1") {
+		if m.Name == "c1" && (m.Since.After(time.Now()) || m.Since.Before(before.Add(-10*time.Second))) {
+			t.Fatalf("c1 dead since %v, want about %v", m.Since, before)
+		}
+	}
+
+	if code, body := httpPostCode(c.nodes["a1"], "/v1/cluster/members/b1/force-leave"); code != 409 || !strings.Contains(body, "member-alive") {
+		t.Fatalf("force-leave of a live member = %d %s", code, body)
+	}
+	if code, body := httpPostCode(c.nodes["a1"], "/v1/cluster/members/zz/force-leave"); code != 404 || !strings.Contains(body, "unknown-member") {
+		t.Fatalf("force-leave of an unknown member = %d %s", code, body)
+	}
+	if code, body := httpPostCode(c.nodes["a1"], "/v1/cluster/members/c1/force-leave"); code != 200 || body != `{"name":"c1","told":1}`+"\n" {
+		t.Fatalf("force-leave c1 = %d %s", code, body)
+	}
+	testenv.WaitFor(t, 10*time.Second, func() (bool, string) {
+		for _, n := range []string{"a1", "b1"} {
+			for _, m := range clusterOf(n) {
+				if m.Name == "c1" {
+					return false, n + " still lists c1 " + m.State
+				}
+			}
+		}
+		return true, ""
+	})
+	// Counts stay: c1's increments are part of the totals.
+	c.waitConverged(10*time.Second, time.Now().Add(-time.Hour))
+}
+
+// TestCluster_JoinErrorsNameTheFix: a node whose gossip key, or lack of one,
+// keeps it out says so in /readyz, naming the flag, instead of only
+// "joining [...]".
+func TestCluster_JoinErrorsNameTheFix(t *testing.T) {
+	c := &testCluster{t: t, net: faultnet.New(5), nodes: map[string]*agent.Agent{}, dirs: map[string]string{}, want: map[string]uint64{}}
+	c.key = []byte("0123456789abcdef0123456789abcdef")
+	c.start("a1", t.TempDir())
+	for name, mutate := range map[string]func(*agent.Config){
+		"x1": func(cfg *agent.Config) { cfg.GossipKeys = [][]byte{[]byte("fedcba9876543210fedcba9876543210")} },
+		"x2": func(cfg *agent.Config) { cfg.GossipKeys = nil },
+	} {
+		a := c.start(name, t.TempDir(), mutate)
+		testenv.WaitFor(t, 10*time.Second, func() (bool, string) {
+			code, body := httpGet(t, "http://"+a.Addr()+"/readyz")
+			return code == 503 && strings.Contains(body, "--gossip-key-file") && strings.Contains(body, c.seed),
+				fmt.Sprintf("%s /readyz = %d %s", name, code, body)
+		})
+		_, body := httpGet(t, "http://"+a.Addr()+"/readyz")
+		t.Logf("%s: %s", name, body)
+	}
+}

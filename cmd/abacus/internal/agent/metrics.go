@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/abacus-counter/abacus/gossip"
+	"github.com/abacus-counter/abacus/internal/buildinfo"
 	"github.com/abacus-counter/abacus/store"
 )
 
@@ -157,7 +158,9 @@ func (c gossipCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(n), state)
 	}
 	for _, m := range c.g.Members()[1:] {
-		if m.Lag != nil {
+		// Live peers only: a dead one has AbacusMemberDead, and its lag,
+		// which only grows, would page twice (it shows in /v1/cluster).
+		if m.Lag != nil && m.State == "alive" {
 			ch <- prometheus.MustNewConstMetric(descLagSeconds, prometheus.GaugeValue, m.Lag.Seconds, m.Name)
 			ch <- prometheus.MustNewConstMetric(descLagSeqs, prometheus.GaugeValue, float64(m.Lag.Seqs), m.Name)
 		}
@@ -189,4 +192,17 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b((*cluster)(c.a).Ready() == nil))
 	writes := c.a.writeBlocked() == nil && c.a.store.Err() == nil && !c.a.closing.Load()
 	ch <- prometheus.MustNewConstMetric(descWrites, prometheus.GaugeValue, b(writes))
+}
+
+// buildInfoGauge is abacus_build_info: always 1, the build in its labels, so
+// that a dashboard can tell which nodes run which build.
+func buildInfoGauge() prometheus.Collector {
+	bi := buildinfo.Get()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "abacus_build_info",
+		Help:        "The running build: version, commit (revision) and Go version; the value is always 1.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Revision, "goversion": bi.GoVersion},
+	})
+	g.Set(1)
+	return g
 }
