@@ -253,6 +253,49 @@ func (a *API) queryOpts(r *http.Request) (promql.QueryOpts, *apiError) {
 	return promql.NewPrometheusQueryOpts(r.FormValue("stats") == "all", lookback, nil), nil
 }
 
+// Subqueries. The engine allocates for every step of a subquery before any
+// limit of its own applies: count_over_time(x[100y:1s]) asks it for tens of
+// gigabytes. A subquery of more steps than maxSubquerySteps is refused up
+// front, as a range query of more than 11,000 points is.
+const (
+	maxSubquerySteps    = 100_000
+	defaultSubqueryStep = time.Minute // a subquery without a step: Prometheus's default evaluation interval
+)
+
+// checkSubqueries refuses qs if one of its subqueries, evaluated over span
+// (the query's end minus its start), would take more than maxSubquerySteps
+// steps. An expression that does not parse is left to the engine to report.
+func (a *API) checkSubqueries(qs string, span time.Duration) *apiError {
+	expr, err := a.parser.ParseExpr(qs)
+	if err != nil {
+		return nil
+	}
+	var bad *apiError
+	parser.Inspect(expr, func(node parser.Node, path []parser.Node) error {
+		sq, ok := node.(*parser.SubqueryExpr)
+		if !ok || bad != nil {
+			return nil
+		}
+		// An inner subquery runs over its own range, its parents' ranges and
+		// the query's span (seconds, in floats: ranges may sum past int64).
+		total := span.Seconds() + sq.Range.Seconds()
+		for _, p := range path {
+			if outer, ok := p.(*parser.SubqueryExpr); ok {
+				total += outer.Range.Seconds()
+			}
+		}
+		step := sq.Step
+		if step <= 0 {
+			step = defaultSubqueryStep
+		}
+		if steps := total / step.Seconds(); steps > maxSubquerySteps {
+			bad = &apiError{errorBadData, fmt.Errorf("invalid parameter %q: subquery %s would take %.0f steps; at most %d are allowed: use a larger step or a shorter range", "query", sq.String(), steps, maxSubquerySteps)}
+		}
+		return nil
+	})
+	return bad
+}
+
 // queryData is the data of a query answer.
 type queryData struct {
 	ResultType parser.ValueType `json:"resultType"`
@@ -278,6 +321,9 @@ func (a *API) query(r *http.Request) result {
 		return result{err: apiErr}
 	}
 	qs := r.FormValue("query")
+	if apiErr := a.checkSubqueries(qs, 0); apiErr != nil {
+		return result{err: apiErr}
+	}
 	qry, err := a.engine.NewInstantQuery(ctx, a.queryable(), opts, qs, ts)
 	if err != nil {
 		return result{err: constructionError(err)}
@@ -321,6 +367,9 @@ func (a *API) queryRange(r *http.Request) result {
 		return result{err: apiErr}
 	}
 	qs := r.FormValue("query")
+	if apiErr := a.checkSubqueries(qs, end.Sub(start)); apiErr != nil {
+		return result{err: apiErr}
+	}
 	qry, err := a.engine.NewRangeQuery(ctx, a.queryable(), opts, qs, start, end, step)
 	if err != nil {
 		return result{err: constructionError(err)}

@@ -137,7 +137,10 @@ func New(cfg Config) (*API, error) {
 		EnableAtModifier:     true,
 		EnableNegativeOffset: true,
 		EnableQueryCost:      true,
-		Parser:               p,
+		// The engine calls this for a subquery without a step; nil would
+		// panic.
+		NoStepSubqueryIntervalFn: func(int64) int64 { return defaultSubqueryStep.Milliseconds() },
+		Parser:                   p,
 	})
 	eng.SetQueryLimits(uint64(cfg.MaxSeries), 0, 0)
 	a := &API{cfg: cfg, engine: eng, parser: p}

@@ -248,6 +248,9 @@ func TestAPI_Errors(t *testing.T) {
 		{"series empty matcher", "/api/v1/series", url.Values{"match[]": {`{counter=""}`}}, 400, "bad_data"},
 		{"labels bad start", "/api/v1/labels", url.Values{"start": {"x"}}, 400, "bad_data"},
 		{"unknown route", "/api/v1/targets", url.Values{}, 404, "not_found"},
+		{"huge subquery", "/api/v1/query", url.Values{"query": {"count_over_time(vector(1)[100y:1s])"}}, 400, "bad_data"},
+		{"huge nested subquery", "/api/v1/query", url.Values{"query": {"max_over_time(rate(abacus_events_total[5m:100ms])[1d:1h])"}}, 400, "bad_data"},
+		{"huge subquery in a range", "/api/v1/query_range", url.Values{"query": {"count_over_time(vector(1)[1m:1s])"}, "start": {"0"}, "end": {"864000"}, "step": {"3600"}}, 400, "bad_data"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, env := call(t, h, http.MethodGet, tc.path, tc.params)
@@ -294,6 +297,14 @@ func TestAPI_Timeout(t *testing.T) {
 				t.Fatalf("took %v with a timeout of %v", took, tc.timeout)
 			}
 		})
+	}
+}
+
+func TestAPI_SubqueryWithoutStep(t *testing.T) {
+	h := mustAPI(t, seeded())
+	code, env := call(t, h, http.MethodGet, "/api/v1/query", url.Values{"query": {`max_over_time(sum(abacus_events_total)[1h:])`}})
+	if code != http.StatusOK {
+		t.Fatalf("%d %+v", code, env)
 	}
 }
 
