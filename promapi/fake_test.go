@@ -71,12 +71,13 @@ func (f *fakeSource) CountsByDC(name string, spans []promapi.Span) ([]promapi.DC
 	defer f.mu.Unlock()
 	var out []promapi.DCCounts
 	for dc, d := range f.counters[name] {
-		c := promapi.DCCounts{DC: dc, Total: d.total, Windows: make([]map[int64]uint64, len(spans))}
+		c := promapi.DCCounts{DC: dc, Total: d.total, Windows: make([][]uint64, len(spans))}
 		for i, sp := range spans {
-			c.Windows[i] = map[int64]uint64{}
+			size := int64(sp.Res)
+			c.Windows[i] = make([]uint64, (sp.To-sp.From+size-1)/size)
 			for start, v := range d.windows[sp.Res] {
 				if start >= sp.From && start < sp.To {
-					c.Windows[i][start] = v
+					c.Windows[i][(start-sp.From)/size] = v
 				}
 			}
 		}

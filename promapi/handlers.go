@@ -85,8 +85,37 @@ func (a *API) serve(h apiFunc) http.HandlerFunc {
 			return
 		}
 		warn, info := res.warnings.AsStrings(res.query, 10, 10)
+		if qd, ok := res.data.(queryData); ok {
+			writeQueryData(w, qd.Result, warn, info)
+			return
+		}
 		writeJSON(w, http.StatusOK, response{Status: "success", Data: res.data, Warnings: warn, Infos: info})
 	}
+}
+
+// writeQueryData writes a query's answer, encoded by appendQueryData.
+func writeQueryData(w http.ResponseWriter, v parser.Value, warn, info []string) {
+	b := append(make([]byte, 0, 4096), `{"status":"success","data":`...)
+	b, err := appendQueryData(b, v)
+	if err != nil {
+		writeError(w, &apiError{errorInternal, errors.New("the answer could not be encoded")}, nil)
+		return
+	}
+	for _, f := range []struct {
+		name string
+		list []string
+	}{{"warnings", warn}, {"infos", info}} {
+		if len(f.list) > 0 {
+			j, _ := json.Marshal(f.list)
+			b = append(b, `,"`+f.name+`":`...)
+			b = append(b, j...)
+		}
+	}
+	b = append(b, '}')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
 }
 
 func writeError(w http.ResponseWriter, e *apiError, data any) {

@@ -15,7 +15,7 @@ import (
 )
 
 // Span asks for the windows of one resolution starting in [From, To), Unix
-// seconds.
+// seconds; From is a multiple of Res.
 type Span struct {
 	Res      uint32 // window length in seconds
 	From, To int64
@@ -25,9 +25,9 @@ type Span struct {
 type DCCounts struct {
 	DC    string // "" when the node does not know the replica's datacenter
 	Total uint64 // all-time total
-	// Windows holds, per span asked for, the count per window start;
-	// windows with nothing may be absent.
-	Windows []map[int64]uint64
+	// Windows holds, per span asked for, the count of each window of the
+	// span: Windows[i][k] is the window starting at spans[i].From + k×Res.
+	Windows [][]uint64
 }
 
 // Source is what the API needs from the node.

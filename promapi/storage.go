@@ -288,33 +288,31 @@ func (q *queryable) series(name string, plan []region, ms []*labels.Matcher, onl
 
 // appendCumulative appends the samples of region r: at each boundary b, the
 // events before b, which are the total less every window from b on.
-func appendCumulative(dst []promql.FPoint, r region, total uint64, windows map[int64]uint64) []promql.FPoint {
-	var after uint64 // events in windows starting after the boundary at hand
-	for start, v := range windows {
-		if start > r.hi {
-			after = satAdd(after, v)
-		}
-	}
+// windows are r.span's, from r.lo (= r.span.From) on.
+func appendCumulative(dst []promql.FPoint, r region, total uint64, windows []uint64) []promql.FPoint {
 	n := int((r.hi-r.lo)/r.size) + 1
+	var after uint64 // events in windows starting after the boundary at hand
+	for _, v := range windows[min(n, len(windows)):] {
+		after = satAdd(after, v)
+	}
 	first := len(dst)
 	dst = slices.Grow(dst, n)[:first+n]
-	for i, b := n-1, r.hi; i >= 0; i, b = i-1, b-r.size {
-		after = satAdd(after, windows[b])
+	for i := n - 1; i >= 0; i-- {
+		if i < len(windows) {
+			after = satAdd(after, windows[i])
+		}
 		v := uint64(0)
 		if total > after {
 			v = total - after
 		}
-		dst[first+i] = promql.FPoint{T: b * 1000, F: float64(v)}
+		dst[first+i] = promql.FPoint{T: (r.lo + int64(i)*r.size) * 1000, F: float64(v)}
 	}
 	// A window read a moment after its total (a peer's entries arriving in
 	// another order) could make the series dip; a counter never does.
-	for i := first + 1; i < len(dst); i++ {
+	for i := max(first, 1); i < len(dst); i++ {
 		if dst[i].F < dst[i-1].F {
 			dst[i].F = dst[i-1].F
 		}
-	}
-	if first > 0 && dst[first].F < dst[first-1].F {
-		dst[first].F = dst[first-1].F
 	}
 	return dst
 }

@@ -17,7 +17,7 @@ import (
 // sees a window that its total does not include.
 
 // Span asks for the windows of one resolution starting in [From, To), Unix
-// seconds.
+// seconds; From is a multiple of Res.
 type Span struct {
 	Res      uint32 // window length in seconds
 	From, To int64
@@ -29,9 +29,10 @@ type DCCounts struct {
 	// node has not learnt where a replica lives.
 	DC    string
 	Total uint64
-	// Windows holds, per span asked for, the datacenter's count per window
-	// start; windows with nothing are absent.
-	Windows []map[int64]uint64
+	// Windows holds, per span asked for, the datacenter's count of each
+	// window of the span: Windows[i][k] is the window starting at
+	// spans[i].From + k×Res.
+	Windows [][]uint64
 }
 
 // CountsByDC returns counter name's total and its windows in each span, per
@@ -42,6 +43,11 @@ type DCCounts struct {
 // fsync) for as long as the read takes: callers keep spans short (a few
 // thousand windows).
 func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
+	for _, sp := range spans {
+		if sp.Res == 0 || sp.From%int64(sp.Res) != 0 || sp.To < sp.From || (sp.To-sp.From)/int64(sp.Res) > maxSpanWindows {
+			return nil, fmt.Errorf("read %q by datacenter: bad span %+v", name, sp)
+		}
+	}
 	t := s.reps.table()
 	byDC := map[string]*DCCounts{}
 	get := func(id crdt.ReplicaID) *DCCounts {
@@ -51,9 +57,9 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 		}
 		c := byDC[dc]
 		if c == nil {
-			c = &DCCounts{DC: dc, Windows: make([]map[int64]uint64, len(spans))}
-			for i := range c.Windows {
-				c.Windows[i] = map[int64]uint64{}
+			c = &DCCounts{DC: dc, Windows: make([][]uint64, len(spans))}
+			for i, sp := range spans {
+				c.Windows[i] = make([]uint64, (sp.To-sp.From+int64(sp.Res)-1)/int64(sp.Res))
 			}
 			byDC[dc] = c
 		}
@@ -65,7 +71,8 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 			if span < 0 {
 				c.Total = satAdd(c.Total, e.Value)
 			} else {
-				c.Windows[span][start] = satAdd(c.Windows[span][start], e.Value)
+				k := (start - spans[span].From) / int64(spans[span].Res)
+				c.Windows[span][k] = satAdd(c.Windows[span][k], e.Value)
 			}
 		})
 	}
@@ -83,7 +90,8 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 			if span < 0 {
 				c.Total = satAdd(c.Total, e.value)
 			} else {
-				c.Windows[span][start] = satAdd(c.Windows[span][start], e.value)
+				k := (start - spans[span].From) / int64(spans[span].Res)
+				c.Windows[span][k] = satAdd(c.Windows[span][k], e.value)
 			}
 		}
 		return es, nil
@@ -104,15 +112,12 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 	memStarts := make([]map[int64]bool, len(spans))
 	for i, sp := range spans {
 		memStarts[i] = map[int64]bool{}
-		if !inMem || sp.Res == 0 || sp.From >= sp.To {
+		if !inMem || sp.From >= sp.To {
 			continue
 		}
 		size := int64(sp.Res)
 		if n := (sp.To - sp.From) / size; n <= int64(len(s.mem)) {
-			for start := sp.From - mod(sp.From, size); start < sp.To; start += size {
-				if start < sp.From {
-					continue
-				}
+			for start := sp.From; start < sp.To; start += size {
 				if g := s.mem[crdt.Slot{Name: name, Res: sp.Res, Start: start}]; g != nil {
 					addGC(g, i, start)
 					memStarts[i][start] = true
@@ -120,7 +125,7 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 			}
 		} else {
 			for slot, g := range s.mem {
-				if slot.Name == name && slot.Res == sp.Res && slot.Start >= sp.From && slot.Start < sp.To {
+				if slot.Name == name && slot.Res == sp.Res && slot.Start >= sp.From && slot.Start < sp.To && slot.Start%size == 0 {
 					addGC(g, i, slot.Start)
 					memStarts[i][slot.Start] = true
 				}
@@ -139,7 +144,7 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 		}
 		c := tx.Bucket(bucketWindows).Cursor()
 		for i, sp := range spans {
-			if sp.Res == 0 || sp.From >= sp.To {
+			if sp.From >= sp.To {
 				continue
 			}
 			prefix := windowPrefix(name, sp.Res)
@@ -151,7 +156,7 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 				if start >= sp.To {
 					break
 				}
-				if memStarts[i][start] {
+				if start%int64(sp.Res) != 0 || memStarts[i][start] {
 					continue
 				}
 				if buf, err = addStored(v, i, start, buf); err != nil {
@@ -192,17 +197,12 @@ func (s *Store) DCs() []string {
 	return slices.Compact(out)
 }
 
+// maxSpanWindows bounds one span: the read holds the store's read lock.
+const maxSpanWindows = 1 << 20
+
 func satAdd(a, b uint64) uint64 {
 	if a+b < a {
 		return ^uint64(0)
 	}
 	return a + b
-}
-
-func mod(a, m int64) int64 {
-	r := a % m
-	if r < 0 {
-		r += m
-	}
-	return r
 }
