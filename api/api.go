@@ -168,6 +168,9 @@ type Deps struct {
 	// means those routes answer 404. Its files are open to all (they hold
 	// no data; the page's own API calls carry the token).
 	UI http.Handler
+	// PromAPI, if set, serves the Prometheus query API under /api/v1/ (GET
+	// and POST, read role); nil means those routes answer 404.
+	PromAPI http.Handler
 }
 
 // Snapshotter writes a consistent copy of the node's database.
@@ -242,6 +245,10 @@ func NewHandler(d Deps) http.Handler {
 		route("GET", "/ui/*", RoleNone, d.UI.ServeHTTP)
 	}
 	route("GET", "/v1/openapi.json", RoleRead, s.openapi)
+	if d.PromAPI != nil {
+		route("GET", "/api/v1/*", RoleRead, d.PromAPI.ServeHTTP)
+		route("POST", "/api/v1/*", RoleRead, d.PromAPI.ServeHTTP)
+	}
 	return r
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/abacus-counter/abacus/cmd/abacus/internal/agent"
 	"github.com/abacus-counter/abacus/gossip"
+	"github.com/abacus-counter/abacus/promapi"
 	"github.com/abacus-counter/abacus/store"
 	"github.com/abacus-counter/abacus/window"
 )
@@ -50,6 +51,9 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	pprofAddr := fs.String("pprof-addr", "", "serve Go's net/http/pprof on this address (off when empty; keep it on loopback)")
+	queryMaxSamples := fs.Int("query-max-samples", promapi.DefaultMaxSamples, "Prometheus query API: most samples one query may hold in memory at once")
+	queryMaxSeries := fs.Int("query-max-series", promapi.DefaultMaxSeries, "Prometheus query API: most series one query may select")
+	queryTimeout := fs.Duration("query-timeout", promapi.DefaultTimeout, "Prometheus query API: longest a query may run (a request's timeout parameter may shorten it)")
 	clockOffset := fs.Duration("debug-clock-offset", 0, "testing only: run this node's clock this far ahead (or behind, if negative) of the machine's, to test clock skew")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: abacus agent [flags]\n\nRuns an Abacus node.\n\nFlags:\n")
@@ -100,6 +104,10 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	if cfg.IdempotencyTTL, err = window.ParseDuration(*idemTTL); err != nil || cfg.IdempotencyTTL <= 0 {
 		return fmt.Errorf("--idempotency-ttl: want a positive duration such as 24h or 7d")
 	}
+	if *queryMaxSamples <= 0 || *queryMaxSeries <= 0 || *queryTimeout <= 0 {
+		return fmt.Errorf("--query-max-samples, --query-max-series and --query-timeout must be positive")
+	}
+	cfg.QueryMaxSamples, cfg.QueryMaxSeries, cfg.QueryTimeout = *queryMaxSamples, *queryMaxSeries, *queryTimeout
 	if cfg.Logger, err = newLogger(stderr, *logLevel, *logFormat); err != nil {
 		return err
 	}

@@ -54,6 +54,7 @@ type config struct {
 	catchupCounters int
 	rangePreload    int64
 	pushPullSlots   int
+	promCounters    int
 }
 
 // scenario is one named part of the suite.
@@ -76,6 +77,8 @@ var scenarios = []scenario{
 	{"scale", nil, runScale},
 	{"cluster", nil, runCluster},
 	{"gossip-bench", nil, runGossipBench},
+	{"prom-range", nil, runPromRange},
+	{"prom-sum", nil, runPromSum},
 	{"redis-aof", []string{"redis"}, func(s *suite) error { return runRedis(s, true) }},
 	{"redis-none", []string{"redis"}, func(s *suite) error { return runRedis(s, false) }},
 }
@@ -161,8 +164,10 @@ func realMain() int {
 	cfg.visTrials, cfg.hotRate, cfg.hotDuration = 200, 10_000, 10*time.Second
 	cfg.catchupIncs, cfg.catchupCounters, cfg.rangePreload = 1_200_000, 1000, 28_800
 	cfg.pushPullSlots = 1_000_000
+	cfg.promCounters = 1000
 	if cfg.quick {
 		cfg.pushPullSlots = 100_000
+		cfg.promCounters = 100
 		cfg.scaleCounters, cfg.scaleRange = 35, 2*time.Second
 		cfg.visTrials, cfg.hotDuration = 20, 2*time.Second
 		cfg.catchupIncs, cfg.catchupCounters = 120_000, 100
@@ -348,7 +353,7 @@ func (s *suite) prepare(sel []scenario) error {
 	s.root = filepath.Dir(mod)
 	binDir := filepath.Join(s.tmp, "bin")
 	s.bin.abacus, s.bin.bench = filepath.Join(binDir, "abacus"), filepath.Join(binDir, "abacus-bench")
-	for _, b := range []struct{ out, pkg string }{{s.bin.abacus, "./cmd/abacus"}, {s.bin.bench, "./cmd/abacus-bench"}} {
+	for _, b := range []struct{ out, pkg string }{{s.bin.abacus, "./cmd/abacus"}, {s.bin.bench, "./tools/abacus-bench"}} {
 		fmt.Fprintf(os.Stderr, "abacus-perf: go build %s\n", b.pkg)
 		if _, err := s.procs.runIn(s.ctx, 10*time.Minute, s.root, nil, "go-build-"+filepath.Base(b.out), "go", "build", "-o", b.out, b.pkg); err != nil {
 			return err

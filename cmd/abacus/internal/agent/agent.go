@@ -78,6 +78,13 @@ type Config struct {
 	// TLSCert and TLSKey, if set, serve HTTPS with this PEM certificate and
 	// key. Reload re-reads them.
 	TLSCert, TLSKey string
+
+	// Limits of the Prometheus query API (/api/v1/…): samples held at once
+	// and series selected per query, and the longest a query may run. Zero
+	// means promapi's defaults.
+	QueryMaxSamples int
+	QueryMaxSeries  int
+	QueryTimeout    time.Duration
 }
 
 // DefaultConfig is a single node on loopback with data in ./abacus-data.
@@ -175,6 +182,12 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.store = st
 	a.reg.MustRegister(storeCollector{st})
+	prom, err := a.newPromAPI()
+	if err != nil {
+		ln.Close()
+		st.Close(context.Background())
+		return nil, err
+	}
 	st.SetReplicaInfo(store.ReplicaInfo{ID: st.Replica(), Node: cfg.NodeName, DC: cfg.DC})
 
 	gcfg := gossip.Config{
@@ -221,6 +234,7 @@ func New(cfg Config) (*Agent, error) {
 		ForceLeave:    (*cluster)(a),
 		Durability:    cfg.Durability.String(),
 		UI:            ui.Handler(),
+		PromAPI:       prom,
 	}
 	if cfg.AuthTokenFile != "" {
 		deps.Auth = (*authorizer)(a)

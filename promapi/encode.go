@@ -1,0 +1,112 @@
+package promapi
+
+import (
+	"encoding/json"
+	"math"
+	"strconv"
+
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+)
+
+// Query answers are encoded by hand: encoding/json spends most of a large
+// answer's time in FPoint.MarshalJSON and in re-compacting its output
+// (Prometheus uses its own jsoniter codec for the same reason). The format
+// is Prometheus's: a point is [unix seconds, "value"].
+
+// appendQueryData appends {"resultType":…,"result":…} for v.
+func appendQueryData(b []byte, v parser.Value) ([]byte, error) {
+	b = append(b, `{"resultType":"`...)
+	b = append(b, v.Type()...)
+	b = append(b, `","result":`...)
+	var err error
+	switch x := v.(type) {
+	case promql.Matrix:
+		b = append(b, '[')
+		for i, s := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if b, err = appendSeries(b, s); err != nil {
+				return nil, err
+			}
+		}
+		b = append(b, ']')
+	case promql.Vector:
+		b = append(b, '[')
+		for i, s := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if s.H != nil {
+				var j []byte
+				if j, err = json.Marshal(s); err != nil {
+					return nil, err
+				}
+				b = append(b, j...)
+				continue
+			}
+			if b, err = appendMetric(b, s); err != nil {
+				return nil, err
+			}
+			b = append(b, `,"value":`...)
+			b = appendPoint(b, s.T, s.F)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	default:
+		var j []byte
+		if j, err = json.Marshal(v); err != nil {
+			return nil, err
+		}
+		b = append(b, j...)
+	}
+	return append(b, '}'), nil
+}
+
+func appendMetric(b []byte, s promql.Sample) ([]byte, error) {
+	m, err := json.Marshal(s.Metric)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, `{"metric":`...)
+	return append(b, m...), nil
+}
+
+func appendSeries(b []byte, s promql.Series) ([]byte, error) {
+	if len(s.Histograms) > 0 {
+		j, err := json.Marshal(s)
+		return append(b, j...), err
+	}
+	m, err := json.Marshal(s.Metric)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, `{"metric":`...)
+	b = append(b, m...)
+	b = append(b, `,"values":[`...)
+	for i, p := range s.Floats {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendPoint(b, p.T, p.F)
+	}
+	return append(b, "]}"...), nil
+}
+
+// appendPoint appends [t/1000, "f"], as FPoint.MarshalJSON does.
+func appendPoint(b []byte, t int64, f float64) []byte {
+	b = append(b, '[')
+	if t%1000 == 0 {
+		b = strconv.AppendInt(b, t/1000, 10)
+	} else {
+		b = strconv.AppendFloat(b, float64(t)/1000, 'f', -1, 64)
+	}
+	b = append(b, `,"`...)
+	if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+		b = strconv.AppendInt(b, int64(f), 10)
+	} else {
+		b = strconv.AppendFloat(b, f, 'f', -1, 64)
+	}
+	return append(b, `"]`...)
+}

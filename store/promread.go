@@ -1,0 +1,208 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/abacus-counter/abacus/crdt"
+)
+
+// This file holds the reads behind the Prometheus query API: a counter's
+// total and windows split by datacenter, taken at one instant, so that a
+// cumulative series built from them (total minus the windows after t) never
+// sees a window that its total does not include.
+
+// Span asks for the windows of one resolution starting in [From, To), Unix
+// seconds; From is a multiple of Res.
+type Span struct {
+	Res      uint32 // window length in seconds
+	From, To int64
+}
+
+// DCCounts is one datacenter's share of a counter.
+type DCCounts struct {
+	// DC is the datacenter of the contributing replicas; empty when this
+	// node has not learnt where a replica lives.
+	DC    string
+	Total uint64
+	// Windows holds, per span asked for, the datacenter's count of each
+	// window of the span: Windows[i][k] is the window starting at
+	// spans[i].From + k×Res.
+	Windows [][]uint64
+}
+
+// CountsByDC returns counter name's total and its windows in each span, per
+// datacenter, sorted by datacenter. Everything is read at one instant: mem
+// and state.db are read under one hold of the read lock, and a slot leaves
+// mem only after state.db holds it, so no commit lands between the total and
+// the windows. The read lock delays the publication of commits (not their
+// fsync) for as long as the read takes: callers keep spans short (a few
+// thousand windows).
+func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
+	for _, sp := range spans {
+		if sp.Res == 0 || sp.From%int64(sp.Res) != 0 || sp.To < sp.From || (sp.To-sp.From)/int64(sp.Res) > maxSpanWindows {
+			return nil, fmt.Errorf("read %q by datacenter: bad span %+v", name, sp)
+		}
+	}
+	t := s.reps.table()
+	byDC := map[string]*DCCounts{}
+	get := func(id crdt.ReplicaID) *DCCounts {
+		dc := ""
+		if i, ok := t.lookup(id); ok {
+			dc = t.infos[i].DC
+		}
+		c := byDC[dc]
+		if c == nil {
+			c = &DCCounts{DC: dc, Windows: make([][]uint64, len(spans))}
+			for i, sp := range spans {
+				c.Windows[i] = make([]uint64, (sp.To-sp.From+int64(sp.Res)-1)/int64(sp.Res))
+			}
+			byDC[dc] = c
+		}
+		return c
+	}
+	addGC := func(g *crdt.GCounter, span int, start int64) {
+		g.Each(func(e crdt.Entry) {
+			c := get(e.Replica)
+			if span < 0 {
+				c.Total = satAdd(c.Total, e.Value)
+			} else {
+				k := (start - spans[span].From) / int64(spans[span].Res)
+				c.Windows[span][k] = satAdd(c.Windows[span][k], e.Value)
+			}
+		})
+	}
+	addStored := func(v []byte, span int, start int64, buf []storedEntry) ([]storedEntry, error) {
+		es, err := decodeStoredCounter(v, buf[:0])
+		if err != nil {
+			return buf, err
+		}
+		for _, e := range es {
+			id, ok := t.id(e.idx)
+			if !ok {
+				return es, fmt.Errorf("counter %q names unknown replica index %d: %w", name, e.idx, ErrIncompatible)
+			}
+			c := get(id)
+			if span < 0 {
+				c.Total = satAdd(c.Total, e.value)
+			} else {
+				k := (start - spans[span].From) / int64(spans[span].Res)
+				c.Windows[span][k] = satAdd(c.Windows[span][k], e.value)
+			}
+		}
+		return es, nil
+	}
+
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	inMem := s.memNames[name] > 0
+	totalInMem := false
+	if inMem {
+		if g := s.mem[crdt.TotalSlot(name)]; g != nil {
+			addGC(g, -1, 0)
+			totalInMem = true
+		}
+	}
+	// memStarts[i] holds the window starts of span i found in mem: state.db's
+	// copy of those is older.
+	memStarts := make([]map[int64]bool, len(spans))
+	for i, sp := range spans {
+		memStarts[i] = map[int64]bool{}
+		if !inMem || sp.From >= sp.To {
+			continue
+		}
+		size := int64(sp.Res)
+		if n := (sp.To - sp.From) / size; n <= int64(len(s.mem)) {
+			for start := sp.From; start < sp.To; start += size {
+				if g := s.mem[crdt.Slot{Name: name, Res: sp.Res, Start: start}]; g != nil {
+					addGC(g, i, start)
+					memStarts[i][start] = true
+				}
+			}
+		} else {
+			for slot, g := range s.mem {
+				if slot.Name == name && slot.Res == sp.Res && slot.Start >= sp.From && slot.Start < sp.To && slot.Start%size == 0 {
+					addGC(g, i, slot.Start)
+					memStarts[i][slot.Start] = true
+				}
+			}
+		}
+	}
+	err := s.state.View(func(tx *bolt.Tx) error {
+		var buf []storedEntry
+		var err error
+		if !totalInMem {
+			if v := tx.Bucket(bucketTotals).Get([]byte(name)); v != nil {
+				if buf, err = addStored(v, -1, 0, buf); err != nil {
+					return err
+				}
+			}
+		}
+		c := tx.Bucket(bucketWindows).Cursor()
+		for i, sp := range spans {
+			if sp.From >= sp.To {
+				continue
+			}
+			prefix := windowPrefix(name, sp.Res)
+			for k, v := c.Seek(windowKey(nil, name, sp.Res, max(sp.From, 0))); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+				if len(k) != len(prefix)+8 {
+					continue
+				}
+				start := int64(binary.BigEndian.Uint64(k[len(prefix):]))
+				if start >= sp.To {
+					break
+				}
+				if start%int64(sp.Res) != 0 || memStarts[i][start] {
+					continue
+				}
+				if buf, err = addStored(v, i, start, buf); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %q by datacenter: %w", name, err)
+	}
+	out := make([]DCCounts, 0, len(byDC))
+	for _, c := range byDC {
+		out = append(out, *c)
+	}
+	slices.SortFunc(out, func(a, b DCCounts) int {
+		switch {
+		case a.DC < b.DC:
+			return -1
+		case a.DC > b.DC:
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
+
+// DCs returns the datacenters of every replica this node knows, sorted,
+// without duplicates; a replica whose datacenter is unknown adds "".
+func (s *Store) DCs() []string {
+	t := s.reps.table()
+	var out []string
+	for _, info := range t.infos {
+		out = append(out, info.DC)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// maxSpanWindows bounds one span: the read holds the store's read lock.
+const maxSpanWindows = 1 << 20
+
+func satAdd(a, b uint64) uint64 {
+	if a+b < a {
+		return ^uint64(0)
+	}
+	return a + b
+}
