@@ -65,34 +65,39 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 		}
 		return c
 	}
-	addGC := func(g *crdt.GCounter, span int, start int64) {
-		g.Each(func(e crdt.Entry) {
-			c := get(e.Replica)
-			if span < 0 {
-				c.Total = satAdd(c.Total, e.Value)
-			} else {
-				k := (start - spans[span].From) / int64(spans[span].Res)
-				c.Windows[span][k] = satAdd(c.Windows[span][k], e.Value)
-			}
-		})
+	// add counts one replica's entry of a slot, net of the compensations of
+	// that replica's duplicate copies in the slot (see crdt.Comps).
+	add := func(e crdt.Entry, cs crdt.Comps, span int, start int64) {
+		c, v := get(e.Replica), cs.Count(e)
+		if span < 0 {
+			c.Total = satAdd(c.Total, v)
+		} else {
+			k := (start - spans[span].From) / int64(spans[span].Res)
+			c.Windows[span][k] = satAdd(c.Windows[span][k], v)
+		}
 	}
-	addStored := func(v []byte, span int, start int64, buf []storedEntry) ([]storedEntry, error) {
-		es, err := decodeStoredCounter(v, buf[:0])
+	compsOf := func(span int, start int64) crdt.Comps {
+		if span < 0 {
+			return s.comps[crdt.TotalSlot(name)]
+		}
+		return s.comps[crdt.Slot{Name: name, Res: spans[span].Res, Start: start}]
+	}
+	addGC := func(g *crdt.GCounter, span int, start int64) {
+		cs := compsOf(span, start)
+		g.Each(func(e crdt.Entry) { add(e, cs, span, start) })
+	}
+	addStored := func(key, v []byte, span int, start int64, buf []storedEntry) ([]storedEntry, error) {
+		es, err := s.decodeCounter(key, v, buf[:0])
 		if err != nil {
 			return buf, err
 		}
+		cs := compsOf(span, start)
 		for _, e := range es {
 			id, ok := t.id(e.idx)
 			if !ok {
 				return es, fmt.Errorf("counter %q names unknown replica index %d: %w", name, e.idx, ErrIncompatible)
 			}
-			c := get(id)
-			if span < 0 {
-				c.Total = satAdd(c.Total, e.value)
-			} else {
-				k := (start - spans[span].From) / int64(spans[span].Res)
-				c.Windows[span][k] = satAdd(c.Windows[span][k], e.value)
-			}
+			add(crdt.Entry{Replica: id, Value: e.value, Seq: e.seq}, cs, span, start)
 		}
 		return es, nil
 	}
@@ -137,7 +142,7 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 		var err error
 		if !totalInMem {
 			if v := tx.Bucket(bucketTotals).Get([]byte(name)); v != nil {
-				if buf, err = addStored(v, -1, 0, buf); err != nil {
+				if buf, err = addStored([]byte(name), v, -1, 0, buf); err != nil {
 					return err
 				}
 			}
@@ -159,7 +164,7 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 				if start%int64(sp.Res) != 0 || memStarts[i][start] {
 					continue
 				}
-				if buf, err = addStored(v, i, start, buf); err != nil {
+				if buf, err = addStored(k, v, i, start, buf); err != nil {
 					return err
 				}
 			}
