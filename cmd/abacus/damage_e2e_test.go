@@ -362,3 +362,72 @@ func metricValue(t *testing.T, url, name string) float64 {
 	}
 	return sum
 }
+
+// TestE2E_DamageWhileRunning damages state.db under a running node: reads
+// that meet the damage and every write are 503s that say why, /readyz too,
+// the process stays up; stopped and started again, it refuses to start with
+// one line (no crash loop).
+func TestE2E_DamageWhileRunning(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test: builds and runs the binary")
+	}
+	dir := t.TempDir()
+	n := startNode(t, dir)
+	batch := map[string]uint64{}
+	for i := 0; i < 300; i++ {
+		batch[fmt.Sprintf("w.%04d", i)] = uint64(i + 1)
+	}
+	postBatch(t, n.url, batch)
+	testenv.WaitFor(t, 20*time.Second, func() (bool, string) {
+		v := metricValue(t, n.url, "abacus_store_checkpoint_slots_sum")
+		return v >= 1200, fmt.Sprintf("%v slots checkpointed", v)
+	})
+	state := filepath.Join(dir, "state.db")
+	f, err := os.OpenFile(state, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range testenv.BoltPages(t, state)["leaf"] {
+		f.WriteAt(bytes.Repeat([]byte{0xa5}, 4096-16), off+16)
+	}
+	f.Close()
+
+	_, status, body := listTotals(t, n.url, "w.")
+	if status != 503 || !strings.Contains(body, "state.db is damaged") {
+		t.Fatalf("a read over damaged pages: %d %s, want a 503 naming state.db", status, body)
+	}
+	resp, err := httpClient.Post(n.url+"/v1/counters/w.0001/increment", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(b), "abacus recover") {
+		t.Fatalf("a write after damage: %d %s, want a 503 naming abacus recover", resp.StatusCode, b)
+	}
+	resp, err = httpClient.Get(n.url + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(b), "damaged") {
+		t.Fatalf("/readyz after damage: %d %s", resp.StatusCode, b)
+	}
+	select {
+	case <-n.exited:
+		t.Fatalf("the node exited:\n%s", n.logs)
+	default:
+	}
+	for _, bad := range []string{"panic:", "fatal error", "SIGSEGV", "SIGBUS"} {
+		if strings.Contains(n.logs.String(), bad) {
+			t.Fatalf("log holds %q:\n%s", bad, n.logs)
+		}
+	}
+	n.stop()
+	o := tryStart(t, dir)
+	if o.n != nil {
+		t.Fatalf("restarted on a damaged state.db and served")
+	}
+	checkRefusal(t, o, "state.db")
+}
