@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -211,10 +212,8 @@ func (s *Store) checkState(budget walkBudget) (complete bool, err error) {
 			}
 		}
 		counter := func(k, v []byte) error {
-			if _, err := s.decodeCounter(k, v, nil); err != nil {
-				return d.damaged("counter %q: %v", k, err)
-			}
-			return nil
+			_, err := s.decodeCounter(k, v, nil)
+			return err
 		}
 		n := 0
 		for _, b := range []struct {
@@ -553,3 +552,17 @@ func checkPages(path string, deadline time.Time) error {
 }
 
 var errCheckTime = errors.New("check stopped at its time limit")
+
+// counterLabel names a totals or windows key for a message: the counter's
+// name, and which window if it is one.
+func counterLabel(key []byte) string {
+	i := bytes.IndexByte(key, 0)
+	if i < 0 {
+		return strconv.Quote(string(key))
+	}
+	if len(key) == i+13 {
+		res, start := binary.BigEndian.Uint32(key[i+1:]), int64(binary.BigEndian.Uint64(key[i+5:]))
+		return fmt.Sprintf("%q (%ds window at %s)", key[:i], res, time.Unix(start, 0).UTC().Format(time.RFC3339))
+	}
+	return strconv.Quote(string(key[:i])) + " (a window)"
+}

@@ -142,11 +142,11 @@ func (s *Store) unsum(key, v []byte) ([]byte, error) {
 		return v, nil
 	}
 	if len(v) < 4 {
-		return nil, s.state.damaged("counter %q: value of %d bytes", key, len(v))
+		return nil, s.state.damaged("counter %s: value of %d bytes", counterLabel(key), len(v))
 	}
 	body := v[:len(v)-4]
 	if binary.BigEndian.Uint32(v[len(body):]) != counterSum(key, body) {
-		return nil, s.state.damaged("counter %q: checksum mismatch", key)
+		return nil, s.state.damaged("counter %s: checksum mismatch", counterLabel(key))
 	}
 	return body, nil
 }
@@ -159,7 +159,7 @@ func (s *Store) decodeCounter(key, v []byte, dst []storedEntry) ([]storedEntry, 
 	}
 	es, err := decodeStoredCounter(body, dst)
 	if err != nil {
-		return nil, s.state.damaged("counter %q: %v", key, err)
+		return nil, s.state.damaged("counter %s: %v", counterLabel(key), err)
 	}
 	return es, nil
 }
@@ -172,7 +172,7 @@ func (s *Store) sumCounter(key, v []byte) (uint64, error) {
 	}
 	n, err := sumStoredCounter(body)
 	if err != nil {
-		return 0, s.state.damaged("counter %q: %v", key, err)
+		return 0, s.state.damaged("counter %s: %v", counterLabel(key), err)
 	}
 	return n, nil
 }

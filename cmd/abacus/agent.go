@@ -113,7 +113,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 	a, err := agent.New(cfg)
 	if de := (*store.DamagedError)(nil); errors.As(err, &de) {
-		return fmt.Errorf("%s; stop here and run: abacus recover --data-dir %s (docs/OPERATIONS.md, \"damaged data directory\")", oneLine(de.Error()), cfg.DataDir)
+		return fmt.Errorf("%s; stop here and run: abacus recover --data-dir %s (docs/OPERATIONS.md: \"A node says its data directory is damaged\")", oneLine(de.Error()), cfg.DataDir)
 	}
 	if err != nil {
 		return err

@@ -283,6 +283,27 @@ func TestE2E_DamagedDataFiles(t *testing.T) {
 			tc{b.name + "/state.db freelist page", b.dir, overwrite("state.db", "freelist", 0, 16, 64), "state.db"},
 			tc{b.name + "/journal.db leaf page", b.dir, overwrite("journal.db", "leaf", 0, 200, 64), "journal.db"},
 		)
+		for i := 0; i < 3; i++ {
+			// One byte of one stored value: the page stays well formed;
+			// only the counters' checksums can tell.
+			cases = append(cases, tc{fmt.Sprintf("%s/state.db value byte %d", b.name, i), b.dir, func(t *testing.T, dir string) {
+				p := filepath.Join(dir, "state.db")
+				vals := testenv.BoltValues(t, p)
+				if len(vals) == 0 {
+					t.Skip("no values")
+				}
+				f, err := os.OpenFile(p, os.O_RDWR, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				at := vals[(i*len(vals))/3+len(vals)/6]
+				one := make([]byte, 1)
+				f.ReadAt(one, at)
+				one[0] ^= 0x04
+				f.WriteAt(one, at)
+			}, "state.db"})
+		}
 		for i := 0; i < 4; i++ {
 			cases = append(cases,
 				tc{fmt.Sprintf("%s/state.db leaf page %d", b.name, i), b.dir, overwrite("state.db", "leaf", i*5+1, int64(64+i*900), 64), "state.db"},
