@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
-	"log/slog"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -81,20 +80,14 @@ func (d *boltDB) damaged(format string, args ...any) error {
 // trusting it: a valid meta page, and a file at least as long as that meta
 // page says. bbolt itself would map the missing pages and fault, or panic on
 // the first page it cannot read. Its panics while opening are errors too.
-func openChecked(path string, opts *bolt.Options, log *slog.Logger) (db *boltDB, err error) {
+func openChecked(path string, opts *bolt.Options) (db *boltDB, err error) {
 	if err := precheck(path); err != nil {
 		return nil, err
 	}
-	if size := fileSize(path); size > 0 {
-		var deadline time.Time
-		if size > cleanCheckMax {
-			deadline = time.Now().Add(pageCheckTime)
-		}
-		start := time.Now()
-		switch err := checkPages(path, deadline); {
-		case errors.Is(err, errCheckTime):
-			log.Warn("page check stopped at its time limit", "file", path, "took", time.Since(start))
-		case err != nil:
+	// A bigger file is walked only after an unclean shutdown (inspect):
+	// walking gigabytes at every start would make every restart slow.
+	if size := fileSize(path); size > 0 && size <= cleanCheckMax {
+		if err := checkPages(path, time.Time{}); err != nil {
 			return nil, err
 		}
 	}
@@ -333,15 +326,14 @@ func copyFile(dst, src string) error {
 	return out.Close()
 }
 
-// Bounds of the consistency check on open: after a clean shutdown only a
-// state.db up to cleanCheckMax bytes is walked (well under a second); after
-// an unclean one every state.db is, for up to uncleanCheckTime.
-// Every bbolt file's page tree is checked on open (checkPages): in full up
-// to cleanCheckMax bytes, for up to pageCheckTime beyond.
+// Bounds of the checks on open. A file up to cleanCheckMax bytes (a journal,
+// or a state.db of up to some hundred thousand counters) has its pages and
+// keys checked at every start, in well under a second. A bigger state.db is
+// checked only after an unclean shutdown, for up to uncleanCheckTime; after
+// a clean one, damage in it is found when it is read, and stops writes.
 var (
 	cleanCheckMax    int64 = 64 << 20
 	uncleanCheckTime       = 10 * time.Minute
-	pageCheckTime          = 2 * time.Minute
 )
 
 // inspect reads what state.db says about the last stop, and checks the file
@@ -364,13 +356,24 @@ func (s *Store) inspect() error {
 		return err
 	}
 	var budget walkBudget
+	big := fileSize(s.state.path) > cleanCheckMax
 	switch {
 	case s.unclean:
 		budget.deadline = time.Now().Add(uncleanCheckTime)
-	case fileSize(s.state.path) > cleanCheckMax:
+	case big:
 		return nil
 	}
 	start := time.Now()
+	if big {
+		// openChecked walked the pages of a small file only.
+		switch err := checkPages(s.state.path, budget.deadline); {
+		case errors.Is(err, errCheckTime):
+			s.log.Warn("page check of state.db stopped at its time limit", "took", time.Since(start))
+			return nil
+		case err != nil:
+			return err
+		}
+	}
 	complete, err := s.checkState(budget)
 	if err != nil {
 		return err
