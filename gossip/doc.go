@@ -32,7 +32,9 @@
 // members it knew, so partitions longer than memberlist's dead-node reaping
 // heal by themselves. With Keys every packet and stream is encrypted and
 // authenticated (the first key encrypts, all decrypt); the cluster name labels
-// them.
+// them. Behind the key (guard.go), user messages are taken only from members,
+// entries of this node's own replica only while it recovers, and every
+// dropped packet is counted (Stats.Rejected) and logged at a bounded rate.
 //
 // # Concurrency
 //
