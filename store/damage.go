@@ -199,10 +199,11 @@ func (s *Store) checkState(budget walkBudget) (complete bool, err error) {
 	d := s.state
 	complete = true
 	err = d.View(func(tx *bolt.Tx) error {
-		for _, name := range stateBuckets {
-			if tx.Bucket(name) == nil {
-				return d.damaged("bucket %s is missing", name)
-			}
+		// Buckets a newer build adds are created after this check; of the
+		// ones walked here, a missing one is skipped, not damage: the page
+		// walk has already vouched for the tree.
+		if tx.Bucket(bucketMeta) == nil {
+			return d.damaged("bucket meta is missing")
 		}
 		counter := func(k, v []byte) error {
 			_, err := s.decodeCounter(k, v, nil)
@@ -250,7 +251,11 @@ func (s *Store) checkState(budget walkBudget) (complete bool, err error) {
 				return nil
 			}},
 		} {
-			c := tx.Bucket(b.name).Cursor()
+			bk := tx.Bucket(b.name)
+			if bk == nil {
+				continue
+			}
+			c := bk.Cursor()
 			var prev []byte
 			for k, v := c.First(); k != nil; k, v = c.Next() {
 				if prev != nil && bytes.Compare(prev, k) >= 0 {
@@ -266,8 +271,10 @@ func (s *Store) checkState(budget walkBudget) (complete bool, err error) {
 				}
 			}
 		}
-		if _, err := loadReplicas(tx); err != nil {
-			return d.damaged("replica table: %v", err)
+		if tx.Bucket(bucketReplicas) != nil {
+			if _, err := loadReplicas(tx); err != nil {
+				return d.damaged("replica table: %v", err)
+			}
 		}
 		return nil
 	})

@@ -111,7 +111,7 @@ type storedEntry struct {
 	seq   uint64
 }
 
-func appendStoredCounter(dst []byte, es []storedEntry) []byte {
+func appendCounterBody(dst []byte, es []storedEntry) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(es)))
 	for _, e := range es {
 		dst = binary.AppendUvarint(dst, uint64(e.idx))
@@ -121,6 +121,11 @@ func appendStoredCounter(dst []byte, es []storedEntry) []byte {
 	return dst
 }
 
+// The *CounterBody functions handle a counter without its checksum: state.db
+// values go through encodeCounter, decodeCounter and sumCounter, which add
+// and check it. (They were renamed when checksums came, so that a call on a
+// raw state.db value written elsewhere fails to compile.)
+
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func counterSum(key, v []byte) uint32 {
@@ -129,7 +134,7 @@ func counterSum(key, v []byte) uint32 {
 
 // encodeCounter is a counter's state.db value under key.
 func (s *Store) encodeCounter(key []byte, es []storedEntry) []byte {
-	v := appendStoredCounter(nil, es)
+	v := appendCounterBody(nil, es)
 	if !s.sums {
 		return v
 	}
@@ -157,7 +162,7 @@ func (s *Store) decodeCounter(key, v []byte, dst []storedEntry) ([]storedEntry, 
 	if err != nil {
 		return nil, err
 	}
-	es, err := decodeStoredCounter(body, dst)
+	es, err := decodeCounterBody(body, dst)
 	if err != nil {
 		return nil, s.state.damaged("counter %s: %v", counterLabel(key), err)
 	}
@@ -170,14 +175,14 @@ func (s *Store) sumCounter(key, v []byte) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := sumStoredCounter(body)
+	n, err := sumCounterBody(body)
 	if err != nil {
 		return 0, s.state.damaged("counter %s: %v", counterLabel(key), err)
 	}
 	return n, nil
 }
 
-func decodeStoredCounter(b []byte, dst []storedEntry) ([]storedEntry, error) {
+func decodeCounterBody(b []byte, dst []storedEntry) ([]storedEntry, error) {
 	d := crdt.NewDecoder(b)
 	n := d.Count(3)
 	for i := 0; i < n; i++ {
@@ -195,9 +200,9 @@ func decodeStoredCounter(b []byte, dst []storedEntry) ([]storedEntry, error) {
 	return dst, nil
 }
 
-// sumStoredCounter is the value of a stored counter without decoding it into
+// sumCounterBody is the value of a stored counter without decoding it into
 // entries, for the read paths that need only totals.
-func sumStoredCounter(b []byte) (uint64, error) {
+func sumCounterBody(b []byte) (uint64, error) {
 	d := crdt.NewDecoder(b)
 	n := d.Count(3)
 	var sum uint64
