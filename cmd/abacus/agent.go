@@ -243,19 +243,6 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// loopback reports whether a host:port listens on loopback only.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 // pprofMux serves net/http/pprof's handlers, registered on a private mux so
 // that they never reach the API's listener.
 func pprofMux() *http.ServeMux {
