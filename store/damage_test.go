@@ -288,6 +288,12 @@ func TestStore_Close_MarksClean(t *testing.T) {
 			if !errors.Is(err, store.ErrDamaged) {
 				t.Fatalf("open after an unclean stop without journal: %v, want ErrDamaged", err)
 			}
+			// A node with peers takes it as a restored snapshot: it waits
+			// for them to give back its entries before taking writes.
+			s3 := mustOpen(t, testConfig(dir, c))
+			if !s3.Restored() {
+				t.Fatalf("a journal lost after an unclean stop: not restored")
+			}
 		})
 	}
 }
