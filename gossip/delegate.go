@@ -88,8 +88,7 @@ func (g *Gossip) digest() *digestMsg {
 func (g *Gossip) handleMsg(b []byte) {
 	t, dec, err := header(b)
 	if err != nil {
-		g.stats.decodeErrors.Add(1)
-		g.reject(t, "malformed")
+		g.malformed(t)
 		return
 	}
 	g.stats.received(t, len(b))
@@ -166,6 +165,5 @@ func (g *Gossip) handleMsg(b []byte) {
 		g.mu.Unlock()
 		return
 	}
-	g.stats.decodeErrors.Add(1)
-	g.reject(t, "malformed")
+	g.malformed(t)
 }

@@ -66,7 +66,7 @@ func TestGuard_UserMessages(t *testing.T) {
 			g.recover.active = tc.recovering
 			(*delegate)(g).NotifyMsg(tc.msg)
 			queued := len(g.mergeCh) + len(g.chunkCh) + len(g.serveCh)
-			rejected := g.stats.rejected.Load()
+			rejected := g.stats.rejected.Load() + g.stats.decodeErrors.Load()
 			switch {
 			case tc.taken && rejected != 0:
 				t.Fatalf("dropped (%d): %s", rejected, logs.String())
