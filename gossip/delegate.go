@@ -97,8 +97,7 @@ func (g *Gossip) digest() *digestMsg {
 func (g *Gossip) handleMsg(b []byte) {
 	t, dec, err := header(b)
 	if err != nil {
-		g.stats.decodeErrors.Add(1)
-		g.reject(t, "malformed")
+		g.malformed(t)
 		return
 	}
 	g.stats.received(t, len(b))
@@ -203,6 +202,5 @@ func (g *Gossip) handleMsg(b []byte) {
 		g.forgetFromPeer(m.name)
 		return
 	}
-	g.stats.decodeErrors.Add(1)
-	g.reject(t, "malformed")
+	g.malformed(t)
 }

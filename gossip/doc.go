@@ -34,7 +34,9 @@
 // forget message, at every live member (memberlist has no such operation).
 // With Keys every packet and stream is encrypted and
 // authenticated (the first key encrypts, all decrypt); the cluster name labels
-// them.
+// them. Behind the key (guard.go), user messages are taken only from members,
+// entries of this node's own replica only while it recovers, and every
+// dropped packet is counted (Stats.Rejected) and logged at a bounded rate.
 //
 // # Concurrency
 //

@@ -86,6 +86,15 @@ func (g *Gossip) reject(t msgType, why string) {
 	}
 }
 
+// malformed drops a message that does not decode: counted as a decode
+// error, logged at the same bounded rate.
+func (g *Gossip) malformed(t msgType) {
+	g.stats.decodeErrors.Add(1)
+	if g.dropLog.allow() {
+		g.log.Warn("dropping gossip message", "type", t.String(), "reason", "malformed")
+	}
+}
+
 // rateLimit lets through at most n log lines per period and then reports,
 // once the period is over, how many it held back.
 type rateLimit struct {

@@ -288,6 +288,68 @@ func TestStore_Close_MarksClean(t *testing.T) {
 			if !errors.Is(err, store.ErrDamaged) {
 				t.Fatalf("open after an unclean stop without journal: %v, want ErrDamaged", err)
 			}
+			// A node with peers takes it as a restored snapshot: it waits
+			// for them to give back its entries before taking writes.
+			s3 := mustOpen(t, testConfig(dir, c))
+			if !s3.Restored() {
+				t.Fatalf("a journal lost after an unclean stop: not restored")
+			}
 		})
+	}
+}
+
+// TestStore_Open_BigFileChecks: a state.db above the size that is checked at
+// every start is checked after an unclean shutdown only; after a clean one
+// its damage is found when read, and stops writes.
+func TestStore_Open_BigFileChecks(t *testing.T) {
+	old := store.SetCleanCheckMax(1)
+	defer store.SetCleanCheckMax(old)
+	src, want := damagedDir(t, 400)
+	damage := func(dir string) {
+		p := filepath.Join(dir, store.StateFile)
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		for _, off := range testenv.BoltValues(t, p) {
+			one := []byte{0}
+			f.ReadAt(one, off)
+			one[0] ^= 0x10
+			f.WriteAt(one, off)
+		}
+	}
+	c := newClock("2026-11-23T10:00:00Z")
+
+	clean := copyDir(t, src)
+	damage(clean)
+	s, err := store.Open(testConfig(clean, c))
+	if err != nil {
+		t.Fatalf("open after a clean close: %v (a big file is not walked then)", err)
+	}
+	var found error
+	for name := range want {
+		if _, found = s.Total(name); found != nil {
+			break
+		}
+	}
+	if !errors.Is(found, store.ErrDamaged) || !errors.Is(s.Err(), store.ErrDamaged) {
+		t.Fatalf("read: %v, Err: %v; want ErrDamaged for both", found, s.Err())
+	}
+	s.Close(context.Background())
+
+	// The same damage after an unclean stop is found on open.
+	unclean := t.TempDir()
+	live := mustOpen(t, testConfig(unclean, c))
+	for name, v := range want {
+		mustApply(t, live, inc(name, v, c.Now()))
+	}
+	if err := live.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	crashed := copyDir(t, unclean)
+	damage(crashed)
+	if _, err := store.Open(testConfig(crashed, c)); !errors.Is(err, store.ErrDamaged) {
+		t.Fatalf("open after an unclean stop: %v, want ErrDamaged", err)
 	}
 }

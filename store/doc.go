@@ -42,6 +42,20 @@
 // behind; Merge applies what peers send, with the covers that let the version
 // vector advance.
 //
+// # Damaged files
+//
+// bbolt trusts its file: a damaged page makes it panic, loop or fault. So
+// Open checks first, from the file rather than the memory map (both meta
+// pages against the file's length; the page tree: ids in range, no page
+// reached twice, elements inside their page, keys in order, the freelist),
+// then walks every key (counters carry a CRC-32C from schema 2 on), within
+// the bounds set in damage.go. Every transaction runs under recover and
+// runtime/debug.SetPanicOnFault: a panic or a fault met while running is a
+// *DamagedError (ErrDamaged), and the store refuses writes from then on. A
+// clean Close leaves a mark in state.db; a journal lost after a stop without
+// it is a restored snapshot, or (Config.RefuseLostJournal) an error. Recover
+// rebuilds a damaged directory with the same replica ID, marked restored.
+//
 // # Concurrency
 //
 // All exported methods are safe for concurrent use. Only package store imports

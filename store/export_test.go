@@ -22,3 +22,7 @@ func (s *Store) QueuedOps() int { return len(s.ops) }
 
 // SetAfterSlotTx makes f run after each slot transaction of a checkpoint.
 func SetAfterSlotTx(f func()) { afterSlotTx = f }
+
+// SetCleanCheckMax sets the size above which state.db is checked on open
+// only after an unclean shutdown; it returns the previous value.
+func SetCleanCheckMax(n int64) int64 { old := cleanCheckMax; cleanCheckMax = n; return old }

@@ -122,7 +122,7 @@ type storedEntry struct {
 	seq   uint64
 }
 
-func appendStoredCounter(dst []byte, es []storedEntry) []byte {
+func appendCounterBody(dst []byte, es []storedEntry) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(es)))
 	for _, e := range es {
 		dst = binary.AppendUvarint(dst, uint64(e.idx))
@@ -132,6 +132,11 @@ func appendStoredCounter(dst []byte, es []storedEntry) []byte {
 	return dst
 }
 
+// The *CounterBody functions handle a counter without its checksum: state.db
+// values go through encodeCounter, decodeCounter and sumCounter, which add
+// and check it. (They were renamed when checksums came, so that a call on a
+// raw state.db value written elsewhere fails to compile.)
+
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func counterSum(key, v []byte) uint32 {
@@ -140,7 +145,7 @@ func counterSum(key, v []byte) uint32 {
 
 // encodeCounter is a counter's state.db value under key.
 func (s *Store) encodeCounter(key []byte, es []storedEntry) []byte {
-	v := appendStoredCounter(nil, es)
+	v := appendCounterBody(nil, es)
 	if !s.sums {
 		return v
 	}
@@ -153,11 +158,11 @@ func (s *Store) unsum(key, v []byte) ([]byte, error) {
 		return v, nil
 	}
 	if len(v) < 4 {
-		return nil, s.state.damaged("counter %q: value of %d bytes", key, len(v))
+		return nil, s.state.damaged("counter %s: value of %d bytes", counterLabel(key), len(v))
 	}
 	body := v[:len(v)-4]
 	if binary.BigEndian.Uint32(v[len(body):]) != counterSum(key, body) {
-		return nil, s.state.damaged("counter %q: checksum mismatch", key)
+		return nil, s.state.damaged("counter %s: checksum mismatch", counterLabel(key))
 	}
 	return body, nil
 }
@@ -168,9 +173,9 @@ func (s *Store) decodeCounter(key, v []byte, dst []storedEntry) ([]storedEntry, 
 	if err != nil {
 		return nil, err
 	}
-	es, err := decodeStoredCounter(body, dst)
+	es, err := decodeCounterBody(body, dst)
 	if err != nil {
-		return nil, s.state.damaged("counter %q: %v", key, err)
+		return nil, s.state.damaged("counter %s: %v", counterLabel(key), err)
 	}
 	return es, nil
 }
@@ -181,14 +186,14 @@ func (s *Store) sumCounter(key, v []byte) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := sumStoredCounter(body)
+	n, err := sumCounterBody(body)
 	if err != nil {
-		return 0, s.state.damaged("counter %q: %v", key, err)
+		return 0, s.state.damaged("counter %s: %v", counterLabel(key), err)
 	}
 	return n, nil
 }
 
-func decodeStoredCounter(b []byte, dst []storedEntry) ([]storedEntry, error) {
+func decodeCounterBody(b []byte, dst []storedEntry) ([]storedEntry, error) {
 	d := crdt.NewDecoder(b)
 	n := d.Count(3)
 	for i := 0; i < n; i++ {
@@ -206,9 +211,9 @@ func decodeStoredCounter(b []byte, dst []storedEntry) ([]storedEntry, error) {
 	return dst, nil
 }
 
-// sumStoredCounter is the value of a stored counter without decoding it into
+// sumCounterBody is the value of a stored counter without decoding it into
 // entries, for the read paths that need only totals.
-func sumStoredCounter(b []byte) (uint64, error) {
+func sumCounterBody(b []byte) (uint64, error) {
 	d := crdt.NewDecoder(b)
 	n := d.Count(3)
 	var sum uint64

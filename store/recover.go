@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -66,6 +67,11 @@ func Recover(cfg RecoverConfig) (RecoverReport, error) {
 		cfg.Windows = window.DefaultConfig()
 	}
 	statePath, journalPath := filepath.Join(cfg.Dir, StateFile), filepath.Join(cfg.Dir, JournalFile)
+	for _, p := range []string{statePath, journalPath} {
+		if lockedByOther(p) {
+			return rep, fmt.Errorf("recover %s: %w", cfg.Dir, ErrInUse)
+		}
+	}
 	sv := salvage{mem: make(map[crdt.Slot]*crdt.GCounter), idem: make(map[string][]crdt.KeyRecord), comps: make(map[crdt.Slot]crdt.Comps)}
 	if _, err := os.Stat(statePath); err == nil {
 		sv.readState(statePath, &rep)
@@ -464,4 +470,19 @@ func writeRecovered(path string, sv *salvage, windows window.Config, cfg Recover
 		return fmt.Errorf("recover: write %s: %w", path, err)
 	}
 	return nil
+}
+
+// lockedByOther reports whether another process holds bbolt's lock on path
+// (a running node): recovering under it would be a second writer.
+func lockedByOther(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		return errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
 }

@@ -149,7 +149,7 @@ func Open(cfg Config) (*Store, error) {
 		errJournal = os.ErrNotExist
 	}
 	var err error
-	if s.state, err = openBolt(statePath, false, s.log); err != nil {
+	if s.state, err = openBolt(statePath, false); err != nil {
 		return nil, err
 	}
 	s.state.onDamage = s.noteDamage
@@ -179,7 +179,7 @@ func Open(cfg Config) (*Store, error) {
 			return nil, err
 		}
 	}
-	if s.journal, err = openBolt(journalPath, true, s.log); err != nil {
+	if s.journal, err = openBolt(journalPath, true); err != nil {
 		s.state.Close()
 		return nil, err
 	}
@@ -202,7 +202,7 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-func openBolt(path string, journal bool, log *slog.Logger) (*boltDB, error) {
+func openBolt(path string, journal bool) (*boltDB, error) {
 	opts := &bolt.Options{
 		Timeout:      time.Second,
 		FreelistType: bolt.FreelistMapType,
@@ -210,7 +210,7 @@ func openBolt(path string, journal bool, log *slog.Logger) (*boltDB, error) {
 		// freelist on open is cheap, writing it on every commit is not.
 		NoFreelistSync: journal,
 	}
-	db, err := openChecked(path, opts, log)
+	db, err := openChecked(path, opts)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w", path, ErrInUse)
 	}

@@ -121,7 +121,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 	a, err := agent.New(cfg)
 	if de := (*store.DamagedError)(nil); errors.As(err, &de) {
-		return fmt.Errorf("%s; stop here and run: abacus recover --data-dir %s (docs/OPERATIONS.md, \"damaged data directory\")", oneLine(de.Error()), cfg.DataDir)
+		return fmt.Errorf("%s; stop here and run: abacus recover --data-dir %s (docs/OPERATIONS.md: \"A node says its data directory is damaged\")", oneLine(de.Error()), cfg.DataDir)
 	}
 	if err != nil {
 		return err
@@ -249,19 +249,6 @@ func ownKey(dir string) (keys [][]byte, save func() error, err error) {
 // oneLine folds an error onto one line.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
-}
-
-// loopback reports whether a host:port listens on loopback only.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // pprofMux serves net/http/pprof's handlers, registered on a private mux so

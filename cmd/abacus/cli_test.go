@@ -32,6 +32,11 @@ func TestCLI_AgentStartupErrors(t *testing.T) {
 		{"port in use", []string{"agent", "--data-dir", t.TempDir(), "--http-addr", strings.TrimPrefix(running.url, "http://"), "--gossip-addr", "127.0.0.1:0"}, nil, "address already in use"},
 		{"gossip port in use", []string{"agent", "--data-dir", filepath.Join(t.TempDir(), "never"), "--http-addr", "127.0.0.1:0", "--gossip-addr", running.gossip}, nil, "gossip address"},
 		{"stray argument", []string{"agent", "extra"}, nil, "unexpected argument"},
+		{"join without a key", []string{"agent", "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--join", running.gossip}, nil, "abacus keygen"},
+		{"join without a key, from the environment", []string{"agent", "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0"}, []string{"ABACUS_JOIN=" + running.gossip}, "--gossip-key-file"},
+		{"key and insecure", []string{"agent", "--gossip-insecure", "--gossip-key-file", notADir}, nil, "contradict"},
+		{"recover a directory in use", []string{"recover", "--data-dir", running.dataDir}, nil, "stop the node first"},
+		{"recover nothing", []string{"recover", "--data-dir", filepath.Join(t.TempDir(), "empty")}, nil, "replica ID"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

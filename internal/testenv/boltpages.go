@@ -39,3 +39,31 @@ func BoltPages(t testing.TB, path string) map[string][]int64 {
 	}
 	return out
 }
+
+// BoltValues returns the byte offsets of the values of a bbolt file's leaf
+// elements that are not buckets, in file order: where a flipped byte
+// changes a stored value and nothing of the page's structure.
+func BoltValues(t testing.TB, path string) []int64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	var out []int64
+	for _, off := range BoltPages(t, path)["leaf"] {
+		count := int64(binary.LittleEndian.Uint16(b[off+10:]))
+		for i := int64(0); i < count; i++ {
+			e := off + 16 + i*16
+			if e+16 > int64(len(b)) {
+				break
+			}
+			flags := binary.LittleEndian.Uint32(b[e:])
+			pos, ks, vs := int64(binary.LittleEndian.Uint32(b[e+4:])), int64(binary.LittleEndian.Uint32(b[e+8:])), int64(binary.LittleEndian.Uint32(b[e+12:]))
+			if flags&1 != 0 || vs == 0 || e+pos+ks+vs > int64(len(b)) {
+				continue
+			}
+			out = append(out, e+pos+ks)
+		}
+	}
+	return out
+}
