@@ -50,3 +50,40 @@ func TestClusterIdem_WinnerExpiresBeforeLoserHolderSeesIt(t *testing.T) {
 }
 
 var _ = store.Config{}
+
+// TestClusterIdem_RecordRetentionEnds: a record kept past its expiry to
+// settle duplicates is still let go one TTL later, on disk and in memory, so
+// that records do not pile up.
+func TestClusterIdem_RecordRetentionEnds(t *testing.T) {
+	c := newClock(t0)
+	rs := replicas(t, c, 2)
+	a, b := rs[0], rs[1]
+	ctx := context.Background()
+	if _, err := a.Apply(ctx, idemReq("k", 1, inc("x", 1, c.Now()))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Apply(ctx, idemReq("m", 1, inc("x", 1, c.Now()))); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Checkpoint(ctx); err != nil { // "k" and "m" on disk, later ones in mem
+		t.Fatal(err)
+	}
+	if _, err := a.Apply(ctx, idemReq("n", 1, inc("x", 1, c.Now()))); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(2*a.Config().IdempotencyTTL + time.Second)
+	if err := a.Expire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := a.EntriesSince(a.Replica(), 0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ch.Records) != 0 {
+		t.Errorf("a still holds %d records a TTL after they expired", len(ch.Records))
+	}
+	syncAll(t, a, b, 1<<10)
+	if st := b.Stats(); st.KeyRecordsMerged != 0 {
+		t.Errorf("b merged %d records past their retention", st.KeyRecordsMerged)
+	}
+}
