@@ -385,7 +385,7 @@ func (s *Store) expire() error {
 	}
 	for k, rs := range s.idem {
 		for _, r := range rs {
-			if r.Expires <= now.UnixNano() {
+			if retainUntil(&r) <= now.UnixNano() {
 				idemKeys = append(idemKeys, k)
 				break
 			}
@@ -424,7 +424,7 @@ func (s *Store) expire() error {
 		for _, k := range idemKeys[:m] {
 			live := s.idem[k][:0:0]
 			for _, r := range s.idem[k] {
-				if r.Expires > now.UnixNano() {
+				if retainUntil(&r) > now.UnixNano() {
 					live = append(live, r)
 				}
 			}
@@ -546,8 +546,13 @@ func (s *Store) deleteIdem(tx *bolt.Tx, k []byte) error {
 	}
 	live := recs[:0]
 	for _, r := range recs {
-		if r.Expires > expires {
+		if until := retainUntil(&r); until > expires {
 			live = append(live, r)
+			// Records indexed at their expiry (before they were retained
+			// past it) are indexed again at the end of their retention.
+			if err := tx.Bucket(bucketIdemExp).Put(idemExpKey(until, string(key)), []byte{}); err != nil {
+				return err
+			}
 			continue
 		}
 		if err := tx.Bucket(bucketKeySeq).Delete(keySeqKey(r.Origin, r.Seq, r.Key)); err != nil {
@@ -584,7 +589,7 @@ func writeKeyRecords(tx *bolt.Tx, byKey map[string][]crdt.KeyRecord) error {
 			if err := seq.Put(keySeqKey(r.Origin, r.Seq, r.Key), []byte{}); err != nil {
 				return err
 			}
-			if err := exp.Put(idemExpKey(r.Expires, k), []byte{}); err != nil {
+			if err := exp.Put(idemExpKey(retainUntil(&r), k), []byte{}); err != nil {
 				return err
 			}
 		}

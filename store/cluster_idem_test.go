@@ -258,9 +258,8 @@ func TestClusterIdem_TTL(t *testing.T) {
 	}
 	c.Advance(a.Config().IdempotencyTTL + time.Second)
 	syncAll(t, a, b, 1<<10)
-	if st := b.Stats(); st.KeyRecordsMerged != 0 {
-		t.Errorf("b merged %d expired records", st.KeyRecordsMerged)
-	}
+	// b may keep the expired record, to settle duplicates (it is retained a
+	// TTL past its expiry), but never answers a retry with it.
 	for _, s := range rs {
 		if err := s.Expire(ctx); err != nil {
 			t.Fatal(err)

@@ -765,8 +765,8 @@ func (st *staging) merge(o *op) (Learned, error) {
 		}
 	}
 	for _, r := range o.records {
-		if r.Origin.IsZero() || r.Key == "" || r.Expires <= st.now.UnixNano() || r.Seq > maxSeq {
-			continue // expired records are dropped, as expired windows are
+		if r.Origin.IsZero() || r.Key == "" || retainUntil(&r) <= st.now.UnixNano() || r.Seq > maxSeq {
+			continue // records past their retention are dropped, as expired windows are
 		}
 		n := len(st.idem)
 		if err := st.addRecord(r); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -117,6 +118,21 @@ func (s *Store) storedRecords(tx *bolt.Tx, key string, recs []crdt.KeyRecord) ([
 		recs = addRecord(recs, r)
 	}
 	return recs, nil
+}
+
+// retainUntil is when a store lets go of r: one TTL after it expires. Until
+// it expires r answers retries; after that it is kept only to settle
+// duplicates. A record that loses to r was accepted before r expired, so it
+// expires before r is let go: every store that holds a live loser can still
+// hold, or be sent, the record it loses to. (Dropping r at its expiry let a
+// node that took the loser's copy before the verdict, and never met r while
+// it lived, count the request twice for ever, while its peers compensated.)
+func retainUntil(r *crdt.KeyRecord) int64 {
+	ttl := r.Expires - r.Accepted
+	if ttl < 0 || r.Expires > math.MaxInt64-ttl {
+		return math.MaxInt64
+	}
+	return r.Expires + ttl
 }
 
 // addRecord adds r to recs unless recs holds that copy already.

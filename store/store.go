@@ -429,7 +429,7 @@ func (s *Store) applyRecord(stx *bolt.Tx, r *record, now time.Time) error {
 		if x.Origin.IsZero() {
 			x.Origin = s.replica // a version 1 record: this replica's
 		}
-		if x.Expires > now.UnixNano() {
+		if retainUntil(&x) > now.UnixNano() {
 			s.idem[x.Key] = addRecord(s.idem[x.Key], x)
 		}
 	}
