@@ -3,7 +3,10 @@ package promapi
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -179,8 +182,10 @@ func (qr *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHint
 	return &seriesSet{ctx: ctx, qr: qr, names: names, ms: ms, plan: qr.q.plan(mint, maxt), onlyLabels: onlyLabels}
 }
 
-// seriesSet reads one counter at a time, as the engine asks for the next
-// series: a query checks its deadline between counters.
+// seriesSet reads the counters when the engine asks for the first series
+// (the engine takes them all before it evaluates anything), with a reader
+// per core: reads of different counters are independent. Readers check the
+// query's deadline between counters.
 type seriesSet struct {
 	ctx        context.Context
 	qr         *querier
@@ -189,30 +194,64 @@ type seriesSet struct {
 	plan       []region
 	onlyLabels bool
 
+	loaded  bool
 	pending []storage.Series
 	cur     storage.Series
-	n       int // series handed out
 	err     error
 }
 
-func (s *seriesSet) Next() bool {
-	for len(s.pending) == 0 {
-		if s.err != nil || len(s.names) == 0 {
-			return false
-		}
-		if s.err = s.ctx.Err(); s.err != nil {
-			return false
-		}
-		name := s.names[0]
-		s.names = s.names[1:]
-		s.pending, s.err = s.qr.q.series(name, s.plan, s.ms, s.onlyLabels)
+// maxReaders bounds the readers of one query.
+const maxReaders = 4
+
+func (s *seriesSet) load() {
+	results := make([][]storage.Series, len(s.names))
+	errs := make([]error, len(s.names))
+	readers := min(runtime.GOMAXPROCS(0), maxReaders, len(s.names)/64+1)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range readers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(s.names) {
+					return
+				}
+				if err := s.ctx.Err(); err != nil {
+					errs[i] = err
+					return
+				}
+				results[i], errs[i] = s.qr.q.series(s.names[i], s.plan, s.ms, s.onlyLabels)
+			}
+		})
 	}
-	s.cur, s.pending = s.pending[0], s.pending[1:]
-	s.n++
-	if s.qr.q.maxSeries > 0 && s.n > s.qr.q.maxSeries {
+	wg.Wait()
+	n := 0
+	for i, r := range results {
+		if errs[i] != nil {
+			s.err = errs[i]
+			return
+		}
+		n += len(r)
+	}
+	if s.qr.q.maxSeries > 0 && n > s.qr.q.maxSeries {
 		s.err = s.qr.errTooManySeries()
+		return
+	}
+	s.pending = make([]storage.Series, 0, n)
+	for _, r := range results {
+		s.pending = append(s.pending, r...)
+	}
+}
+
+func (s *seriesSet) Next() bool {
+	if !s.loaded {
+		s.loaded = true
+		s.load()
+	}
+	if s.err != nil || len(s.pending) == 0 {
 		return false
 	}
+	s.cur, s.pending = s.pending[0], s.pending[1:]
 	return true
 }
 

@@ -76,17 +76,30 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 			}
 		})
 	}
+	// byIdx caches get by the local replica index state.db stores: a read
+	// decodes hundreds of windows naming the same few replicas.
+	var byIdx []*DCCounts
 	addStored := func(v []byte, span int, start int64, buf []storedEntry) ([]storedEntry, error) {
 		es, err := decodeStoredCounter(v, buf[:0])
 		if err != nil {
 			return buf, err
 		}
 		for _, e := range es {
-			id, ok := t.id(e.idx)
-			if !ok {
-				return es, fmt.Errorf("counter %q names unknown replica index %d: %w", name, e.idx, ErrIncompatible)
+			var c *DCCounts
+			if int(e.idx) < len(byIdx) {
+				c = byIdx[e.idx]
 			}
-			c := get(id)
+			if c == nil {
+				id, ok := t.id(e.idx)
+				if !ok {
+					return es, fmt.Errorf("counter %q names unknown replica index %d: %w", name, e.idx, ErrIncompatible)
+				}
+				c = get(id)
+				if int(e.idx) >= len(byIdx) {
+					byIdx = append(byIdx, make([]*DCCounts, int(e.idx)+1-len(byIdx))...)
+				}
+				byIdx[e.idx] = c
+			}
 			if span < 0 {
 				c.Total = satAdd(c.Total, e.value)
 			} else {
