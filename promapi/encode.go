@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -69,9 +70,16 @@ func appendMatrix(b []byte, m promql.Matrix) ([]byte, error) {
 	for p := range parts {
 		wg.Go(func() {
 			lo, hi := p*len(m)/parts, (p+1)*len(m)/parts
+			// Size the buffer once: about 40 bytes a point, 100 a series.
+			size := 0
+			for i := lo; i < hi; i++ {
+				size += 100 + 40*len(m[i].Floats)
+			}
 			var buf []byte
 			if p == 0 {
-				buf = append(b, '[')
+				buf = append(slices.Grow(b, size), '[')
+			} else {
+				buf = make([]byte, 0, size)
 			}
 			for i := lo; i < hi; i++ {
 				if i > 0 {

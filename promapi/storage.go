@@ -315,6 +315,11 @@ func (q *queryable) series(name string, plan []region, ms []*labels.Matcher, onl
 		}
 		ps := promql.Series{Metric: seriesLabels(name, c.DC)}
 		if !onlyLabels {
+			n := 0
+			for _, r := range plan {
+				n += int((r.hi-r.lo)/r.size) + 1
+			}
+			ps.Floats = make([]promql.FPoint, 0, n)
 			// Regions run newest first; samples must come oldest first.
 			for i := len(plan) - 1; i >= 0; i-- {
 				ps.Floats = appendCumulative(ps.Floats, plan[i], c.Total, c.Windows[i])
