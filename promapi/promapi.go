@@ -61,8 +61,9 @@ type Config struct {
 	Source Source
 	// Windows is the cluster's resolution set.
 	Windows window.Config
-	// MaxSamples is the most samples one query may hold in memory at once
-	// (Prometheus's --query.max-samples); zero means DefaultMaxSamples.
+	// MaxSamples is the most samples one query may read from the Source,
+	// and the most the engine may hold at once (Prometheus's
+	// --query.max-samples); zero means DefaultMaxSamples.
 	MaxSamples int
 	// MaxSeries is the most series one query may select; zero means
 	// DefaultMaxSeries.
@@ -181,7 +182,7 @@ func (a *API) routes() chi.Router {
 
 // queryable returns the storage one query reads, against one clock reading.
 func (a *API) queryable() *queryable {
-	return &queryable{src: a.cfg.Source, windows: a.cfg.Windows, maxSeries: a.cfg.MaxSeries, now: a.cfg.Source.Now()}
+	return &queryable{src: a.cfg.Source, windows: a.cfg.Windows, maxSeries: a.cfg.MaxSeries, maxSamples: a.cfg.MaxSamples, now: a.cfg.Source.Now()}
 }
 
 // Close releases the engine.

@@ -243,6 +243,7 @@ func TestAPI_Errors(t *testing.T) {
 		{"too many points", "/api/v1/query_range", url.Values{"query": {"1"}, "start": {"0"}, "end": {now}, "step": {"1"}}, 400, "bad_data"},
 		{"too many series", "/api/v1/query", url.Values{"query": {"abacus_events_total"}}, 422, "cost_limit"},
 		{"too many samples", "/api/v1/query_range", url.Values{"query": {`abacus_events_total{counter="signups"}`}, "start": {strconv.FormatInt(testNow.Add(-3*time.Hour).Unix(), 10)}, "end": {now}, "step": {"60"}}, 422, "execution"},
+		{"too many samples read", "/api/v1/query", url.Values{"query": {`count_over_time(abacus_events_total{counter="signups"}[3h])`}}, 422, "execution"},
 		{"series without match", "/api/v1/series", url.Values{}, 400, "bad_data"},
 		{"series bad match", "/api/v1/series", url.Values{"match[]": {"{"}}, 400, "bad_data"},
 		{"series empty matcher", "/api/v1/series", url.Values{"match[]": {`{counter=""}`}}, 400, "bad_data"},

@@ -33,7 +33,11 @@ type queryable struct {
 	src       Source
 	windows   window.Config
 	maxSeries int
-	now       time.Time
+	// maxSamples bounds the samples one query reads from the counters (the
+	// engine's MaxSamples bounds what it holds while evaluating, which it
+	// counts only after the adapter has read everything).
+	maxSamples int
+	now        time.Time
 }
 
 func (q *queryable) Querier(mint, maxt int64) (storage.Querier, error) {
@@ -207,7 +211,7 @@ func (s *seriesSet) load() {
 	results := make([][]storage.Series, len(s.names))
 	errs := make([]error, len(s.names))
 	readers := min(runtime.GOMAXPROCS(0), maxReaders, len(s.names)/64+1)
-	var next atomic.Int64
+	var next, samples atomic.Int64
 	var wg sync.WaitGroup
 	for range readers {
 		wg.Go(func() {
@@ -220,7 +224,13 @@ func (s *seriesSet) load() {
 					errs[i] = err
 					return
 				}
-				results[i], errs[i] = s.qr.q.series(s.names[i], s.plan, s.ms, s.onlyLabels)
+				var n int
+				results[i], n, errs[i] = s.qr.q.series(s.names[i], s.plan, s.ms, s.onlyLabels)
+				if max := s.qr.q.maxSamples; max > 0 && samples.Add(int64(n)) > int64(max) {
+					errs[i] = promql.ErrTooManySamples(fmt.Sprintf("reading more than %d samples", max))
+					next.Store(int64(len(s.names))) // the other readers stop too
+					return
+				}
 			}
 		})
 	}
@@ -296,8 +306,9 @@ func (q *queryable) plan(mint, maxt int64) []region {
 	return out
 }
 
-// series computes counter name's series allowed by the dc matchers.
-func (q *queryable) series(name string, plan []region, ms []*labels.Matcher, onlyLabels bool) ([]storage.Series, error) {
+// series computes counter name's series allowed by the dc matchers, and
+// counts their samples.
+func (q *queryable) series(name string, plan []region, ms []*labels.Matcher, onlyLabels bool) ([]storage.Series, int, error) {
 	spans := make([]Span, 0, len(plan))
 	if !onlyLabels {
 		for _, r := range plan {
@@ -306,9 +317,10 @@ func (q *queryable) series(name string, plan []region, ms []*labels.Matcher, onl
 	}
 	counts, err := q.src.CountsByDC(name, spans)
 	if err != nil {
-		return nil, promql.ErrStorage{Err: fmt.Errorf("read counter %s: %w", name, err)}
+		return nil, 0, promql.ErrStorage{Err: fmt.Errorf("read counter %s: %w", name, err)}
 	}
 	var out []storage.Series
+	samples := 0
 	for _, c := range counts {
 		if !dcMatch(ms, c.DC) {
 			continue
@@ -325,9 +337,10 @@ func (q *queryable) series(name string, plan []region, ms []*labels.Matcher, onl
 				ps.Floats = appendCumulative(ps.Floats, plan[i], c.Total, c.Windows[i])
 			}
 		}
+		samples += len(ps.Floats)
 		out = append(out, promql.NewStorageSeries(ps))
 	}
-	return out, nil
+	return out, samples, nil
 }
 
 // appendCumulative appends the samples of region r: at each boundary b, the
