@@ -79,7 +79,7 @@ func appendMatrix(b []byte, m promql.Matrix) ([]byte, error) {
 			if p == 0 {
 				buf = append(slices.Grow(b, size), '[')
 			} else {
-				buf = make([]byte, 0, size)
+				buf = slices.Grow(getBuf(), size)
 			}
 			for i := lo; i < hi; i++ {
 				if i > 0 {
@@ -101,8 +101,29 @@ func appendMatrix(b []byte, m promql.Matrix) ([]byte, error) {
 	b = bufs[0]
 	for _, buf := range bufs[1:] {
 		b = append(b, buf...)
+		putBuf(buf)
 	}
 	return append(b, ']'), nil
+}
+
+// Encoding buffers are reused: a large answer is megabytes, and a dashboard
+// asks for it again every refresh.
+var bufPool sync.Pool
+
+// maxPooled is the largest buffer kept for reuse.
+const maxPooled = 64 << 20
+
+func getBuf() []byte {
+	if p, ok := bufPool.Get().(*[]byte); ok {
+		return (*p)[:0]
+	}
+	return nil
+}
+
+func putBuf(b []byte) {
+	if cap(b) > 0 && cap(b) <= maxPooled {
+		bufPool.Put(&b)
+	}
 }
 
 func appendMetric(b []byte, s promql.Sample) ([]byte, error) {
