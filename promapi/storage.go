@@ -226,8 +226,8 @@ func (s *seriesSet) load() {
 				}
 				var n int
 				results[i], n, errs[i] = s.qr.q.series(s.names[i], s.plan, s.ms, s.onlyLabels)
-				if max := s.qr.q.maxSamples; max > 0 && samples.Add(int64(n)) > int64(max) {
-					errs[i] = promql.ErrTooManySamples(fmt.Sprintf("reading more than %d samples", max))
+				if lim := s.qr.q.maxSamples; lim > 0 && samples.Add(int64(n)) > int64(lim) {
+					errs[i] = promql.ErrTooManySamples(fmt.Sprintf("reading more than %d samples", lim))
 					next.Store(int64(len(s.names))) // the other readers stop too
 					return
 				}
