@@ -3,7 +3,10 @@ package promapi
 import (
 	"encoding/json"
 	"math"
+	"runtime"
+	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -22,16 +25,9 @@ func appendQueryData(b []byte, v parser.Value) ([]byte, error) {
 	var err error
 	switch x := v.(type) {
 	case promql.Matrix:
-		b = append(b, '[')
-		for i, s := range x {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			if b, err = appendSeries(b, s); err != nil {
-				return nil, err
-			}
+		if b, err = appendMatrix(b, x); err != nil {
+			return nil, err
 		}
-		b = append(b, ']')
 	case promql.Vector:
 		b = append(b, '[')
 		for i, s := range x {
@@ -62,6 +58,72 @@ func appendQueryData(b []byte, v parser.Value) ([]byte, error) {
 		b = append(b, j...)
 	}
 	return append(b, '}'), nil
+}
+
+// appendMatrix encodes a large matrix in parts, one per core: a sum by
+// (counter) over a thousand counters is hundreds of thousands of points.
+func appendMatrix(b []byte, m promql.Matrix) ([]byte, error) {
+	parts := min(runtime.GOMAXPROCS(0), maxReaders, len(m)/64+1)
+	bufs := make([][]byte, parts)
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		wg.Go(func() {
+			lo, hi := p*len(m)/parts, (p+1)*len(m)/parts
+			// Size the buffer once: about 40 bytes a point, 100 a series.
+			size := 0
+			for i := lo; i < hi; i++ {
+				size += 100 + 40*len(m[i].Floats)
+			}
+			var buf []byte
+			if p == 0 {
+				buf = append(slices.Grow(b, size), '[')
+			} else {
+				buf = slices.Grow(getBuf(), size)
+			}
+			for i := lo; i < hi; i++ {
+				if i > 0 {
+					buf = append(buf, ',')
+				}
+				if buf, errs[p] = appendSeries(buf, m[i]); errs[p] != nil {
+					return
+				}
+			}
+			bufs[p] = buf
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	b = bufs[0]
+	for _, buf := range bufs[1:] {
+		b = append(b, buf...)
+		putBuf(buf)
+	}
+	return append(b, ']'), nil
+}
+
+// Encoding buffers are reused: a large answer is megabytes, and a dashboard
+// asks for it again every refresh.
+var bufPool sync.Pool
+
+// maxPooled is the largest buffer kept for reuse.
+const maxPooled = 64 << 20
+
+func getBuf() []byte {
+	if p, ok := bufPool.Get().(*[]byte); ok {
+		return (*p)[:0]
+	}
+	return nil
+}
+
+func putBuf(b []byte) {
+	if cap(b) > 0 && cap(b) <= maxPooled {
+		bufPool.Put(&b)
+	}
 }
 
 func appendMetric(b []byte, s promql.Sample) ([]byte, error) {

@@ -95,8 +95,9 @@ func (a *API) serve(h apiFunc) http.HandlerFunc {
 
 // writeQueryData writes a query's answer, encoded by appendQueryData.
 func writeQueryData(w http.ResponseWriter, v parser.Value, warn, info []string) {
-	b := append(make([]byte, 0, 4096), `{"status":"success","data":`...)
+	b := append(getBuf(), `{"status":"success","data":`...)
 	b, err := appendQueryData(b, v)
+	defer func() { putBuf(b) }()
 	if err != nil {
 		writeError(w, &apiError{errorInternal, errors.New("the answer could not be encoded")}, nil)
 		return

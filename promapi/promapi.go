@@ -61,8 +61,9 @@ type Config struct {
 	Source Source
 	// Windows is the cluster's resolution set.
 	Windows window.Config
-	// MaxSamples is the most samples one query may hold in memory at once
-	// (Prometheus's --query.max-samples); zero means DefaultMaxSamples.
+	// MaxSamples is the most samples one query may read from the Source,
+	// and the most the engine may hold at once (Prometheus's
+	// --query.max-samples); zero means DefaultMaxSamples.
 	MaxSamples int
 	// MaxSeries is the most series one query may select; zero means
 	// DefaultMaxSeries.
@@ -136,13 +137,14 @@ func New(cfg Config) (*API, error) {
 		LookbackDelta:        cfg.LookbackDelta,
 		EnableAtModifier:     true,
 		EnableNegativeOffset: true,
-		EnableQueryCost:      true,
 		// The engine calls this for a subquery without a step; nil would
 		// panic.
 		NoStepSubqueryIntervalFn: func(int64) int64 { return defaultSubqueryStep.Milliseconds() },
 		Parser:                   p,
 	})
-	eng.SetQueryLimits(uint64(cfg.MaxSeries), 0, 0)
+	// The series limit is the adapter's (queryable.maxSeries), not the
+	// engine's query-cost feature: that feature wraps every sample read in
+	// two context checks, a sixth of a large query's time.
 	a := &API{cfg: cfg, engine: eng, parser: p}
 	a.router = a.routes()
 	return a, nil
@@ -180,7 +182,7 @@ func (a *API) routes() chi.Router {
 
 // queryable returns the storage one query reads, against one clock reading.
 func (a *API) queryable() *queryable {
-	return &queryable{src: a.cfg.Source, windows: a.cfg.Windows, maxSeries: a.cfg.MaxSeries, now: a.cfg.Source.Now()}
+	return &queryable{src: a.cfg.Source, windows: a.cfg.Windows, maxSeries: a.cfg.MaxSeries, maxSamples: a.cfg.MaxSamples, now: a.cfg.Source.Now()}
 }
 
 // Close releases the engine.

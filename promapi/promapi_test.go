@@ -243,6 +243,7 @@ func TestAPI_Errors(t *testing.T) {
 		{"too many points", "/api/v1/query_range", url.Values{"query": {"1"}, "start": {"0"}, "end": {now}, "step": {"1"}}, 400, "bad_data"},
 		{"too many series", "/api/v1/query", url.Values{"query": {"abacus_events_total"}}, 422, "cost_limit"},
 		{"too many samples", "/api/v1/query_range", url.Values{"query": {`abacus_events_total{counter="signups"}`}, "start": {strconv.FormatInt(testNow.Add(-3*time.Hour).Unix(), 10)}, "end": {now}, "step": {"60"}}, 422, "execution"},
+		{"too many samples read", "/api/v1/query", url.Values{"query": {`count_over_time(abacus_events_total{counter="signups"}[3h])`}}, 422, "execution"},
 		{"series without match", "/api/v1/series", url.Values{}, 400, "bad_data"},
 		{"series bad match", "/api/v1/series", url.Values{"match[]": {"{"}}, 400, "bad_data"},
 		{"series empty matcher", "/api/v1/series", url.Values{"match[]": {`{counter=""}`}}, 400, "bad_data"},
@@ -368,5 +369,47 @@ func TestAPI_SeriesLabelsMetadata(t *testing.T) {
 	}
 	if _, ok := bi["goVersion"]; !ok {
 		t.Fatalf("buildinfo %v", bi)
+	}
+}
+
+// TestAPI_QueryRange_AcrossResolutions checks a range that starts where only
+// hours are kept and ends among the minutes: the counter never decreases,
+// and at every step it is the events before the sample it shows.
+func TestAPI_QueryRange_AcrossResolutions(t *testing.T) {
+	src := seeded()
+	// An event every 10 minutes from 52 h to 44 h ago.
+	for m := 44 * 60; m <= 52*60; m += 10 {
+		src.add("edge", "dc1", 1, testNow.Add(-time.Duration(m)*time.Minute))
+	}
+	h := mustAPI(t, src)
+	start, end := testNow.Add(-51*time.Hour).Truncate(time.Hour), testNow.Add(-45*time.Hour).Truncate(time.Hour)
+	_, env := call(t, h, http.MethodGet, "/api/v1/query_range", url.Values{
+		"query":          {`abacus_events_total{counter="edge"}`},
+		"start":          {strconv.FormatInt(start.Unix(), 10)},
+		"end":            {strconv.FormatInt(end.Unix(), 10)},
+		"step":           {"600"},
+		"lookback_delta": {"1h"},
+	})
+	m := decode[matrix](t, env)
+	if len(m) != 1 {
+		t.Fatalf("%+v", m)
+	}
+	prev := -1.0
+	for _, p := range m[0].Values {
+		v := sampleValue(t, p[1])
+		if v < prev {
+			t.Fatalf("the counter fell from %v to %v at %v", prev, v, p[0])
+		}
+		prev = v
+	}
+	// At the end (minutes kept there), the value is exact: events before it.
+	want := 0
+	for mAgo := 44 * 60; mAgo <= 52*60; mAgo += 10 {
+		if testNow.Add(-time.Duration(mAgo) * time.Minute).Before(end) {
+			want++
+		}
+	}
+	if prev != float64(want) {
+		t.Fatalf("at the end: %v, want %d", prev, want)
 	}
 }

@@ -3,7 +3,10 @@ package promapi
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -30,7 +33,11 @@ type queryable struct {
 	src       Source
 	windows   window.Config
 	maxSeries int
-	now       time.Time
+	// maxSamples bounds the samples one query reads from the counters (the
+	// engine's MaxSamples bounds what it holds while evaluating, which it
+	// counts only after the adapter has read everything).
+	maxSamples int
+	now        time.Time
 }
 
 func (q *queryable) Querier(mint, maxt int64) (storage.Querier, error) {
@@ -179,8 +186,10 @@ func (qr *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHint
 	return &seriesSet{ctx: ctx, qr: qr, names: names, ms: ms, plan: qr.q.plan(mint, maxt), onlyLabels: onlyLabels}
 }
 
-// seriesSet reads one counter at a time, as the engine asks for the next
-// series: a query checks its deadline between counters.
+// seriesSet reads the counters when the engine asks for the first series
+// (the engine takes them all before it evaluates anything), with a reader
+// per core: reads of different counters are independent. Readers check the
+// query's deadline between counters.
 type seriesSet struct {
 	ctx        context.Context
 	qr         *querier
@@ -189,30 +198,70 @@ type seriesSet struct {
 	plan       []region
 	onlyLabels bool
 
+	loaded  bool
 	pending []storage.Series
 	cur     storage.Series
-	n       int // series handed out
 	err     error
 }
 
-func (s *seriesSet) Next() bool {
-	for len(s.pending) == 0 {
-		if s.err != nil || len(s.names) == 0 {
-			return false
-		}
-		if s.err = s.ctx.Err(); s.err != nil {
-			return false
-		}
-		name := s.names[0]
-		s.names = s.names[1:]
-		s.pending, s.err = s.qr.q.series(name, s.plan, s.ms, s.onlyLabels)
+// maxReaders bounds the readers of one query.
+const maxReaders = 4
+
+func (s *seriesSet) load() {
+	results := make([][]storage.Series, len(s.names))
+	errs := make([]error, len(s.names))
+	readers := min(runtime.GOMAXPROCS(0), maxReaders, len(s.names)/64+1)
+	var next, samples atomic.Int64
+	var wg sync.WaitGroup
+	for range readers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(s.names) {
+					return
+				}
+				if err := s.ctx.Err(); err != nil {
+					errs[i] = err
+					return
+				}
+				var n int
+				results[i], n, errs[i] = s.qr.q.series(s.names[i], s.plan, s.ms, s.onlyLabels)
+				if lim := s.qr.q.maxSamples; lim > 0 && samples.Add(int64(n)) > int64(lim) {
+					errs[i] = promql.ErrTooManySamples(fmt.Sprintf("reading more than %d samples", lim))
+					next.Store(int64(len(s.names))) // the other readers stop too
+					return
+				}
+			}
+		})
 	}
-	s.cur, s.pending = s.pending[0], s.pending[1:]
-	s.n++
-	if s.qr.q.maxSeries > 0 && s.n > s.qr.q.maxSeries {
+	wg.Wait()
+	n := 0
+	for i, r := range results {
+		if errs[i] != nil {
+			s.err = errs[i]
+			return
+		}
+		n += len(r)
+	}
+	if s.qr.q.maxSeries > 0 && n > s.qr.q.maxSeries {
 		s.err = s.qr.errTooManySeries()
+		return
+	}
+	s.pending = make([]storage.Series, 0, n)
+	for _, r := range results {
+		s.pending = append(s.pending, r...)
+	}
+}
+
+func (s *seriesSet) Next() bool {
+	if !s.loaded {
+		s.loaded = true
+		s.load()
+	}
+	if s.err != nil || len(s.pending) == 0 {
 		return false
 	}
+	s.cur, s.pending = s.pending[0], s.pending[1:]
 	return true
 }
 
@@ -257,8 +306,9 @@ func (q *queryable) plan(mint, maxt int64) []region {
 	return out
 }
 
-// series computes counter name's series allowed by the dc matchers.
-func (q *queryable) series(name string, plan []region, ms []*labels.Matcher, onlyLabels bool) ([]storage.Series, error) {
+// series computes counter name's series allowed by the dc matchers, and
+// counts their samples.
+func (q *queryable) series(name string, plan []region, ms []*labels.Matcher, onlyLabels bool) ([]storage.Series, int, error) {
 	spans := make([]Span, 0, len(plan))
 	if !onlyLabels {
 		for _, r := range plan {
@@ -267,23 +317,30 @@ func (q *queryable) series(name string, plan []region, ms []*labels.Matcher, onl
 	}
 	counts, err := q.src.CountsByDC(name, spans)
 	if err != nil {
-		return nil, promql.ErrStorage{Err: fmt.Errorf("read counter %s: %w", name, err)}
+		return nil, 0, promql.ErrStorage{Err: fmt.Errorf("read counter %s: %w", name, err)}
 	}
 	var out []storage.Series
+	samples := 0
 	for _, c := range counts {
 		if !dcMatch(ms, c.DC) {
 			continue
 		}
 		ps := promql.Series{Metric: seriesLabels(name, c.DC)}
 		if !onlyLabels {
+			n := 0
+			for _, r := range plan {
+				n += int((r.hi-r.lo)/r.size) + 1
+			}
+			ps.Floats = make([]promql.FPoint, 0, n)
 			// Regions run newest first; samples must come oldest first.
 			for i := len(plan) - 1; i >= 0; i-- {
 				ps.Floats = appendCumulative(ps.Floats, plan[i], c.Total, c.Windows[i])
 			}
 		}
+		samples += len(ps.Floats)
 		out = append(out, promql.NewStorageSeries(ps))
 	}
-	return out, nil
+	return out, samples, nil
 }
 
 // appendCumulative appends the samples of region r: at each boundary b, the

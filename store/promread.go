@@ -37,11 +37,11 @@ type DCCounts struct {
 
 // CountsByDC returns counter name's total and its windows in each span, per
 // datacenter, sorted by datacenter. Everything is read at one instant: mem
-// and state.db are read under one hold of the read lock, and a slot leaves
-// mem only after state.db holds it, so no commit lands between the total and
-// the windows. The read lock delays the publication of commits (not their
-// fsync) for as long as the read takes: callers keep spans short (a few
-// thousand windows).
+// and a state.db transaction are read under one hold of the read lock, with
+// no eviction from mem since the transaction began, so no commit lands
+// between the total and the windows. The read lock delays the publication
+// of commits (not their fsync) for as long as the read takes: callers keep
+// spans short (a few thousand windows).
 func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 	for _, sp := range spans {
 		if sp.Res == 0 || sp.From%int64(sp.Res) != 0 || sp.To < sp.From || (sp.To-sp.From)/int64(sp.Res) > maxSpanWindows {
@@ -86,6 +86,9 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 		cs := compsOf(span, start)
 		g.Each(func(e crdt.Entry) { add(e, cs, span, start) })
 	}
+	// byIdx caches the replica of each local replica index state.db stores:
+	// a read decodes hundreds of windows naming the same few replicas.
+	var byIdx []crdt.ReplicaID
 	addStored := func(key, v []byte, span int, start int64, buf []storedEntry) ([]storedEntry, error) {
 		es, err := s.decodeCounter(key, v, buf[:0])
 		if err != nil {
@@ -93,16 +96,51 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 		}
 		cs := compsOf(span, start)
 		for _, e := range es {
-			id, ok := t.id(e.idx)
-			if !ok {
-				return es, fmt.Errorf("counter %q names unknown replica index %d: %w", name, e.idx, ErrIncompatible)
+			var id crdt.ReplicaID
+			if int(e.idx) < len(byIdx) {
+				id = byIdx[e.idx]
+			}
+			if id.IsZero() {
+				var ok bool
+				if id, ok = t.id(e.idx); !ok {
+					return es, fmt.Errorf("counter %q names unknown replica index %d: %w", name, e.idx, ErrIncompatible)
+				}
+				if int(e.idx) >= len(byIdx) {
+					byIdx = append(byIdx, make([]crdt.ReplicaID, int(e.idx)+1-len(byIdx))...)
+				}
+				byIdx[e.idx] = id
 			}
 			add(crdt.Entry{Replica: id, Value: e.value, Seq: e.seq}, cs, span, start)
 		}
 		return es, nil
 	}
 
-	s.mu.RLock()
+	// Lock order as everywhere else in the store: the state.db transaction
+	// first, then mu. A transaction opened before an eviction may miss the
+	// value that eviction wrote, so the eviction generation is read before
+	// the transaction opens and checked once mu is held; a read that lost the
+	// race (a checkpoint evicted meanwhile: rare, once a second at most)
+	// starts again.
+	var tx *bolt.Tx
+	for attempt := 0; ; attempt++ {
+		s.mu.RLock()
+		gen := s.evictGen
+		s.mu.RUnlock()
+		var err error
+		if tx, err = s.state.Begin(false); err != nil {
+			return nil, fmt.Errorf("read %q by datacenter: %w", name, err)
+		}
+		s.mu.RLock()
+		if s.evictGen == gen {
+			break
+		}
+		s.mu.RUnlock()
+		tx.Rollback()
+		if attempt == 100 {
+			return nil, fmt.Errorf("read %q by datacenter: checkpoints kept evicting slots meanwhile", name)
+		}
+	}
+	defer tx.Rollback()
 	defer s.mu.RUnlock()
 	inMem := s.memNames[name] > 0
 	totalInMem := false
@@ -137,7 +175,7 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 			}
 		}
 	}
-	err := s.state.View(func(tx *bolt.Tx) error {
+	err := func() error {
 		var buf []storedEntry
 		var err error
 		if !totalInMem {
@@ -170,7 +208,7 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 			}
 		}
 		return nil
-	})
+	}()
 	if err != nil {
 		return nil, fmt.Errorf("read %q by datacenter: %w", name, err)
 	}

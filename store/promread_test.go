@@ -75,3 +75,57 @@ func TestStore_CountsByDC(t *testing.T) {
 		t.Fatalf("DCs %v", dcs)
 	}
 }
+
+// TestStore_CountsByDC_OneInstant reads while increments commit and
+// checkpoints evict: every read's windows must add up to its total exactly
+// (every event lands in a retained minute), which they would not if a
+// commit or an eviction fell between reading the total and the windows.
+func TestStore_CountsByDC_OneInstant(t *testing.T) {
+	c := newClock(t0)
+	s := mustOpen(t, testConfig(t.TempDir(), c))
+	now := c.Now()
+	spans := []store.Span{{Res: 60, From: now.Add(-time.Hour).Unix() - now.Unix()%60, To: now.Unix() + 3600}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 2)
+	go func() { // writer
+		for i := 0; ctx.Err() == nil; i++ {
+			if _, err := s.Apply(ctx, &store.Request{Increments: []store.Increment{inc("x", uint64(i%5+1), now.Add(-time.Duration(i%50)*time.Minute))}}); err != nil && ctx.Err() == nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	go func() { // checkpointer
+		for ctx.Err() == nil {
+			if err := s.Checkpoint(ctx); err != nil && ctx.Err() == nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	reads := 0
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline) || reads < 100; reads++ {
+		got, err := s.CountsByDC("x", spans)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, dc := range got {
+			var sum uint64
+			for _, v := range dc.Windows[0] {
+				sum += v
+			}
+			if sum != dc.Total {
+				t.Fatalf("read %d: windows sum to %d, total %d", reads, sum, dc.Total)
+			}
+		}
+	}
+	cancel()
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

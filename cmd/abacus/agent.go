@@ -51,7 +51,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	pprofAddr := fs.String("pprof-addr", "", "serve Go's net/http/pprof on this address (off when empty; keep it on loopback)")
-	queryMaxSamples := fs.Int("query-max-samples", promapi.DefaultMaxSamples, "Prometheus query API: most samples one query may hold in memory at once")
+	queryMaxSamples := fs.Int("query-max-samples", promapi.DefaultMaxSamples, "Prometheus query API: most samples one query may read from the counters, and hold in the engine at once")
 	queryMaxSeries := fs.Int("query-max-series", promapi.DefaultMaxSeries, "Prometheus query API: most series one query may select")
 	queryTimeout := fs.Duration("query-timeout", promapi.DefaultTimeout, "Prometheus query API: longest a query may run (a request's timeout parameter may shorten it)")
 	clockOffset := fs.Duration("debug-clock-offset", 0, "testing only: run this node's clock this far ahead (or behind, if negative) of the machine's, to test clock skew")

@@ -127,7 +127,7 @@ func realMain() int {
 	fs.StringVar(&cfg.outDir, "out", "", "write the logs of every process here (default: the temporary directory, removed unless --keep)")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (binaries, data directories, logs)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: go run ./cmd/abacus-perf [flags]\n\nRuns the performance suite and prints one table.\n\nScenarios:")
+		fmt.Fprintf(fs.Output(), "Usage: go run ./tools/abacus-perf [flags]\n\nRuns the performance suite and prints one table.\n\nScenarios:")
 		for _, sc := range scenarios {
 			fmt.Fprintf(fs.Output(), " %s", sc.name)
 		}
@@ -469,7 +469,7 @@ func (s *suite) header() []string {
 func commandLine() string {
 	prog := os.Args[0]
 	if strings.Contains(prog, "go-build") {
-		prog = "go run ./cmd/abacus-perf"
+		prog = "go run ./tools/abacus-perf"
 	}
 	parts := []string{prog}
 	for _, a := range os.Args[1:] {
