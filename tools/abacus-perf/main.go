@@ -3,9 +3,9 @@
 // under load, a node holding a million slots, a three-node cluster, and
 // Redis on the same machine for comparison.
 //
-//	go run ./cmd/abacus-perf                  # 5 runs of 10 s per scenario
-//	go run ./cmd/abacus-perf --quick          # 1 short run each: a smoke test
-//	go run ./cmd/abacus-perf --only inc64-hot,redis-aof --runs 3
+//	go run ./tools/abacus-perf                  # 5 runs of 10 s per scenario
+//	go run ./tools/abacus-perf --quick          # 1 short run each: a smoke test
+//	go run ./tools/abacus-perf --only inc64-hot,redis-aof --runs 3
 //
 // It builds abacus and abacus-bench into a temporary directory, installs
 // wrk and Redis from Debian when they are missing (as root), starts every
@@ -124,7 +124,7 @@ func realMain() int {
 	fs.StringVar(&cfg.outDir, "out", "", "write the logs of every process here (default: the temporary directory, removed unless --keep)")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (binaries, data directories, logs)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: go run ./cmd/abacus-perf [flags]\n\nRuns the performance suite and prints one table.\n\nScenarios:")
+		fmt.Fprintf(fs.Output(), "Usage: go run ./tools/abacus-perf [flags]\n\nRuns the performance suite and prints one table.\n\nScenarios:")
 		for _, sc := range scenarios {
 			fmt.Fprintf(fs.Output(), " %s", sc.name)
 		}
@@ -348,7 +348,7 @@ func (s *suite) prepare(sel []scenario) error {
 	s.root = filepath.Dir(mod)
 	binDir := filepath.Join(s.tmp, "bin")
 	s.bin.abacus, s.bin.bench = filepath.Join(binDir, "abacus"), filepath.Join(binDir, "abacus-bench")
-	for _, b := range []struct{ out, pkg string }{{s.bin.abacus, "./cmd/abacus"}, {s.bin.bench, "./cmd/abacus-bench"}} {
+	for _, b := range []struct{ out, pkg string }{{s.bin.abacus, "./cmd/abacus"}, {s.bin.bench, "./tools/abacus-bench"}} {
 		fmt.Fprintf(os.Stderr, "abacus-perf: go build %s\n", b.pkg)
 		if _, err := s.procs.runIn(s.ctx, 10*time.Minute, s.root, nil, "go-build-"+filepath.Base(b.out), "go", "build", "-o", b.out, b.pkg); err != nil {
 			return err
@@ -464,7 +464,7 @@ func (s *suite) header() []string {
 func commandLine() string {
 	prog := os.Args[0]
 	if strings.Contains(prog, "go-build") {
-		prog = "go run ./cmd/abacus-perf"
+		prog = "go run ./tools/abacus-perf"
 	}
 	parts := []string{prog}
 	for _, a := range os.Args[1:] {
