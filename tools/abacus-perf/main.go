@@ -1,10 +1,11 @@
 // Command abacus-perf runs Abacus's whole performance suite and prints one
 // table: single increments (hot, wide, one client, async), batches, reads
-// under load, a node holding a million slots, a three-node cluster, and
-// Redis on the same machine for comparison.
+// under load, a node holding a million slots, a three-node cluster, what
+// idempotency keys cost and how soon a retry at another node is a replay,
+// and Redis on the same machine for comparison.
 //
-//	go run ./tools/abacus-perf                  # 5 runs of 10 s per scenario
-//	go run ./tools/abacus-perf --quick          # 1 short run each: a smoke test
+//	go run ./tools/abacus-perf                # 5 runs of 10 s per scenario
+//	go run ./tools/abacus-perf --quick        # 1 short run each: a smoke test
 //	go run ./tools/abacus-perf --only inc64-hot,redis-aof --runs 3
 //
 // It builds abacus and abacus-bench into a temporary directory, installs
@@ -50,6 +51,7 @@ type config struct {
 	visTrials       int
 	hotRate         int
 	hotDuration     time.Duration
+	idemRate        int
 	catchupIncs     int64
 	catchupCounters int
 	rangePreload    int64
@@ -75,6 +77,8 @@ var scenarios = []scenario{
 	{"read-range", nil, runReadRange},
 	{"scale", nil, runScale},
 	{"cluster", nil, runCluster},
+	{"idem-inc64", nil, runIdemInc},
+	{"idem-cluster", nil, runIdemCluster},
 	{"gossip-bench", nil, runGossipBench},
 	{"redis-aof", []string{"redis"}, func(s *suite) error { return runRedis(s, true) }},
 	{"redis-none", []string{"redis"}, func(s *suite) error { return runRedis(s, false) }},
@@ -161,6 +165,7 @@ func realMain() int {
 	cfg.visTrials, cfg.hotRate, cfg.hotDuration = 200, 10_000, 10*time.Second
 	cfg.catchupIncs, cfg.catchupCounters, cfg.rangePreload = 1_200_000, 1000, 28_800
 	cfg.pushPullSlots = 1_000_000
+	cfg.idemRate = 2_000
 	if cfg.quick {
 		cfg.pushPullSlots = 100_000
 		cfg.scaleCounters, cfg.scaleRange = 35, 2*time.Second
