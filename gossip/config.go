@@ -20,8 +20,9 @@ type Store interface {
 	// EntriesSince returns origin's entries with a seq above after, in seq
 	// order, about maxBytes of them.
 	EntriesSince(origin crdt.ReplicaID, after uint64, maxBytes int) (Chunk, error)
-	// Merge applies entries and covers durably and returns what it learned.
-	Merge(ctx context.Context, deltas []crdt.Delta, covers []Cover) ([]crdt.Delta, error)
+	// Merge applies entries, covers, key records and compensations durably,
+	// in one commit, and returns what it learned.
+	Merge(ctx context.Context, c Changes) (Learned, error)
 	// SetReplicaInfo records where a replica lives. It must not block.
 	SetReplicaInfo(id crdt.ReplicaID, node, dc string)
 	// ReplicaInfo says where a replica lives, if known.
@@ -33,6 +34,22 @@ type Chunk struct {
 	After, Next, Top uint64
 	Deltas           []crdt.Delta
 	Done             bool
+	Records          []crdt.KeyRecord
+	Comps            []crdt.CompDelta
+}
+
+// Changes is what a merge carries (see store.Changes).
+type Changes struct {
+	Deltas  []crdt.Delta
+	Covers  []Cover
+	Records []crdt.KeyRecord
+	Comps   []crdt.CompDelta
+}
+
+// Learned is what a merge taught the store (see store.Learned).
+type Learned struct {
+	Deltas  []crdt.Delta
+	Records []crdt.KeyRecord
 }
 
 // Cover claims deltas hold every change of Origin with a seq in (From, To].

@@ -29,18 +29,27 @@ func (d *delegate) NotifyMsg(b []byte) {
 	d.g().handleMsg(b)
 }
 
-// GetBroadcasts returns at most one message: memberlist calls it for every
-// packet it sends, and a taken entry goes back in line with transmissions left, so a
-// second take in the same call would send the same entries to the same peer
-// again and spend transmissions meant for others.
+// GetBroadcasts returns at most one deltas message and one records message:
+// memberlist calls it for every packet it sends, and a taken entry goes back
+// in line with transmissions left, so a second take in the same call would
+// send the same entries to the same peer again and spend transmissions meant
+// for others.
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	g := d.g()
-	m := g.out.take(limit - overhead)
-	if m == nil {
-		return nil
+	var out [][]byte
+	room := limit
+	if m := g.out.take(room - overhead); m != nil {
+		g.stats.sent(msgDeltas, len(m))
+		out = append(out, m)
+		room -= len(m) + overhead
 	}
-	g.stats.sent(msgDeltas, len(m))
-	return [][]byte{m}
+	// Key records ride along when there is room: a retry at another node
+	// is a replay once they arrive.
+	if m := g.recs.take(room - overhead); m != nil {
+		g.stats.sent(msgRecords, len(m))
+		out = append(out, m)
+	}
+	return out
 }
 
 func (d *delegate) LocalState(join bool) []byte {
@@ -96,7 +105,18 @@ func (g *Gossip) handleMsg(b []byte) {
 			break
 		}
 		select {
-		case g.mergeCh <- m.deltas():
+		case g.mergeCh <- inbound{deltas: m.deltas()}:
+		default:
+			g.stats.dropped.Add(1) // anti-entropy delivers it
+		}
+		return
+	case msgRecords:
+		m, err := decodeRecords(dec)
+		if err != nil {
+			break
+		}
+		select {
+		case g.mergeCh <- inbound{records: m.records}:
 		default:
 			g.stats.dropped.Add(1) // anti-entropy delivers it
 		}
@@ -108,19 +128,25 @@ func (g *Gossip) handleMsg(b []byte) {
 		}
 		g.sawDigest(m)
 		return
-	case msgPull:
+	case msgPull, msgPullKeys:
 		m, err := decodePull(dec)
 		if err != nil {
 			break
 		}
+		m.keys = t == msgPullKeys
 		select {
 		case g.serveCh <- m:
 		default:
 			g.stats.dropped.Add(1) // the puller retries
 		}
 		return
-	case msgChunk:
-		m, err := decodeChunk(dec)
+	case msgChunk, msgChunkKeys:
+		var m chunkMsg
+		if t == msgChunk {
+			m, err = decodeChunk(dec)
+		} else {
+			m, err = decodeChunkKeys(dec)
+		}
 		if err != nil {
 			break
 		}

@@ -37,6 +37,7 @@ func (g *Gossip) noteMember(n *memberlist.Node, state string) {
 	if err == nil {
 		p.meta = m
 	}
+	p.keys = n.DMax >= keysProtocol
 	switch {
 	case state == "alive":
 		p.leaving = false

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log"
@@ -29,12 +30,13 @@ type Gossip struct {
 	addr  string // this node's gossip address
 
 	out            *outbox
+	recs           *recordbox
 	transmits      atomic.Int32 // how often each broadcast value is sent
 	bigDigest      atomic.Bool  // a digest too big for a packet is being sent over streams
 	retransmitMult int
 
 	// Inbound work, filled by delegates without blocking.
-	mergeCh chan []crdt.Delta
+	mergeCh chan inbound
 	chunkCh chan chunkMsg
 	serveCh chan pullMsg
 	pullCh  chan pullReq
@@ -82,6 +84,14 @@ type peer struct {
 	// death (memberlist v0.7.0 hands event delegates a node whose state
 	// does not say which).
 	leaving bool
+	// keys: the peer speaks msgPullKeys (its delegate protocol maximum).
+	keys bool
+}
+
+// inbound is one broadcast message's worth of news.
+type inbound struct {
+	deltas  []crdt.Delta
+	records []crdt.KeyRecord
 }
 
 type knownMember struct {
@@ -125,7 +135,8 @@ func New(cfg Config, st Store) (*Gossip, error) {
 		log:      cfg.Logger,
 		store:    st,
 		out:      newOutbox(cfg.OutboxLimit),
-		mergeCh:  make(chan []crdt.Delta, 1024),
+		recs:     newRecordbox(cfg.OutboxLimit / 10),
+		mergeCh:  make(chan inbound, 1024),
 		chunkCh:  make(chan chunkMsg, 16),
 		serveCh:  make(chan pullMsg, 64),
 		pullCh:   make(chan pullReq, 256),
@@ -210,6 +221,9 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	mc.Events = (*events)(g)
 	mc.Alive = (*aliveDelegate)(g)
 	mc.Merge = (*mergeDelegate)(g)
+	// Say that this node speaks the key messages without requiring it of
+	// others: older nodes still join, and are sent the older pulls.
+	mc.DelegateProtocolMax = keysProtocol
 	// A node restarted under the same name at a new address is taken back
 	// after this long instead of being ignored until it is reaped.
 	mc.DeadNodeReclaimTime = 10 * time.Second
@@ -276,6 +290,13 @@ func (g *Gossip) Committed(ds []crdt.Delta) {
 	g.mu.Unlock()
 	g.out.add(ds, int(g.transmits.Load()))
 	g.stats.committedEntries.Add(uint64(len(ds)))
+}
+
+// CommittedRecords queues this replica's freshly committed key records for
+// broadcast, so that a retry at another node finds them. The store's
+// OnKeyRecords calls it; it does not block.
+func (g *Gossip) CommittedRecords(rs []crdt.KeyRecord) {
+	g.recs.add(rs, int(g.transmits.Load()))
 }
 
 // Addr is the address peers reach this node's gossip at.
@@ -447,10 +468,20 @@ func (g *Gossip) peersBehind(seq uint64) []string {
 // nothing committed here waits on this node's next start to spread.
 func (g *Gossip) flushOutbox(ctx context.Context) {
 	ds := g.out.drain()
-	if len(ds) == 0 {
+	var msgs [][]byte
+	if len(ds) > 0 {
+		msgs = encodeDeltas(ds, 1<<20)
+	}
+	if rs := g.recs.drain(); len(rs) > 0 {
+		b := binary.AppendUvarint([]byte{byte(msgRecords), wireVersion}, uint64(len(rs)))
+		for _, r := range rs {
+			b = append(b, r...)
+		}
+		msgs = append(msgs, b)
+	}
+	if len(msgs) == 0 {
 		return
 	}
-	msgs := encodeDeltas(ds, 1<<20)
 	for _, n := range g.alivePeers() {
 		for _, m := range msgs {
 			if ctx.Err() != nil {
@@ -460,7 +491,7 @@ func (g *Gossip) flushOutbox(ctx context.Context) {
 				g.log.Debug("final deltas not delivered", "peer", n.Name, "err", err)
 				break
 			}
-			g.stats.sent(msgDeltas, len(m))
+			g.stats.sent(msgType(m[0]), len(m))
 		}
 	}
 }

@@ -19,7 +19,21 @@ const (
 	msgPull   msgType = 3 // "send me origin O's entries after seq s"
 	msgChunk  msgType = 4 // the answer to a pull
 	msgBye    msgType = 5 // "I am leaving": memberlist reports a leave as a death
+	// msgRecords carries key records of idempotent requests, broadcast and
+	// relayed like deltas.
+	msgRecords msgType = 6
+	// msgPullKeys is a pull whose answer is a msgChunkKeys: sent to peers
+	// that say (memberlist's delegate protocol maximum) they know it.
+	msgPullKeys  msgType = 7
+	msgChunkKeys msgType = 8 // a chunk with the origin's key records and compensations
+	msgLast              = msgChunkKeys
 )
+
+// keysProtocol is the delegate protocol version from which a node speaks
+// msgRecords, msgPullKeys and msgChunkKeys. Nodes advertise it as their
+// maximum and keep version 0 as their current one, so that older nodes still
+// take them in.
+const keysProtocol = 1
 
 const wireVersion = 1
 
@@ -35,6 +49,12 @@ func (t msgType) String() string {
 		return "chunk"
 	case msgBye:
 		return "bye"
+	case msgRecords:
+		return "records"
+	case msgPullKeys:
+		return "pull_keys"
+	case msgChunkKeys:
+		return "chunk_keys"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(t))
 }
@@ -157,10 +177,15 @@ type pullMsg struct {
 	after    uint64
 	maxBytes uint64
 	chain    uint64 // the requester's chain ID, echoed by the answer
+	keys     bool   // a msgPullKeys: answer with a msgChunkKeys
 }
 
 func (m *pullMsg) appendTo(b []byte) []byte {
-	b = append(b, byte(msgPull), wireVersion)
+	t := msgPull
+	if m.keys {
+		t = msgPullKeys
+	}
+	b = append(b, byte(t), wireVersion)
 	b = appendString(b, m.from)
 	b = appendString(b, m.addr)
 	b = append(b, m.origin[:]...)
@@ -188,10 +213,19 @@ type chunkMsg struct {
 	node    string // where origin lives, as far as the sender knows
 	dc      string
 	entries []entry
+	// A msgChunkKeys also carries the origin's key records in (after, next]
+	// and the compensations of its copies in the slots of entries.
+	keys    bool
+	records []crdt.KeyRecord
+	comps   []crdt.CompDelta
 }
 
 func (m *chunkMsg) appendTo(b []byte) []byte {
-	b = append(b, byte(msgChunk), wireVersion)
+	t := msgChunk
+	if m.keys {
+		t = msgChunkKeys
+	}
+	b = append(b, byte(t), wireVersion)
 	b = appendString(b, m.from)
 	b = append(b, m.origin[:]...)
 	b = binary.AppendUvarint(b, m.chain)
@@ -209,10 +243,71 @@ func (m *chunkMsg) appendTo(b []byte) []byte {
 	for _, e := range m.entries {
 		b = appendEntry(b, e)
 	}
+	if m.keys {
+		b = appendRecords(b, m.records)
+		b = binary.AppendUvarint(b, uint64(len(m.comps)))
+		for _, c := range m.comps {
+			b = crdt.AppendSlot(b, c.Slot)
+			b = crdt.AppendComp(b, c.Comp)
+		}
+	}
 	return b
 }
 
+// decodeChunkKeys reads a msgChunkKeys.
+func decodeChunkKeys(d *crdt.Decoder) (chunkMsg, error) {
+	m, err := decodeChunkBody(d)
+	if err != nil {
+		return m, err
+	}
+	m.keys = true
+	m.records = readRecords(d)
+	n := d.Count(crdt.MinSlotSize + crdt.MinCompSize)
+	for i := 0; i < n && d.Err() == nil; i++ {
+		m.comps = append(m.comps, crdt.CompDelta{Slot: d.Slot(), Comp: d.Comp()})
+	}
+	return m, finish(d)
+}
+
 func decodeChunk(d *crdt.Decoder) (chunkMsg, error) {
+	m, err := decodeChunkBody(d)
+	if err != nil {
+		return m, err
+	}
+	return m, finish(d)
+}
+
+// recordsMsg: uvarint n, n × key record.
+type recordsMsg struct {
+	records []crdt.KeyRecord
+}
+
+func (m *recordsMsg) appendTo(b []byte) []byte {
+	return appendRecords(append(b, byte(msgRecords), wireVersion), m.records)
+}
+
+func decodeRecords(d *crdt.Decoder) (recordsMsg, error) {
+	return recordsMsg{records: readRecords(d)}, finish(d)
+}
+
+func appendRecords(b []byte, rs []crdt.KeyRecord) []byte {
+	b = binary.AppendUvarint(b, uint64(len(rs)))
+	for i := range rs {
+		b = crdt.AppendKeyRecord(b, &rs[i])
+	}
+	return b
+}
+
+func readRecords(d *crdt.Decoder) []crdt.KeyRecord {
+	n := d.Count(crdt.MinKeyRecordSize)
+	var out []crdt.KeyRecord
+	for i := 0; i < n && d.Err() == nil; i++ {
+		out = append(out, d.KeyRecord())
+	}
+	return out
+}
+
+func decodeChunkBody(d *crdt.Decoder) (chunkMsg, error) {
 	m := chunkMsg{from: d.String(maxNodeName), origin: d.Replica(), chain: d.Uvarint(), after: d.Uvarint(), next: d.Uvarint(), top: d.Uvarint()}
 	switch d.Byte() {
 	case 0:
@@ -230,7 +325,7 @@ func decodeChunk(d *crdt.Decoder) (chunkMsg, error) {
 	if d.Err() == nil && m.next < m.after {
 		d.Fail(crdt.ErrMalformed)
 	}
-	return m, finish(d)
+	return m, d.Err()
 }
 
 // byeMsg says that node name is leaving the cluster on purpose.
@@ -269,7 +364,7 @@ func header(b []byte) (msgType, *crdt.Decoder, error) {
 		return 0, nil, fmt.Errorf("gossip: message of %d bytes: %w", len(b), crdt.ErrTruncated)
 	}
 	t := msgType(b[0])
-	if b[1] != wireVersion || t < msgDeltas || t > msgBye {
+	if b[1] != wireVersion || t < msgDeltas || t > msgLast {
 		return t, nil, errUnknownType
 	}
 	return t, crdt.NewDecoder(b[2:]), nil

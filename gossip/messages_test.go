@@ -198,7 +198,8 @@ func FuzzNotifyMsg(f *testing.F) {
 		log:      discard(),
 		store:    nopStore{},
 		out:      newOutbox(100),
-		mergeCh:  make(chan []crdt.Delta, 4),
+		recs:     newRecordbox(10),
+		mergeCh:  make(chan inbound, 4),
 		chunkCh:  make(chan chunkMsg, 4),
 		serveCh:  make(chan pullMsg, 4),
 		pullCh:   make(chan pullReq, 4),
@@ -260,6 +261,6 @@ func (nopStore) ReplicaInfo(crdt.ReplicaID) (string, string, bool) {
 func (nopStore) EntriesSince(crdt.ReplicaID, uint64, int) (Chunk, error) {
 	return Chunk{Done: true}, nil
 }
-func (nopStore) Merge(context.Context, []crdt.Delta, []Cover) ([]crdt.Delta, error) {
-	return nil, nil
+func (nopStore) Merge(context.Context, Changes) (Learned, error) {
+	return Learned{}, nil
 }

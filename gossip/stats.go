@@ -4,8 +4,8 @@ import "sync/atomic"
 
 // stats are the gossip layer's counters, read at scrape time.
 type stats struct {
-	msgsIn, msgsOut   [msgBye + 1]atomic.Uint64
-	bytesIn, bytesOut [msgBye + 1]atomic.Uint64
+	msgsIn, msgsOut   [msgLast + 1]atomic.Uint64
+	bytesIn, bytesOut [msgLast + 1]atomic.Uint64
 
 	decodeErrors     atomic.Uint64
 	dropped          atomic.Uint64 // inbound work dropped for full queues
@@ -18,17 +18,19 @@ type stats struct {
 	entriesPulled    atomic.Uint64
 	entriesLearned   atomic.Uint64 // from broadcasts, relayed on
 	committedEntries atomic.Uint64 // this replica's entries queued for broadcast
+	recordsLearned   atomic.Uint64 // key records from broadcasts, relayed on
+	recordsPulled    atomic.Uint64 // key records from chunks
 }
 
 func (s *stats) sent(t msgType, n int) {
-	if t <= msgBye {
+	if t <= msgLast {
 		s.msgsOut[t].Add(1)
 		s.bytesOut[t].Add(uint64(n))
 	}
 }
 
 func (s *stats) received(t msgType, n int) {
-	if t <= msgBye {
+	if t <= msgLast {
 		s.msgsIn[t].Add(1)
 		s.bytesIn[t].Add(uint64(n))
 	}
@@ -53,7 +55,7 @@ func (g *Gossip) Stats() Stats {
 		MessagesIn: map[string]uint64{}, MessagesOut: map[string]uint64{},
 		BytesIn: map[string]uint64{}, BytesOut: map[string]uint64{},
 	}
-	for t := msgDeltas; t <= msgBye; t++ {
+	for t := msgDeltas; t <= msgLast; t++ {
 		k := t.String()
 		s.MessagesIn[k] = g.stats.msgsIn[t].Load()
 		s.MessagesOut[k] = g.stats.msgsOut[t].Load()

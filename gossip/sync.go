@@ -167,13 +167,18 @@ func (g *Gossip) pullSender() {
 				g.abandonPull(r)
 				continue
 			}
+			g.mu.Lock()
+			if p := g.peers[r.to]; p != nil {
+				r.msg.keys = p.keys
+			}
+			g.mu.Unlock()
 			b := r.msg.appendTo(nil)
 			if err := g.ml.SendReliable(n, b); err != nil {
 				g.log.Debug("pull not sent", "peer", r.to, "err", err)
 				g.abandonPull(r)
 				continue
 			}
-			g.stats.sent(msgPull, len(b))
+			g.stats.sent(msgType(b[0]), len(b))
 		}
 	}
 }
@@ -203,6 +208,9 @@ func (g *Gossip) serveWorker() {
 				continue
 			}
 			out := chunkMsg{from: g.cfg.NodeName, origin: m.origin, chain: m.chain, after: c.After, next: c.Next, top: c.Top, done: c.Done}
+			if m.keys {
+				out.keys, out.records, out.comps = true, c.Records, c.Comps
+			}
 			out.node, out.dc, _ = g.store.ReplicaInfo(m.origin)
 			out.entries = make([]entry, len(c.Deltas))
 			for i, d := range c.Deltas {
@@ -213,7 +221,7 @@ func (g *Gossip) serveWorker() {
 				g.log.Debug("chunk not sent", "peer", m.from, "err", err)
 				continue
 			}
-			g.stats.sent(msgChunk, len(b))
+			g.stats.sent(msgType(b[0]), len(b))
 			g.stats.chunksServed.Add(1)
 		}
 	}
@@ -256,12 +264,13 @@ func (g *Gossip) handleChunk(m chunkMsg) {
 	}
 	g.mu.Unlock()
 	// Catch-up data is not relayed: every peer pulls its own.
-	_, err := g.store.Merge(g.ctx, ds, covers)
+	_, err := g.store.Merge(g.ctx, Changes{Deltas: ds, Covers: covers, Records: m.records, Comps: m.comps})
 	if err != nil {
 		g.log.Warn("merging a chunk", "peer", m.from, "err", err)
 	} else {
 		g.stats.chunksMerged.Add(1)
 		g.stats.entriesPulled.Add(uint64(len(ds)))
+		g.stats.recordsPulled.Add(uint64(len(m.records)))
 	}
 	if m.node != "" {
 		if _, _, ok := g.store.ReplicaInfo(m.origin); !ok {
@@ -298,31 +307,36 @@ func (g *Gossip) handleChunk(m chunkMsg) {
 func (g *Gossip) mergeWorker() {
 	defer g.wg.Done()
 	for {
-		var ds []crdt.Delta
+		var in inbound
 		select {
 		case <-g.ctx.Done():
 			return
-		case ds = <-g.mergeCh:
+		case in = <-g.mergeCh:
 		}
 	more:
-		for len(ds) < 8192 {
+		for len(in.deltas)+len(in.records) < 8192 {
 			select {
 			case more := <-g.mergeCh:
-				ds = append(ds, more...)
+				in.deltas = append(in.deltas, more.deltas...)
+				in.records = append(in.records, more.records...)
 			default:
 				break more
 			}
 		}
-		learned, err := g.store.Merge(g.ctx, ds, nil)
+		learned, err := g.store.Merge(g.ctx, Changes{Deltas: in.deltas, Records: in.records})
 		if err != nil {
 			if g.ctx.Err() == nil {
 				g.log.Warn("merging broadcast deltas", "err", err)
 			}
 			continue
 		}
-		g.stats.entriesLearned.Add(uint64(len(learned)))
-		if len(learned) > 0 {
-			g.out.add(learned, int(g.transmits.Load()))
+		g.stats.entriesLearned.Add(uint64(len(learned.Deltas)))
+		g.stats.recordsLearned.Add(uint64(len(learned.Records)))
+		if len(learned.Deltas) > 0 {
+			g.out.add(learned.Deltas, int(g.transmits.Load()))
+		}
+		if len(learned.Records) > 0 {
+			g.recs.add(learned.Records, int(g.transmits.Load()))
 		}
 	}
 }

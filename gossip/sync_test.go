@@ -15,9 +15,9 @@ type coverStore struct {
 	covers [][]Cover
 }
 
-func (s *coverStore) Merge(_ context.Context, _ []crdt.Delta, c []Cover) ([]crdt.Delta, error) {
-	s.covers = append(s.covers, c)
-	return nil, nil
+func (s *coverStore) Merge(_ context.Context, c Changes) (Learned, error) {
+	s.covers = append(s.covers, c.Covers)
+	return Learned{}, nil
 }
 
 func chainTestGossip(st Store) *Gossip {

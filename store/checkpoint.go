@@ -100,7 +100,8 @@ func (s *Store) Expire(ctx context.Context) error {
 type checkpointSnap struct {
 	slots []crdt.Slot
 	mem   map[crdt.Slot]*crdt.GCounter
-	idem  map[string]idemRecord
+	idem  map[string][]crdt.KeyRecord
+	comps map[crdt.Slot]crdt.Comps
 	vv    map[crdt.ReplicaID]uint64
 	seq   uint64
 	jlast uint64
@@ -112,7 +113,8 @@ func (s *Store) checkpoint() error {
 	s.mu.RLock()
 	snap := checkpointSnap{
 		mem:   make(map[crdt.Slot]*crdt.GCounter, len(s.mem)),
-		idem:  make(map[string]idemRecord, len(s.idem)),
+		idem:  make(map[string][]crdt.KeyRecord, len(s.idem)),
+		comps: make(map[crdt.Slot]crdt.Comps, len(s.compsDirty)),
 		vv:    make(map[crdt.ReplicaID]uint64, len(s.vv)),
 		seq:   s.seq,
 		jlast: s.jlast,
@@ -121,7 +123,10 @@ func (s *Store) checkpoint() error {
 		snap.mem[slot] = g
 	}
 	for k, r := range s.idem {
-		snap.idem[k] = r
+		snap.idem[k] = r[:len(r):len(r)]
+	}
+	for slot := range s.compsDirty {
+		snap.comps[slot] = s.comps[slot]
 	}
 	for k, v := range s.vv {
 		snap.vv[k] = v
@@ -131,7 +136,7 @@ func (s *Store) checkpoint() error {
 	if failed != nil {
 		return failed
 	}
-	if len(snap.mem) == 0 && len(snap.idem) == 0 && snap.jlast == s.truncated && !s.reps.pending() {
+	if len(snap.mem) == 0 && len(snap.idem) == 0 && len(snap.comps) == 0 && snap.jlast == s.truncated && !s.reps.pending() {
 		return nil
 	}
 	snap.slots = make([]crdt.Slot, 0, len(snap.mem))
@@ -195,12 +200,12 @@ func (s *Store) checkpoint() error {
 				return err
 			}
 		}
-		idem, idemExp := tx.Bucket(bucketIdem), tx.Bucket(bucketIdemExp)
-		for k, r := range snap.idem {
-			if err := idem.Put([]byte(k), idemValue(r)); err != nil {
-				return err
-			}
-			if err := idemExp.Put(idemExpKey(r.Expires, k), []byte{}); err != nil {
+		if err := writeKeyRecords(tx, snap.idem); err != nil {
+			return err
+		}
+		cb := tx.Bucket(bucketComps)
+		for slot, cs := range snap.comps {
+			if err := cb.Put(crdt.AppendSlot(nil, slot), appendComps(nil, cs)); err != nil {
 				return err
 			}
 		}
@@ -214,9 +219,20 @@ func (s *Store) checkpoint() error {
 	repsDone()
 
 	s.mu.Lock()
-	for k, r := range snap.idem {
-		if cur, ok := s.idem[k]; ok && cur.Expires == r.Expires {
+	for k, written := range snap.idem {
+		// Records only append to a key's list in mem; keep what came after.
+		if cur := s.idem[k]; len(cur) > len(written) {
+			s.idem[k] = append([]crdt.KeyRecord(nil), cur[len(written):]...)
+		} else {
 			delete(s.idem, k)
+		}
+	}
+	if len(snap.idem) > 0 {
+		s.evictGen++ // a staging's read transaction may predate these records
+	}
+	for slot, cs := range snap.comps {
+		if len(s.comps[slot]) == len(cs) {
+			delete(s.compsDirty, slot)
 		}
 	}
 	s.mu.Unlock()
@@ -359,7 +375,7 @@ func (s *Store) expire() error {
 	now := s.cfg.Now()
 	// Find what expired under the read lock, which commits and reads share;
 	// take the write lock only to delete it, a bounded group at a time.
-	var slots []crdt.Slot
+	var slots, compSlots []crdt.Slot
 	var idemKeys []string
 	s.mu.RLock()
 	for slot := range s.mem {
@@ -367,12 +383,38 @@ func (s *Store) expire() error {
 			slots = append(slots, slot)
 		}
 	}
-	for k, r := range s.idem {
-		if r.Expires <= now.UnixNano() {
-			idemKeys = append(idemKeys, k)
+	for k, rs := range s.idem {
+		for _, r := range rs {
+			if r.Expires <= now.UnixNano() {
+				idemKeys = append(idemKeys, k)
+				break
+			}
+		}
+	}
+	for slot := range s.comps {
+		if !s.keep(slot, now) {
+			compSlots = append(compSlots, slot)
 		}
 	}
 	s.mu.RUnlock()
+	if len(compSlots) > 0 {
+		s.mu.Lock()
+		for _, slot := range compSlots {
+			s.deleteComps(slot)
+		}
+		s.mu.Unlock()
+		err := s.state.Update(func(tx *bolt.Tx) error {
+			for _, slot := range compSlots {
+				if err := tx.Bucket(bucketComps).Delete(crdt.AppendSlot(nil, slot)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return s.fail(fmt.Errorf("expire compensations: %w", err))
+		}
+	}
 	for len(slots) > 0 || len(idemKeys) > 0 {
 		n, m := min(len(slots), 4096), min(len(idemKeys), 4096)
 		s.mu.Lock()
@@ -380,7 +422,15 @@ func (s *Store) expire() error {
 			s.deleteMem(slot)
 		}
 		for _, k := range idemKeys[:m] {
-			if r, ok := s.idem[k]; ok && r.Expires <= now.UnixNano() {
+			live := s.idem[k][:0:0]
+			for _, r := range s.idem[k] {
+				if r.Expires > now.UnixNano() {
+					live = append(live, r)
+				}
+			}
+			if len(live) > 0 {
+				s.idem[k] = live
+			} else {
 				delete(s.idem, k)
 			}
 		}
@@ -472,16 +522,77 @@ func (s *Store) deleteWindow(tx *bolt.Tx, k []byte) error {
 	return wb.Delete(key)
 }
 
-// deleteIdem removes the idempotency record an idemexp key names, unless the
-// key was reused and the record is a newer one.
+// deleteIdem removes the key records an idemexp key names: those of the key
+// that expired by then, with their seq index keys.
 func (s *Store) deleteIdem(tx *bolt.Tx, k []byte) error {
 	if len(k) < 8 {
 		return fmt.Errorf("idemexp key %x: %w", k, ErrIncompatible)
 	}
 	expires, key := int64(binary.BigEndian.Uint64(k)), k[8:]
 	b := tx.Bucket(bucketIdem)
-	if v := b.Get(key); len(v) >= 8 && int64(binary.BigEndian.Uint64(v)) == expires {
-		return b.Delete(key)
+	if v := b.Get(key); len(v) >= 8 && int64(binary.BigEndian.Uint64(v)) <= expires {
+		if err := b.Delete(key); err != nil {
+			return err
+		}
+	}
+	rb := tx.Bucket(bucketKeyRecs)
+	v := rb.Get(key)
+	if v == nil {
+		return nil
+	}
+	recs, err := decodeKeyRecords(v)
+	if err != nil {
+		return fmt.Errorf("key %q: %w", key, err)
+	}
+	live := recs[:0]
+	for _, r := range recs {
+		if r.Expires > expires {
+			live = append(live, r)
+			continue
+		}
+		if err := tx.Bucket(bucketKeySeq).Delete(keySeqKey(r.Origin, r.Seq, r.Key)); err != nil {
+			return err
+		}
+	}
+	if len(live) == 0 {
+		return rb.Delete(key)
+	}
+	return rb.Put(bytes.Clone(key), appendKeyRecords(nil, live))
+}
+
+// writeKeyRecords adds records to state.db, with their seq and expiry index
+// keys.
+func writeKeyRecords(tx *bolt.Tx, byKey map[string][]crdt.KeyRecord) error {
+	rb, seq, exp := tx.Bucket(bucketKeyRecs), tx.Bucket(bucketKeySeq), tx.Bucket(bucketIdemExp)
+	for k, add := range byKey {
+		var recs []crdt.KeyRecord
+		if v := rb.Get([]byte(k)); v != nil {
+			var err error
+			if recs, err = decodeKeyRecords(v); err != nil {
+				return fmt.Errorf("key %q: %w", k, err)
+			}
+		}
+		n := len(recs)
+		for _, r := range add {
+			if r.Origin.IsZero() {
+				continue
+			}
+			if recs = addRecord(recs, r); len(recs) == n {
+				continue
+			}
+			n = len(recs)
+			if err := seq.Put(keySeqKey(r.Origin, r.Seq, r.Key), []byte{}); err != nil {
+				return err
+			}
+			if err := exp.Put(idemExpKey(r.Expires, k), []byte{}); err != nil {
+				return err
+			}
+		}
+		if n > 0 {
+			if err := rb.Put([]byte(k), appendKeyRecords(nil, recs)); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -65,17 +65,19 @@ const (
 )
 
 type op struct {
-	kind   opKind
-	req    *Request
-	deltas []crdt.Delta
-	covers []Cover
+	kind    opKind
+	req     *Request
+	deltas  []crdt.Delta
+	covers  []Cover
+	records []crdt.KeyRecord
+	comps   []crdt.CompDelta
 
 	// done receives one value when the op is decided. It is buffered, so the
 	// committer never blocks on a caller that stopped waiting, and reusable,
 	// so ops can be pooled.
 	done    chan struct{}
 	res     Result
-	learned []crdt.Delta
+	learned Learned
 	err     error
 }
 
@@ -173,10 +175,33 @@ func (s *Store) Flush(ctx context.Context) error {
 // (Async), with the entries that raised something here (news worth passing
 // on).
 func (s *Store) Merge(ctx context.Context, deltas []crdt.Delta, covers []Cover) ([]crdt.Delta, error) {
+	l, err := s.MergeChanges(ctx, Changes{Deltas: deltas, Covers: covers})
+	return l.Deltas, err
+}
+
+// Changes is what a peer sends: entries, the covers a chain of chunks proves,
+// key records, and compensations.
+type Changes struct {
+	Deltas  []crdt.Delta
+	Covers  []Cover
+	Records []crdt.KeyRecord
+	Comps   []crdt.CompDelta
+}
+
+// Learned is what a merge taught this store: the entries it raised and the
+// key records it did not have, news worth passing on.
+type Learned struct {
+	Deltas  []crdt.Delta
+	Records []crdt.KeyRecord
+}
+
+// MergeChanges merges c in one commit, so that covers never reach the disk
+// without the records and compensations that came with them.
+func (s *Store) MergeChanges(ctx context.Context, c Changes) (Learned, error) {
 	o := getOp()
-	o.kind, o.deltas, o.covers = opMerge, deltas, covers
+	o.kind, o.deltas, o.covers, o.records, o.comps = opMerge, c.Deltas, c.Covers, c.Records, c.Comps
 	if _, err := s.run(ctx, o); err != nil {
-		return nil, err
+		return Learned{}, err
 	}
 	learned, err := o.learned, o.err
 	putOp(o)
@@ -339,7 +364,11 @@ func (o *op) size() int {
 	if o.kind == opApply {
 		return 4 * len(o.req.Increments)
 	}
-	return len(o.deltas)
+	n := len(o.deltas) + len(o.comps)
+	for _, r := range o.records {
+		n += 1 + len(r.Increments)
+	}
+	return n
 }
 
 // waitForRoom holds the committer while too many slots wait for a checkpoint.
@@ -371,7 +400,11 @@ type staging struct {
 	totalAt []int32          // per request: arena entry of each increment's total
 	reqNo   uint32
 	deltas  []crdt.Delta // raised entries, absolute values
-	idem    []idemRecord
+	idem    []crdt.KeyRecord // key records new in this commit
+	// compSet holds the staged compensation sets of slots this commit adds
+	// to; compAdds lists the additions, for the journal.
+	compSet  map[crdt.Slot]crdt.Comps
+	compAdds []crdt.CompDelta
 	held    []string // Async: idempotency keys of answered requests, released at commit
 	covers  []cover
 	vv      map[crdt.ReplicaID]uint64 // staged version vector changes
@@ -382,6 +415,7 @@ type staging struct {
 	nops    int
 	buf     []byte       // journal record encoding
 	ownBuf  []crdt.Delta // this replica's deltas, for OnCommit
+	ownRecs []crdt.KeyRecord
 }
 
 type stagedSlot struct {
@@ -402,8 +436,9 @@ func newStaging(s *Store) *staging {
 	return &staging{
 		s:     s,
 		slots: make(map[crdt.Slot]int32),
-		other: make(map[deltaKey]int),
-		vv:    make(map[crdt.ReplicaID]uint64),
+		other:   make(map[deltaKey]int),
+		vv:      make(map[crdt.ReplicaID]uint64),
+		compSet: make(map[crdt.Slot]crdt.Comps),
 	}
 }
 
@@ -415,6 +450,8 @@ func (st *staging) reset() {
 	st.dirty = st.dirty[:0]
 	st.deltas = st.deltas[:0]
 	st.idem = st.idem[:0]
+	clear(st.compSet)
+	st.compAdds = st.compAdds[:0]
 	st.covers = st.covers[:0]
 	st.held = st.held[:0]
 	clear(st.vv)
@@ -478,24 +515,11 @@ func (st *staging) stageSlot(slot crdt.Slot) (int32, error) {
 	if g != nil {
 		g = g.Clone()
 	} else {
-		// The slot is not in mem, so state.db has its latest value — as of
-		// the checkpoint that evicted it. A transaction opened before that
-		// eviction does not see it: reopen. (The generation is read before
-		// the transaction opens, so a transaction never claims to be newer
-		// than it is.)
-		if st.tx != nil && st.txGen != gen {
-			st.tx.Rollback()
-			st.tx = nil
+		tx, err := st.readTx(gen)
+		if err != nil {
+			return 0, err
 		}
-		if st.tx == nil {
-			tx, err := s.state.Begin(false)
-			if err != nil {
-				return 0, err
-			}
-			st.tx, st.txGen = tx, gen
-		}
-		var err error
-		if g, err = s.loadCounter(st.tx, slot); err != nil {
+		if g, err = s.loadCounter(tx, slot); err != nil {
 			return 0, err
 		}
 	}
@@ -503,6 +527,110 @@ func (st *staging) stageSlot(slot crdt.Slot) (int32, error) {
 	st.arena = append(st.arena, stagedSlot{slot: slot, g: g, own: -1})
 	st.slots[slot] = i
 	return i, nil
+}
+
+// readTx returns a read transaction on state.db that sees everything mem held
+// when s.evictGen was gen. Something absent from mem is in state.db as of
+// the checkpoint that evicted it; a transaction opened before that eviction
+// does not see it, so it is reopened. (The generation is read before the
+// transaction opens, so a transaction never claims to be newer than it is.)
+func (st *staging) readTx(gen uint64) (*bolt.Tx, error) {
+	if st.tx != nil && st.txGen != gen {
+		st.tx.Rollback()
+		st.tx = nil
+	}
+	if st.tx == nil {
+		tx, err := st.s.state.Begin(false)
+		if err != nil {
+			return nil, err
+		}
+		st.tx, st.txGen = tx, gen
+	}
+	return st.tx, nil
+}
+
+// records returns every record of key: staged in this commit, in mem, and in
+// state.db.
+func (st *staging) records(key string) ([]crdt.KeyRecord, error) {
+	var recs []crdt.KeyRecord
+	for _, r := range st.idem {
+		if r.Key == key {
+			recs = append(recs, r)
+		}
+	}
+	s := st.s
+	s.mu.RLock()
+	for _, r := range s.idem[key] {
+		recs = addRecord(recs, r)
+	}
+	gen := s.evictGen
+	s.mu.RUnlock()
+	tx, err := st.readTx(gen)
+	if err != nil {
+		return nil, err
+	}
+	return s.storedRecords(tx, key, recs)
+}
+
+// comps returns the compensations of slot as this commit stages them.
+func (st *staging) comps(slot crdt.Slot) crdt.Comps {
+	if cs, ok := st.compSet[slot]; ok {
+		return cs
+	}
+	st.s.mu.RLock()
+	cs := st.s.comps[slot]
+	st.s.mu.RUnlock()
+	return cs
+}
+
+// addComp stages compensation c of slot and reports whether it was new.
+func (st *staging) addComp(slot crdt.Slot, c crdt.Comp) bool {
+	if !st.s.keep(slot, st.now) {
+		return false
+	}
+	cs, added := st.comps(slot).Add(c)
+	if added {
+		st.compSet[slot] = cs
+		st.compAdds = append(st.compAdds, crdt.CompDelta{Slot: slot, Comp: c})
+	}
+	return added
+}
+
+// addRecord stages a key record new to this store and settles which copies
+// of its request lose: every node holding the same records settles the same
+// (see docs/ARCHITECTURE.md, "Idempotency keys across the cluster").
+func (st *staging) addRecord(r crdt.KeyRecord) error {
+	group, err := st.records(r.Key)
+	if err != nil {
+		return err
+	}
+	for i := range group {
+		if group[i].SameCopy(&r) {
+			return nil
+		}
+	}
+	st.idem = append(st.idem, r)
+	group = append(group, r)
+	if len(group) < 2 {
+		return nil
+	}
+	now := st.now
+	for _, i := range crdt.Losers(group) {
+		added := false
+		for _, c := range compsOf(st.s.cfg.Windows, &group[i]) {
+			if st.addComp(c.Slot, c.Comp) {
+				added = true
+			}
+		}
+		if added {
+			st.s.stats.duplicates.Add(1)
+			if st.s.cfg.ObserveResolution != nil {
+				st.s.cfg.ObserveResolution(now.Sub(time.Unix(0, group[i].Accepted)))
+			}
+			st.s.log.Debug("resolved a duplicate of a keyed request", "key", group[i].Key, "loser", group[i].Origin.String(), "seq", group[i].Seq)
+		}
+	}
+	return nil
 }
 
 // raise records that e is the new entry of arena slot i.
@@ -581,25 +709,38 @@ func (st *staging) apply(o *op) error {
 	st.lastSeq = max(st.lastSeq, st.seq)
 	o.res.Totals = make([]uint64, len(req.Increments))
 	for k, i := range totals {
-		o.res.Totals[k] = st.arena[i].g.Value()
+		o.res.Totals[k] = st.comps(st.arena[i].slot).Value(st.arena[i].g)
 	}
 	if req.IdempotencyKey != "" {
 		if req.Render != nil {
 			o.res.Response = req.Render(o.res)
 		}
-		st.idem = append(st.idem, idemRecord{
+		r := crdt.KeyRecord{
 			Key:         req.IdempotencyKey,
-			Expires:     st.now.Add(s.cfg.IdempotencyTTL).UnixNano(),
 			Fingerprint: req.Fingerprint,
+			Origin:      s.replica,
+			Seq:         st.seq,
+			Accepted:    st.now.UnixNano(),
+			Expires:     st.now.Add(s.cfg.IdempotencyTTL).UnixNano(),
+			Increments:  make([]crdt.KeyedIncrement, len(req.Increments)),
 			Response:    o.res.Response,
-		})
+		}
+		for k, inc := range req.Increments {
+			r.Increments[k] = crdt.KeyedIncrement{Name: inc.Name, Amount: inc.Amount, TS: inc.TS.UnixNano()}
+		}
+		// A record of this key from a peer may have arrived since idemBegin
+		// looked: then this copy is a duplicate, settled like any other.
+		if err := st.addRecord(r); err != nil {
+			st.err = err
+			return err
+		}
 	}
 	return nil
 }
 
-func (st *staging) merge(o *op) ([]crdt.Delta, error) {
+func (st *staging) merge(o *op) (Learned, error) {
 	s := st.s
-	var learned []crdt.Delta
+	var learned Learned
 	for _, d := range o.deltas {
 		if !d.Slot.Valid() || !s.keep(d.Slot, st.now) || d.Entry.Replica.IsZero() || d.Entry.Seq > maxSeq {
 			continue
@@ -611,7 +752,26 @@ func (st *staging) merge(o *op) ([]crdt.Delta, error) {
 		}
 		if st.arena[i].g.MergeEntry(d.Entry) {
 			st.raise(i, d.Entry)
-			learned = append(learned, d)
+			learned.Deltas = append(learned.Deltas, d)
+		}
+	}
+	for _, c := range o.comps {
+		if c.Slot.Valid() && !c.Comp.Loser.IsZero() && c.Comp.Value > 0 {
+			st.addComp(c.Slot, c.Comp)
+		}
+	}
+	for _, r := range o.records {
+		if r.Origin.IsZero() || r.Key == "" || r.Expires <= st.now.UnixNano() || r.Seq > maxSeq {
+			continue // expired records are dropped, as expired windows are
+		}
+		n := len(st.idem)
+		if err := st.addRecord(r); err != nil {
+			st.err = err
+			return learned, err
+		}
+		if len(st.idem) > n {
+			s.stats.recordsMerged.Add(1)
+			learned.Records = append(learned.Records, r)
 		}
 	}
 	for _, c := range o.covers {
@@ -633,7 +793,7 @@ func (st *staging) merge(o *op) ([]crdt.Delta, error) {
 }
 
 func (st *staging) record() *record {
-	return &record{seq: st.lastSeq, deltas: st.deltas, idem: st.idem, covers: st.covers}
+	return &record{seq: st.lastSeq, deltas: st.deltas, records: st.idem, covers: st.covers, comps: st.compAdds}
 }
 
 // commit writes st's journal record, publishes it to mem and calls OnCommit.
@@ -678,6 +838,18 @@ func (s *Store) commit(st *staging) {
 			s.cfg.OnCommit(own) // it must not keep the slice: st reuses it
 		}
 	}
+	if s.cfg.OnKeyRecords != nil {
+		own := st.ownRecs[:0]
+		for _, r := range st.idem {
+			if r.Origin == s.replica {
+				own = append(own, r)
+			}
+		}
+		st.ownRecs = own
+		if len(own) > 0 {
+			s.cfg.OnKeyRecords(own)
+		}
+	}
 	// Answer last: an acknowledged increment is already on its way to peers.
 	st.ack()
 	st.release()
@@ -693,7 +865,11 @@ func (s *Store) install(st *staging, n uint64) {
 		s.putMem(st.arena[i].slot, st.arena[i].g)
 	}
 	for _, x := range st.idem {
-		s.idem[x.Key] = x
+		s.idem[x.Key] = append(s.idem[x.Key], x)
+	}
+	for slot, cs := range st.compSet {
+		s.setComps(slot, cs)
+		s.compsDirty[slot] = true
 	}
 	for o, v := range st.vv {
 		s.vv[o] = max(s.vv[o], v)

@@ -89,6 +89,14 @@ type Config struct {
 	// from peers are returned by Merge instead.) It must not block, call back
 	// into the store, or keep the slice after returning.
 	OnCommit func([]crdt.Delta)
+	// OnKeyRecords is called after each commit that stored key records of
+	// this replica's own keyed requests, with those records, under the same
+	// rules as OnCommit: the gossip layer broadcasts them.
+	OnKeyRecords func([]crdt.KeyRecord)
+	// ObserveResolution, if set, is called when this store compensates a
+	// losing copy of a keyed request, with the time since that copy was
+	// accepted at its origin. Same rules as OnCommit.
+	ObserveResolution func(time.Duration)
 	// ObserveCommit, if set, is called after each journal commit with the
 	// requests and merges it carried and how long the commit took. Same rules
 	// as OnCommit.

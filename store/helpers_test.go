@@ -162,7 +162,7 @@ func syncSome(tb testing.TB, from, to *store.Store, chunkBytes, maxChunks int) {
 			if c.Done {
 				covers = []store.Cover{{Origin: origin, From: start, To: chainTop}}
 			}
-			if _, err := to.Merge(context.Background(), c.Deltas, covers); err != nil {
+			if _, err := to.MergeChanges(context.Background(), store.Changes{Deltas: c.Deltas, Covers: covers, Records: c.Records, Comps: c.Comps}); err != nil {
 				tb.Fatal(err)
 			}
 			if c.Done || maxChunks == 1 {

@@ -4,14 +4,19 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/window"
 )
 
-// idemBegin looks req's idempotency key up. If the key is known it returns the
-// stored response (replayed) or ErrIdempotencyMismatch. Otherwise it marks the
-// key in flight, so that a concurrent retry waits for this request instead of
-// applying twice; the committer clears the mark once the request is decided.
+// idemBegin looks req's idempotency key up. If a record of the key is known —
+// from this replica or any other — it returns the original response
+// (replayed) or ErrIdempotencyMismatch. Otherwise it marks the key in flight,
+// so that a concurrent retry here waits for this request instead of applying
+// twice; the committer clears the mark once the request is decided.
 func (s *Store) idemBegin(ctx context.Context, req *Request) (Result, bool, error) {
 	key := req.IdempotencyKey
 	for {
@@ -25,17 +30,19 @@ func (s *Store) idemBegin(ctx context.Context, req *Request) (Result, bool, erro
 				return Result{}, false, ctx.Err()
 			}
 		}
-		rec, found, err := s.lookupIdem(key)
+		recs, err := s.lookupIdem(key)
 		if err != nil {
 			s.idemMu.Unlock()
 			return Result{}, false, err
 		}
-		if found {
+		if len(recs) > 0 {
 			s.idemMu.Unlock()
-			if rec.Fingerprint != req.Fingerprint {
+			w, ok := winnerOf(recs, req.Fingerprint)
+			if !ok {
 				return Result{}, false, ErrIdempotencyMismatch
 			}
-			return Result{Replayed: true, Response: rec.Response}, true, nil
+			s.stats.replays.Add(1)
+			return Result{Replayed: true, Response: w.Response}, true, nil
 		}
 		s.inflight[key] = make(chan struct{})
 		s.idemMu.Unlock()
@@ -52,43 +59,115 @@ func (s *Store) idemEnd(key string) {
 	}
 }
 
-// lookupIdem finds an unexpired record of key in mem or state.db.
-func (s *Store) lookupIdem(key string) (idemRecord, bool, error) {
+// winnerOf returns the record whose response a retry with fingerprint fp
+// gets: the winner of the records of that request.
+func winnerOf(recs []crdt.KeyRecord, fp [32]byte) (crdt.KeyRecord, bool) {
+	var w *crdt.KeyRecord
+	for i := range recs {
+		if recs[i].Fingerprint == fp && (w == nil || recs[i].Before(w)) {
+			w = &recs[i]
+		}
+	}
+	if w == nil {
+		return crdt.KeyRecord{}, false
+	}
+	return *w, true
+}
+
+// lookupIdem returns the unexpired records of key in mem and state.db.
+func (s *Store) lookupIdem(key string) ([]crdt.KeyRecord, error) {
 	now := s.cfg.Now().UnixNano()
 	s.mu.RLock()
-	rec, ok := s.idem[key]
+	recs := append([]crdt.KeyRecord(nil), s.idem[key]...)
 	s.mu.RUnlock()
-	if ok {
-		return rec, rec.Expires > now, nil
-	}
 	err := s.state.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketIdem).Get([]byte(key))
-		if v == nil {
-			return nil
-		}
 		var err error
-		rec, err = decodeIdemValue(key, v)
-		ok = err == nil
+		recs, err = s.storedRecords(tx, key, recs)
 		return err
 	})
 	if err != nil {
-		return idemRecord{}, false, fmt.Errorf("look up idempotency key: %w", err)
+		return nil, fmt.Errorf("look up idempotency key: %w", err)
 	}
-	return rec, ok && rec.Expires > now, nil
+	out := recs[:0]
+	for _, r := range recs {
+		if r.Expires > now {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
-func idemValue(r idemRecord) []byte {
-	v := binary.BigEndian.AppendUint64(make([]byte, 0, 40+len(r.Response)), uint64(r.Expires))
-	v = append(v, r.Fingerprint[:]...)
-	return append(v, r.Response...)
+// storedRecords adds to recs the records of key in state.db that recs does
+// not hold yet.
+func (s *Store) storedRecords(tx *bolt.Tx, key string, recs []crdt.KeyRecord) ([]crdt.KeyRecord, error) {
+	if v := tx.Bucket(bucketKeyRecs).Get([]byte(key)); v != nil {
+		stored, err := decodeKeyRecords(v)
+		if err != nil {
+			return nil, fmt.Errorf("key %q: %w", key, err)
+		}
+		for _, r := range stored {
+			recs = addRecord(recs, r)
+		}
+	}
+	if v := tx.Bucket(bucketIdem).Get([]byte(key)); v != nil {
+		r, err := s.decodeLegacyIdem(key, v)
+		if err != nil {
+			return nil, err
+		}
+		recs = addRecord(recs, r)
+	}
+	return recs, nil
 }
 
-func decodeIdemValue(key string, v []byte) (idemRecord, error) {
+// addRecord adds r to recs unless recs holds that copy already.
+func addRecord(recs []crdt.KeyRecord, r crdt.KeyRecord) []crdt.KeyRecord {
+	for i := range recs {
+		if recs[i].SameCopy(&r) {
+			return recs
+		}
+	}
+	return append(recs, r)
+}
+
+// decodeLegacyIdem reads a record of the idem bucket, written before key
+// records replicated: always this replica's.
+func (s *Store) decodeLegacyIdem(key string, v []byte) (crdt.KeyRecord, error) {
 	if len(v) < 40 {
-		return idemRecord{}, fmt.Errorf("idempotency record of %d bytes: %w", len(v), ErrIncompatible)
+		return crdt.KeyRecord{}, fmt.Errorf("idempotency record of %d bytes: %w", len(v), ErrIncompatible)
 	}
-	r := idemRecord{Key: key, Expires: int64(binary.BigEndian.Uint64(v))}
+	r := crdt.KeyRecord{Key: key, Origin: s.replica, Expires: int64(binary.BigEndian.Uint64(v))}
+	r.Accepted = r.Expires
 	copy(r.Fingerprint[:], v[8:40])
 	r.Response = append([]byte(nil), v[40:]...)
 	return r, nil
+}
+
+// compsOf returns the compensations of a losing record: for each slot it
+// raised, what it added there. The slots are those its origin computed: the
+// total of each counter, and the windows of each event time as they were at
+// the time it was accepted. Nothing but the record decides them, so every
+// node computes the same.
+func compsOf(w window.Config, r *crdt.KeyRecord) []crdt.CompDelta {
+	accepted := time.Unix(0, r.Accepted)
+	key := crdt.KeyHash(r.Key)
+	sums := make(map[crdt.Slot]uint64)
+	var order []crdt.Slot
+	add := func(slot crdt.Slot, amount uint64) {
+		if _, ok := sums[slot]; !ok {
+			order = append(order, slot)
+		}
+		sums[slot] += amount
+	}
+	var wins [8]window.Window
+	for _, inc := range r.Increments {
+		add(crdt.TotalSlot(inc.Name), inc.Amount)
+		for _, win := range w.AppendWindows(wins[:0], time.Unix(0, inc.TS), accepted) {
+			add(crdt.Slot{Name: inc.Name, Res: win.Res, Start: win.Start}, inc.Amount)
+		}
+	}
+	out := make([]crdt.CompDelta, len(order))
+	for i, slot := range order {
+		out[i] = crdt.CompDelta{Slot: slot, Comp: crdt.Comp{Loser: r.Origin, Seq: r.Seq, Key: key, Value: sums[slot]}}
+	}
+	return out
 }

@@ -9,22 +9,29 @@ import (
 
 // A journal record is everything one commit changed, as absolute values:
 //
-//	version byte (1)
+//	version byte (2)
 //	seq           uvarint: this replica's last committed seq after the record
 //	origins       uvarint n, n × replica ID (16): the replicas the entries name
 //	deltas        uvarint n, n × (slot, origin number, value, seq)
-//	idem          uvarint n, n × (key, expires Unix ns varint, fingerprint (32), response)
+//	records       uvarint n, n × key record (crdt.AppendKeyRecord)
 //	covers        uvarint n, n × (origin ID (16), seq): vv[origin] rises to seq
+//	comps         uvarint n, n × (slot, compensation (crdt.AppendComp))
 //
-// Replaying a record merges its entries by max and raises the version vector,
-// so replaying a record whose effects are already in state.db changes nothing.
-const recordVersion = 1
+// Version 1 records (before key records replicated) hold, in place of the
+// records, n × (key, expires Unix ns varint, fingerprint (32), response) of
+// this replica's keys, and no compensations; they are still read.
+//
+// Replaying a record merges its entries by max, its records and compensations
+// by set union, and raises the version vector, so replaying a record whose
+// effects are already in state.db changes nothing.
+const recordVersion = 2
 
 type record struct {
-	seq    uint64
-	deltas []crdt.Delta
-	idem   []idemRecord
-	covers []cover
+	seq     uint64
+	deltas  []crdt.Delta
+	records []crdt.KeyRecord
+	covers  []cover
+	comps   []crdt.CompDelta
 }
 
 // cover says that every change of Origin up to Seq is in the store.
@@ -33,17 +40,10 @@ type cover struct {
 	Seq    uint64
 }
 
-type idemRecord struct {
-	Key         string
-	Expires     int64 // Unix nanoseconds
-	Fingerprint [32]byte
-	Response    []byte
-}
-
 const maxIdemKeyLen = 255
 
 func (r *record) empty() bool {
-	return len(r.deltas) == 0 && len(r.idem) == 0 && len(r.covers) == 0
+	return len(r.deltas) == 0 && len(r.records) == 0 && len(r.covers) == 0 && len(r.comps) == 0
 }
 
 func (r *record) appendTo(b []byte) []byte {
@@ -74,19 +74,19 @@ func (r *record) appendTo(b []byte) []byte {
 		b = binary.AppendUvarint(b, d.Entry.Value)
 		b = binary.AppendUvarint(b, d.Entry.Seq)
 	}
-	b = binary.AppendUvarint(b, uint64(len(r.idem)))
-	for _, x := range r.idem {
-		b = binary.AppendUvarint(b, uint64(len(x.Key)))
-		b = append(b, x.Key...)
-		b = binary.AppendVarint(b, x.Expires)
-		b = append(b, x.Fingerprint[:]...)
-		b = binary.AppendUvarint(b, uint64(len(x.Response)))
-		b = append(b, x.Response...)
+	b = binary.AppendUvarint(b, uint64(len(r.records)))
+	for i := range r.records {
+		b = crdt.AppendKeyRecord(b, &r.records[i])
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.covers)))
 	for _, c := range r.covers {
 		b = append(b, c.Origin[:]...)
 		b = binary.AppendUvarint(b, c.Seq)
+	}
+	b = binary.AppendUvarint(b, uint64(len(r.comps)))
+	for _, c := range r.comps {
+		b = crdt.AppendSlot(b, c.Slot)
+		b = crdt.AppendComp(b, c.Comp)
 	}
 	return b
 }
@@ -94,8 +94,9 @@ func (r *record) appendTo(b []byte) []byte {
 func decodeRecord(b []byte) (record, error) {
 	var r record
 	d := crdt.NewDecoder(b)
-	if v := d.Byte(); d.Err() == nil && v != recordVersion {
-		return record{}, fmt.Errorf("journal record version %d: %w", v, ErrIncompatible)
+	version := d.Byte()
+	if d.Err() == nil && version != 1 && version != recordVersion {
+		return record{}, fmt.Errorf("journal record version %d: %w", version, ErrIncompatible)
 	}
 	r.seq = d.Uvarint()
 	origins := make([]crdt.ReplicaID, d.Count(16))
@@ -115,18 +116,34 @@ func decodeRecord(b []byte) (record, error) {
 		e.Replica = origins[o]
 		r.deltas = append(r.deltas, crdt.Delta{Slot: slot, Entry: e})
 	}
-	n = d.Count(1 + 1 + 32 + 1)
-	for i := 0; i < n && d.Err() == nil; i++ {
-		var x idemRecord
-		x.Key = d.String(maxIdemKeyLen)
-		x.Expires = d.Varint()
-		copy(x.Fingerprint[:], d.Bytes(32))
-		x.Response = append([]byte(nil), d.Bytes(int(min(d.Uvarint(), uint64(d.Len())+1)))...)
-		r.idem = append(r.idem, x)
+	if version == 1 {
+		// This replica's keys, before records carried their origin and
+		// increments: they answer retries here and nowhere else.
+		n = d.Count(1 + 1 + 32 + 1)
+		for i := 0; i < n && d.Err() == nil; i++ {
+			x := crdt.KeyRecord{Seq: r.seq}
+			x.Key = d.String(maxIdemKeyLen)
+			x.Expires = d.Varint()
+			x.Accepted = x.Expires
+			copy(x.Fingerprint[:], d.Bytes(32))
+			x.Response = append([]byte(nil), d.Bytes(int(min(d.Uvarint(), uint64(d.Len())+1)))...)
+			r.records = append(r.records, x)
+		}
+	} else {
+		n = d.Count(crdt.MinKeyRecordSize)
+		for i := 0; i < n && d.Err() == nil; i++ {
+			r.records = append(r.records, d.KeyRecord())
+		}
 	}
 	n = d.Count(17)
 	for i := 0; i < n && d.Err() == nil; i++ {
 		r.covers = append(r.covers, cover{Origin: d.Replica(), Seq: d.Uvarint()})
+	}
+	if version != 1 {
+		n = d.Count(crdt.MinSlotSize + crdt.MinCompSize)
+		for i := 0; i < n && d.Err() == nil; i++ {
+			r.comps = append(r.comps, crdt.CompDelta{Slot: d.Slot(), Comp: d.Comp()})
+		}
 	}
 	if d.Err() == nil && d.Len() != 0 {
 		d.Fail(crdt.ErrMalformed)

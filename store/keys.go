@@ -19,8 +19,16 @@ import (
 //	expiry    res seconds (uint32 BE) | start (uint64 BE) | name → empty
 //	seqidx    local index (uint32 BE) | seq (uint64 BE) | slot → empty
 //	vv        replica ID (16) → seq: every change of that replica up to seq is here
-//	idem      key → expires (Unix nanoseconds) | fingerprint (32) | response
+//	idem      key → expires (Unix nanoseconds) | fingerprint (32) | response:
+//	          this replica's keys written before key records replicated; read,
+//	          never written, gone within one key TTL of the upgrade
+//	keyrecs   key → uvarint n, n × key record (crdt.AppendKeyRecord): every
+//	          replica's records of the key
+//	keyseq    origin ID (16) | seq (uint64 BE) | key → empty: the records of
+//	          an origin in seq order, for anti-entropy range scans
 //	idemexp   expires (uint64 BE Unix nanoseconds) | key → empty
+//	comps     slot (crdt.AppendSlot) → uvarint n, n × compensation
+//	          (crdt.AppendComp), sorted as crdt.Comps
 //
 // A counter value is uvarint n, then n × (local index, value, seq) as uvarints,
 // sorted by replica ID. Local indexes keep the per-entry replica reference to a
@@ -40,9 +48,12 @@ var (
 	bucketVV       = []byte("vv")
 	bucketIdem     = []byte("idem")
 	bucketIdemExp  = []byte("idemexp")
+	bucketKeyRecs  = []byte("keyrecs")
+	bucketKeySeq   = []byte("keyseq")
+	bucketComps    = []byte("comps")
 	bucketJournal  = []byte("journal")
 
-	stateBuckets = [][]byte{bucketMeta, bucketReplicas, bucketTotals, bucketWindows, bucketExpiry, bucketSeqIdx, bucketVV, bucketIdem, bucketIdemExp}
+	stateBuckets = [][]byte{bucketMeta, bucketReplicas, bucketTotals, bucketWindows, bucketExpiry, bucketSeqIdx, bucketVV, bucketIdem, bucketIdemExp, bucketKeyRecs, bucketKeySeq, bucketComps}
 
 	metaSchema   = []byte("schema")
 	metaReplica  = []byte("replica")
@@ -152,4 +163,55 @@ func sumStoredCounter(b []byte) (uint64, error) {
 		return 0, fmt.Errorf("stored counter: %w", d.Err())
 	}
 	return sum, nil
+}
+
+func keySeqKey(origin crdt.ReplicaID, seq uint64, key string) []byte {
+	k := append(make([]byte, 0, 24+len(key)), origin[:]...)
+	k = binary.BigEndian.AppendUint64(k, seq)
+	return append(k, key...)
+}
+
+func appendKeyRecords(dst []byte, rs []crdt.KeyRecord) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(rs)))
+	for i := range rs {
+		dst = crdt.AppendKeyRecord(dst, &rs[i])
+	}
+	return dst
+}
+
+func decodeKeyRecords(b []byte) ([]crdt.KeyRecord, error) {
+	d := crdt.NewDecoder(b)
+	n := d.Count(crdt.MinKeyRecordSize)
+	out := make([]crdt.KeyRecord, 0, n)
+	for i := 0; i < n && d.Err() == nil; i++ {
+		out = append(out, d.KeyRecord())
+	}
+	if d.Err() == nil && d.Len() != 0 {
+		d.Fail(crdt.ErrMalformed)
+	}
+	if d.Err() != nil {
+		return nil, fmt.Errorf("key records: %w", d.Err())
+	}
+	return out, nil
+}
+
+func appendComps(dst []byte, cs crdt.Comps) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(cs)))
+	for _, c := range cs {
+		dst = crdt.AppendComp(dst, c)
+	}
+	return dst
+}
+
+func decodeComps(b []byte) (crdt.Comps, error) {
+	d := crdt.NewDecoder(b)
+	n := d.Count(crdt.MinCompSize)
+	var cs crdt.Comps
+	for i := 0; i < n && d.Err() == nil; i++ {
+		cs, _ = cs.Add(d.Comp())
+	}
+	if d.Err() != nil {
+		return nil, fmt.Errorf("compensations: %w", d.Err())
+	}
+	return cs, nil
 }

@@ -19,9 +19,10 @@ func (s *Store) Total(name string) (uint64, error) {
 	slot := crdt.TotalSlot(name)
 	s.mu.RLock()
 	g := s.mem[slot]
+	cs := s.comps[slot]
 	s.mu.RUnlock()
 	if g != nil {
-		return g.Value(), nil
+		return cs.Value(g), nil
 	}
 	var total uint64
 	err := s.state.View(func(tx *bolt.Tx) error {
@@ -30,7 +31,7 @@ func (s *Store) Total(name string) (uint64, error) {
 			return nil
 		}
 		var err error
-		total, err = sumStoredCounter(v)
+		total, err = s.storedValue(v, cs)
 		return err
 	})
 	if err != nil {
@@ -50,6 +51,7 @@ func (s *Store) Replicas(name string) ([]ReplicaCount, error) {
 	slot := crdt.TotalSlot(name)
 	s.mu.RLock()
 	g := s.mem[slot]
+	cs := s.comps[slot]
 	s.mu.RUnlock()
 	if g == nil {
 		var err error
@@ -68,7 +70,7 @@ func (s *Store) Replicas(name string) ([]ReplicaCount, error) {
 		if i, ok := t.lookup(e.Replica); ok {
 			info = t.infos[i]
 		}
-		out = append(out, ReplicaCount{ReplicaInfo: info, Count: e.Value})
+		out = append(out, ReplicaCount{ReplicaInfo: info, Count: cs.Count(e)})
 	})
 	slices.SortFunc(out, func(a, b ReplicaCount) int {
 		if a.Count != b.Count {
@@ -98,19 +100,28 @@ func (s *Store) Range(name string, plan window.Plan) ([]uint64, error) {
 	// Slots in mem supersede state.db. Look them up first; a slot that leaves
 	// mem after this is in state.db by then.
 	var inMem map[int64]uint64
+	var comps map[int64]crdt.Comps // the windows with compensations: rare
 	s.mu.RLock()
+	if s.compNames[name] > 0 {
+		comps = make(map[int64]crdt.Comps)
+		for slot, cs := range s.comps {
+			if slot.Name == name && slot.Res == res && slot.Start >= from && slot.Start < to {
+				comps[slot.Start] = cs
+			}
+		}
+	}
 	if s.memNames[name] > 0 {
 		inMem = make(map[int64]uint64)
 		if n := (to - from) / size; n <= int64(len(s.mem)) {
 			for start := from; start < to; start += size {
 				if g := s.mem[crdt.Slot{Name: name, Res: res, Start: start}]; g != nil {
-					inMem[start] = g.Value()
+					inMem[start] = comps[start].Value(g)
 				}
 			}
 		} else {
 			for slot, g := range s.mem {
 				if slot.Name == name && slot.Res == res && slot.Start >= from && slot.Start < to {
-					inMem[slot.Start] = g.Value()
+					inMem[slot.Start] = comps[slot.Start].Value(g)
 				}
 			}
 		}
@@ -142,7 +153,7 @@ func (s *Store) Range(name string, plan window.Plan) ([]uint64, error) {
 			if _, ok := inMem[start]; ok {
 				continue
 			}
-			sum, err := sumStoredCounter(v)
+			sum, err := s.storedValue(v, comps[start])
 			if err != nil {
 				return err
 			}
@@ -175,8 +186,14 @@ func (s *Store) List(prefix, after string, limit int) ([]NameTotal, string, erro
 	s.mu.RLock()
 	for slot, g := range s.mem {
 		if slot.IsTotal() && match(slot.Name) {
-			out = append(out, NameTotal{slot.Name, g.Value()})
+			out = append(out, NameTotal{slot.Name, s.comps[slot].Value(g)})
 			seen[slot.Name] = true
+		}
+	}
+	totalComps := make(map[string]crdt.Comps)
+	for slot, cs := range s.comps {
+		if slot.IsTotal() && match(slot.Name) {
+			totalComps[slot.Name] = cs
 		}
 	}
 	s.mu.RUnlock()
@@ -191,7 +208,7 @@ func (s *Store) List(prefix, after string, limit int) ([]NameTotal, string, erro
 			if seen[string(k)] || string(k) <= after {
 				continue
 			}
-			sum, err := sumStoredCounter(v)
+			sum, err := s.storedValue(v, totalComps[string(k)])
 			if err != nil {
 				return err
 			}
@@ -208,4 +225,16 @@ func (s *Store) List(prefix, after string, limit int) ([]NameTotal, string, erro
 		return out[:limit], out[limit-1].Name, nil
 	}
 	return out, "", nil
+}
+
+// storedValue is the count of a stored counter less its compensations cs.
+func (s *Store) storedValue(v []byte, cs crdt.Comps) (uint64, error) {
+	if len(cs) == 0 {
+		return sumStoredCounter(v)
+	}
+	g, err := s.storedCounter(v)
+	if err != nil {
+		return 0, err
+	}
+	return cs.Value(g), nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -70,6 +71,12 @@ type Chunk struct {
 	Top uint64
 	// Done is true when no entry of Origin has a seq above Next.
 	Done bool
+	// Records holds Origin's key records with a seq in (After, Next], and
+	// Comps the compensations of Origin's copies in the slots of Deltas: a
+	// chain that holds Origin's entries holds its records and the
+	// corrections of its duplicates too.
+	Records []crdt.KeyRecord
+	Comps   []crdt.CompDelta
 }
 
 // deltaSize is roughly what one delta costs on the wire.
@@ -187,7 +194,88 @@ func (s *Store) EntriesSince(origin crdt.ReplicaID, after uint64, maxBytes int) 
 	if exhausted {
 		c.Next = max(lastSeq, top)
 	}
+	if err := s.addKeyRecords(&c, maxBytes-size); err != nil {
+		return Chunk{}, fmt.Errorf("key records of %s after %d: %w", origin, after, err)
+	}
+	s.mu.RLock()
+	for _, d := range c.Deltas {
+		for _, cp := range s.comps[d.Slot].Of(origin) {
+			c.Comps = append(c.Comps, crdt.CompDelta{Slot: d.Slot, Comp: cp})
+		}
+	}
+	s.mu.RUnlock()
 	return c, nil
+}
+
+// addKeyRecords adds to c the records of c.Origin with a seq in (c.After,
+// c.Next]. If they take more than room bytes, it ends the chunk earlier, at
+// the last seq whose records fit (at least one seq's), and drops the entries
+// past it: the chunk still holds every entry and record in (After, Next].
+func (s *Store) addKeyRecords(c *Chunk, room int) error {
+	if c.Next <= c.After {
+		return nil
+	}
+	var recs []crdt.KeyRecord
+	s.mu.RLock()
+	for _, rs := range s.idem {
+		for _, r := range rs {
+			if r.Origin == c.Origin && r.Seq > c.After && r.Seq <= c.Next {
+				recs = append(recs, r)
+			}
+		}
+	}
+	s.mu.RUnlock()
+	err := s.state.View(func(tx *bolt.Tx) error {
+		cur := tx.Bucket(bucketKeySeq).Cursor()
+		from, to := keySeqKey(c.Origin, c.After+1, ""), keySeqKey(c.Origin, c.Next+1, "")
+		for k, _ := cur.Seek(from); k != nil && bytes.Compare(k, to) < 0; k, _ = cur.Next() {
+			if len(k) < 24 {
+				return fmt.Errorf("keyseq key %x: %w", k, ErrIncompatible)
+			}
+			seq, key := binary.BigEndian.Uint64(k[16:]), string(k[24:])
+			stored, err := s.storedRecords(tx, key, nil)
+			if err != nil {
+				return err
+			}
+			for _, r := range stored {
+				if r.Origin == c.Origin && r.Seq == seq {
+					recs = addRecord(recs, r)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(recs, func(a, b crdt.KeyRecord) int {
+		switch {
+		case a.Seq < b.Seq:
+			return -1
+		case a.Seq > b.Seq:
+			return 1
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+	used := 0
+	for i, r := range recs {
+		if used >= room && i > 0 && r.Seq > recs[i-1].Seq {
+			cut := recs[i-1].Seq
+			recs = recs[:i]
+			c.Next, c.Done = cut, false
+			kept := c.Deltas[:0]
+			for _, d := range c.Deltas {
+				if d.Entry.Seq <= cut {
+					kept = append(kept, d)
+				}
+			}
+			c.Deltas = kept
+			break
+		}
+		used += len(crdt.AppendKeyRecord(nil, &r))
+	}
+	c.Records = recs
+	return nil
 }
 
 // storedEntry reads origin's entry of slot from state.db.

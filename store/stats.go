@@ -20,19 +20,26 @@ type Stats struct {
 	JournalBytes    int64         // size of journal.db
 	IdempotencyKeys int           // keys committed since the last checkpoint
 	ReplicasKnown   int           // replicas in the replica table
+	// Idempotency across the cluster.
+	KeyRecordsMerged   uint64 // key records of other replicas learned
+	Replays            uint64 // retries answered with a known key's response
+	DuplicatesResolved uint64 // losing copies of a request compensated here
+	CompensatedSlots   int    // slots holding compensations
 }
 
 type statCounters struct {
 	commits, committedOps, commitNanos, checkpoints atomic.Uint64
+	recordsMerged, replays, duplicates              atomic.Uint64
 }
 
 // Stats returns the store's current figures.
 func (s *Store) Stats() Stats {
 	s.mu.RLock()
 	st := Stats{
-		PendingSlots:    len(s.mem),
-		Seq:             s.seq,
-		IdempotencyKeys: len(s.idem),
+		PendingSlots:     len(s.mem),
+		Seq:              s.seq,
+		IdempotencyKeys:  len(s.idem),
+		CompensatedSlots: len(s.comps),
 	}
 	jlast := s.jlast
 	s.mu.RUnlock()
@@ -40,6 +47,9 @@ func (s *Store) Stats() Stats {
 	st.CommittedOps = s.stats.committedOps.Load()
 	st.CommitTime = time.Duration(s.stats.commitNanos.Load())
 	st.Checkpoints = s.stats.checkpoints.Load()
+	st.KeyRecordsMerged = s.stats.recordsMerged.Load()
+	st.Replays = s.stats.replays.Load()
+	st.DuplicatesResolved = s.stats.duplicates.Load()
 	if t := s.truncatedSeen.Load(); jlast > t {
 		st.JournalRecords = jlast - t
 	}

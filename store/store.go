@@ -65,11 +65,18 @@ type Store struct {
 	// is never modified: the committer replaces it, so the checkpointer can
 	// compare pointers to see whether a slot changed while it was writing.
 	mem      map[crdt.Slot]*crdt.GCounter
-	memNames map[string]int            // slots in mem per counter name
-	idem     map[string]idemRecord     // committed keys not yet checkpointed
-	vv       map[crdt.ReplicaID]uint64 // other replicas: complete up to seq
-	seq      uint64                    // this replica's last committed seq
-	jlast    uint64                    // last journal record whose effects are in mem
+	memNames map[string]int              // slots in mem per counter name
+	idem     map[string][]crdt.KeyRecord // committed key records not yet checkpointed
+	// comps holds every compensation this store has (they are few: one per
+	// slot a duplicate raised), so that reads never look for them on disk.
+	// compsDirty are the slots whose set changed since the last checkpoint;
+	// compNames counts the slots with compensations per counter name.
+	comps      map[crdt.Slot]crdt.Comps
+	compsDirty map[crdt.Slot]bool
+	compNames  map[string]int
+	vv         map[crdt.ReplicaID]uint64 // other replicas: complete up to seq
+	seq        uint64                    // this replica's last committed seq
+	jlast      uint64                    // last journal record whose effects are in mem
 	// pubSeq and pubVV publish seq and vv for Digest, which gossip calls
 	// from memberlist's callbacks: those never wait for mu. pubVV is
 	// replaced, never modified.
@@ -103,17 +110,20 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("create data directory %s: %w", cfg.Dir, err)
 	}
 	s := &Store{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		ops:      make(chan *op, 4096),
-		ckptReq:  make(chan job),
-		stopped:  make(chan struct{}),
-		kick:     make(chan struct{}, 1),
-		mem:      make(map[crdt.Slot]*crdt.GCounter),
-		memNames: make(map[string]int),
-		idem:     make(map[string]idemRecord),
-		vv:       make(map[crdt.ReplicaID]uint64),
-		inflight: make(map[string]chan struct{}),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		ops:        make(chan *op, 4096),
+		ckptReq:    make(chan job),
+		stopped:    make(chan struct{}),
+		kick:       make(chan struct{}, 1),
+		mem:        make(map[crdt.Slot]*crdt.GCounter),
+		memNames:   make(map[string]int),
+		idem:       make(map[string][]crdt.KeyRecord),
+		comps:      make(map[crdt.Slot]crdt.Comps),
+		compsDirty: make(map[crdt.Slot]bool),
+		compNames:  make(map[string]int),
+		vv:         make(map[crdt.ReplicaID]uint64),
+		inflight:   make(map[string]chan struct{}),
 	}
 	s.roomCond = sync.NewCond(&s.mu)
 	_, errState := os.Stat(filepath.Join(cfg.Dir, StateFile))
@@ -239,6 +249,22 @@ func (s *Store) load() error {
 		}
 		s.reps.cur.Store(t)
 		s.reps.persisted = len(t.infos)
+		err = tx.Bucket(bucketComps).ForEach(func(k, v []byte) error {
+			d := crdt.NewDecoder(k)
+			slot := d.Slot()
+			if d.Err() != nil || d.Len() != 0 {
+				return fmt.Errorf("comps key %x: %w", k, ErrIncompatible)
+			}
+			cs, err := decodeComps(v)
+			if err != nil {
+				return fmt.Errorf("comps of %+v: %w", slot, err)
+			}
+			s.setComps(slot, cs)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 		return tx.Bucket(bucketVV).ForEach(func(k, v []byte) error {
 			if len(k) != 16 || len(v) != 8 {
 				return fmt.Errorf("vv entry %x: %w", k, ErrIncompatible)
@@ -346,15 +372,51 @@ func (s *Store) applyRecord(stx *bolt.Tx, r *record, now time.Time) error {
 		}
 		g.MergeEntry(d.Entry)
 	}
-	for _, x := range r.idem {
+	for _, x := range r.records {
+		if x.Origin.IsZero() {
+			x.Origin = s.replica // a version 1 record: this replica's
+		}
 		if x.Expires > now.UnixNano() {
-			s.idem[x.Key] = x
+			s.idem[x.Key] = addRecord(s.idem[x.Key], x)
 		}
 	}
 	for _, c := range r.covers {
 		s.vv[c.Origin] = max(s.vv[c.Origin], c.Seq)
 	}
+	for _, c := range r.comps {
+		if !s.keep(c.Slot, now) {
+			continue
+		}
+		if cs, added := s.comps[c.Slot].Add(c.Comp); added {
+			s.setComps(c.Slot, cs)
+			s.compsDirty[c.Slot] = true
+		}
+	}
 	return nil
+}
+
+// setComps replaces the compensations of slot. The caller holds mu for
+// writing, or owns the store alone (load).
+func (s *Store) setComps(slot crdt.Slot, cs crdt.Comps) {
+	if _, ok := s.comps[slot]; !ok {
+		s.compNames[slot.Name]++
+	}
+	s.comps[slot] = cs
+}
+
+// deleteComps forgets the compensations of an expired slot. The caller holds
+// mu for writing.
+func (s *Store) deleteComps(slot crdt.Slot) {
+	if _, ok := s.comps[slot]; !ok {
+		return
+	}
+	delete(s.comps, slot)
+	delete(s.compsDirty, slot)
+	if n := s.compNames[slot.Name] - 1; n > 0 {
+		s.compNames[slot.Name] = n
+	} else {
+		delete(s.compNames, slot.Name)
+	}
 }
 
 // keep reports whether slot is worth storing at now: totals always, windows
@@ -393,6 +455,15 @@ func (s *Store) loadCounter(tx *bolt.Tx, slot crdt.Slot) (*crdt.GCounter, error)
 		var kb [160]byte
 		v = tx.Bucket(bucketWindows).Get(windowKey(kb[:0], slot.Name, slot.Res, slot.Start))
 	}
+	g, err := s.storedCounter(v)
+	if err != nil {
+		return nil, fmt.Errorf("slot %+v: %w", slot, err)
+	}
+	return g, nil
+}
+
+// storedCounter decodes a counter value of state.db; nil is an empty counter.
+func (s *Store) storedCounter(v []byte) (*crdt.GCounter, error) {
 	g := &crdt.GCounter{}
 	if v == nil {
 		return g, nil
@@ -400,13 +471,13 @@ func (s *Store) loadCounter(tx *bolt.Tx, slot crdt.Slot) (*crdt.GCounter, error)
 	var eb [8]storedEntry
 	es, err := decodeStoredCounter(v, eb[:0])
 	if err != nil {
-		return nil, fmt.Errorf("slot %+v: %w", slot, err)
+		return nil, err
 	}
 	t := s.reps.table()
 	for _, e := range es {
 		id, ok := t.id(e.idx)
 		if !ok {
-			return nil, fmt.Errorf("slot %+v names unknown replica index %d: %w", slot, e.idx, ErrIncompatible)
+			return nil, fmt.Errorf("unknown replica index %d: %w", e.idx, ErrIncompatible)
 		}
 		g.MergeEntry(crdt.Entry{Replica: id, Value: e.value, Seq: e.seq})
 	}

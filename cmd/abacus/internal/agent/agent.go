@@ -158,6 +158,11 @@ func New(cfg Config) (*Agent, error) {
 			gg.Committed(ds)
 		}
 	}
+	scfg.OnKeyRecords = func(rs []crdt.KeyRecord) {
+		if gg := g.Load(); gg != nil {
+			gg.CommittedRecords(rs)
+		}
+	}
 	if cfg.Store != nil {
 		cfg.Store(&scfg)
 	}

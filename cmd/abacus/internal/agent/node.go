@@ -102,15 +102,16 @@ func (r replicator) Digest() map[crdt.ReplicaID]uint64 { return r.st.Digest() }
 
 func (r replicator) EntriesSince(origin crdt.ReplicaID, after uint64, maxBytes int) (gossip.Chunk, error) {
 	c, err := r.st.EntriesSince(origin, after, maxBytes)
-	return gossip.Chunk{After: c.After, Next: c.Next, Top: c.Top, Deltas: c.Deltas, Done: c.Done}, err
+	return gossip.Chunk{After: c.After, Next: c.Next, Top: c.Top, Deltas: c.Deltas, Done: c.Done, Records: c.Records, Comps: c.Comps}, err
 }
 
-func (r replicator) Merge(ctx context.Context, ds []crdt.Delta, covers []gossip.Cover) ([]crdt.Delta, error) {
-	sc := make([]store.Cover, len(covers))
-	for i, c := range covers {
-		sc[i] = store.Cover(c)
+func (r replicator) Merge(ctx context.Context, c gossip.Changes) (gossip.Learned, error) {
+	sc := make([]store.Cover, len(c.Covers))
+	for i, cv := range c.Covers {
+		sc[i] = store.Cover(cv)
 	}
-	return r.st.Merge(ctx, ds, sc)
+	l, err := r.st.MergeChanges(ctx, store.Changes{Deltas: c.Deltas, Covers: sc, Records: c.Records, Comps: c.Comps})
+	return gossip.Learned(l), err
 }
 
 func (r replicator) SetReplicaInfo(id crdt.ReplicaID, node, dc string) {
