@@ -51,7 +51,8 @@ type config struct {
 	visTrials       int
 	hotRate         int
 	hotDuration     time.Duration
-	idemRate        int
+	idemRate        int           // keyed and unkeyed paced loads of idem-cluster, requests/s
+	idemDrain       time.Duration // bound on the wait for key records to stop flowing after them
 	catchupIncs     int64
 	catchupCounters int
 	rangePreload    int64
@@ -165,11 +166,12 @@ func realMain() int {
 	cfg.visTrials, cfg.hotRate, cfg.hotDuration = 200, 10_000, 10*time.Second
 	cfg.catchupIncs, cfg.catchupCounters, cfg.rangePreload = 1_200_000, 1000, 28_800
 	cfg.pushPullSlots = 1_000_000
-	cfg.idemRate = 2_000
+	cfg.idemRate, cfg.idemDrain = 1_000, 2*time.Minute
 	if cfg.quick {
 		cfg.pushPullSlots = 100_000
 		cfg.scaleCounters, cfg.scaleRange = 35, 2*time.Second
 		cfg.visTrials, cfg.hotDuration = 20, 2*time.Second
+		cfg.idemRate, cfg.idemDrain = 200, time.Minute
 		cfg.catchupIncs, cfg.catchupCounters = 120_000, 100
 	}
 	var err error
