@@ -708,11 +708,12 @@ func load(o options, host string) (result, error) {
 //
 //   - with --retry-after 0, B's total of the counter is polled every
 //     millisecond (a read applies nothing) until it shows the increment,
-//     and the retry is sent then. The key record travels in the commit that
-//     carries the increment, so the time until B shows it is an upper bound
-//     (within the polling interval) of the time until a retry at B is a
-//     replay, and the retry's answer checks that bound: a retry answered
-//     fresh is a miss, reported as such.
+//     and the retry is sent then. The spec has the key record replicate
+//     with the commit that carries the increment; where it does, the time
+//     until B shows the increment bounds (within the polling interval) the
+//     time until a retry at B is a replay. The retry's answer checks that:
+//     a retry answered fresh is a miss (the record came later than the
+//     count), reported as such and never timed.
 //   - with --retry-after D, the retry is sent D after A's answer, and the
 //     share of retries that were replays is the measure (D = 300ms: what
 //     share of retries are replays within 300 ms).
