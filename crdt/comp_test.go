@@ -74,8 +74,17 @@ func TestKeyRecord_Losers(t *testing.T) {
 		return crdt.KeyRecord{Key: "k", Origin: crdt.ReplicaID{origin}, Seq: 1, Accepted: accepted, Fingerprint: [32]byte{fp}}
 	}
 	group := []crdt.KeyRecord{rec(3, 10, 1), rec(1, 20, 1), rec(2, 10, 1), rec(4, 5, 2)}
+	for i := range group {
+		group[i].Expires = group[i].Accepted + 100
+	}
 	if got := crdt.Losers(group); !slices.Equal(got, []int{0, 1}) {
 		t.Fatalf("losers = %v, want [0 1]: (10, replica 2) wins the first request, the other body is its own", got)
+	}
+	// A copy accepted after the earlier ones expired is a new request.
+	late := rec(5, 200, 1)
+	late.Expires = 300
+	if got := crdt.Losers(append(group, late)); !slices.Equal(got, []int{0, 1}) {
+		t.Fatalf("losers with a copy after the TTL = %v, want [0 1]", got)
 	}
 }
 

@@ -47,13 +47,16 @@ func (r *KeyRecord) SameCopy(o *KeyRecord) bool {
 }
 
 // Losers returns the indexes of the records of group that lose: every record
-// that shares its fingerprint with an earlier one. Records of one key with
-// different fingerprints are different requests, and each has its own winner.
+// that shares its fingerprint with an earlier one and was accepted before that
+// one expired (after its TTL a key is free again, and the same request is a
+// new one). Records of one key with different fingerprints are different
+// requests. The verdict depends on the records alone, never on when a node
+// looks, and a record that loses keeps losing whatever records join the group.
 func Losers(group []KeyRecord) []int {
 	var out []int
 	for i := range group {
 		for j := range group {
-			if i != j && group[j].Fingerprint == group[i].Fingerprint && group[j].Before(&group[i]) {
+			if i != j && group[j].Fingerprint == group[i].Fingerprint && group[j].Before(&group[i]) && group[i].Accepted < group[j].Expires {
 				out = append(out, i)
 				break
 			}
@@ -92,7 +95,8 @@ func AppendKeyRecord(b []byte, r *KeyRecord) []byte {
 const MinKeyRecordSize = 1 + 1 + 32 + 16 + 1 + 1 + 1 + 1 + 1
 
 // KeyRecord reads a record and checks that it is well formed: a key of 1 to
-// MaxKeyLen bytes, at least one increment of valid name and positive amount.
+// MaxKeyLen bytes, increments of valid names and positive amounts (none for a
+// record kept from before records carried them).
 func (d *Decoder) KeyRecord() KeyRecord {
 	var r KeyRecord
 	r.Key = d.String(MaxKeyLen)
@@ -102,7 +106,7 @@ func (d *Decoder) KeyRecord() KeyRecord {
 	r.Accepted = d.Varint()
 	ttl := d.Varint()
 	n := d.Count(1 + 1 + 1 + 1)
-	if d.err == nil && (n == 0 || r.Key == "" || ttl < 0 || r.Accepted > math.MaxInt64-ttl) {
+	if d.err == nil && (r.Key == "" || ttl < 0 || r.Accepted > math.MaxInt64-ttl) {
 		d.Fail(ErrMalformed)
 	}
 	r.Expires = r.Accepted + ttl

@@ -3,6 +3,7 @@ package gossip
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 
 	"pgregory.net/rapid"
@@ -62,6 +63,26 @@ func TestMessages_RoundTrip(t *testing.T) {
 			top: rapid.Uint64Range(0, 1<<41).Draw(t, "top"), done: rapid.Bool().Draw(t, "done"), node: "n3", dc: "ams",
 			entries: rapid.SliceOfN(entryGen, 0, 5).Draw(t, "centries")}
 		roundTrip(t, &cm, func(d *crdt.Decoder) (*chunkMsg, error) { m, err := decodeChunk(d); return &m, err })
+
+		var rs []crdt.KeyRecord
+		for i := range rapid.IntRange(0, 3).Draw(t, "nrecs") {
+			acc := rapid.Int64Range(0, 1<<62).Draw(t, "accepted")
+			rs = append(rs, crdt.KeyRecord{Key: fmt.Sprint("k", i), Origin: idGen.Draw(t, "ro"), Seq: rapid.Uint64().Draw(t, "rseq"), Accepted: acc, Expires: acc + rapid.Int64Range(0, 1<<40).Draw(t, "ttl"),
+				Increments: []crdt.KeyedIncrement{{Name: "a", Amount: rapid.Uint64Range(1, 1<<53).Draw(t, "amount"), TS: acc - rapid.Int64Range(0, 1<<40).Draw(t, "age")}}, Response: []byte("{}")})
+		}
+		rm := recordsMsg{records: rs}
+		roundTrip(t, &rm, func(d *crdt.Decoder) (*recordsMsg, error) { m, err := decodeRecords(d); return &m, err })
+		ck := cm
+		ck.keys, ck.records = true, rs
+		for range rapid.IntRange(0, 3).Draw(t, "ncomps") {
+			ck.comps = append(ck.comps, crdt.CompDelta{Slot: crdt.TotalSlot("a"), Comp: crdt.Comp{Loser: idGen.Draw(t, "loser"), Seq: rapid.Uint64().Draw(t, "cseq"), Key: rapid.Uint64().Draw(t, "key"), Value: rapid.Uint64().Draw(t, "value")}})
+		}
+		roundTrip(t, &ck, func(d *crdt.Decoder) (*chunkMsg, error) { m, err := decodeChunkKeys(d); return &m, err })
+		pk := pm
+		pk.keys = true
+		if b := pk.appendTo(nil); msgType(b[0]) != msgPullKeys {
+			t.Fatalf("a keys pull encodes as %v", msgType(b[0]))
+		}
 
 		mt := meta{replica: idGen.Draw(t, "r"), dc: "hkg", cluster: "prod", windows: windowsHash("1m:48h"), httpAddr: "10.0.0.1:4000", started: rapid.Int64().Draw(t, "started")}
 		got, err := decodeMeta(mt.encode())
@@ -193,6 +214,10 @@ func FuzzMeta(f *testing.F) {
 func FuzzNotifyMsg(f *testing.F) {
 	f.Add((&pullMsg{from: "n1", origin: crdt.ReplicaID{3}, after: 4, maxBytes: 1 << 18}).appendTo(nil))
 	f.Add((&digestMsg{name: "n1", entries: []digestEntry{{origin: crdt.ReplicaID{2}, seq: 9}}}).appendTo(nil))
+	rec := crdt.KeyRecord{Key: "k", Origin: crdt.ReplicaID{3}, Seq: 2, Accepted: 5, Expires: 9, Increments: []crdt.KeyedIncrement{{Name: "a", Amount: 1, TS: 4}}}
+	f.Add((&recordsMsg{records: []crdt.KeyRecord{rec}}).appendTo(nil))
+	f.Add((&chunkMsg{from: "n1", keys: true, after: 1, next: 2, records: []crdt.KeyRecord{rec}, comps: []crdt.CompDelta{{Slot: crdt.TotalSlot("a"), Comp: crdt.Comp{Loser: crdt.ReplicaID{3}, Seq: 2, Key: 1, Value: 1}}}}).appendTo(nil))
+	f.Add((&pullMsg{from: "n1", origin: crdt.ReplicaID{3}, after: 4, maxBytes: 1 << 18, keys: true}).appendTo(nil))
 	g := &Gossip{
 		cfg:      Config{NodeName: "self", Now: timeNow},
 		log:      discard(),

@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -412,6 +415,99 @@ func TestClusterIdem_CompensationWaitsForItsEntry(t *testing.T) {
 	for _, s := range rs {
 		if got := mustTotal(t, s, "x"); got != 5 {
 			t.Errorf("converged total = %d, want 5", got)
+		}
+	}
+}
+
+// TestClusterIdem_SnapshotRestore: a node restored from a snapshot taken
+// before a keyed request gets that request's record back from its peers with
+// its own entries, so a retry there is a replay and nothing counts twice.
+func TestClusterIdem_SnapshotRestore(t *testing.T) {
+	c := newClock(t0)
+	rs := replicas(t, c, 2)
+	a, b := rs[0], rs[1]
+	ctx := context.Background()
+	if _, err := a.Apply(ctx, idemReq("before", 1, inc("x", 1, c.Now()))); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	f, err := os.Create(filepath.Join(dir, store.StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Snapshot(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := a.Apply(ctx, idemReq("after", 1, inc("x", 2, c.Now()))); err != nil {
+		t.Fatal(err)
+	}
+	syncAll(t, a, b, 1<<10)
+	mustClose(t, a) // a's disk is lost; the snapshot is what is left
+	r := mustOpen(t, testConfig(dir, c))
+	if !r.Restored() || r.Replica() != a.Replica() {
+		t.Fatal("the snapshot did not open as a restored copy of a")
+	}
+	syncAll(t, b, r, 1<<10)
+	for _, key := range []string{"before", "after"} {
+		res, err := r.Apply(ctx, idemReq(key, 1, inc("x", 9, c.Now())))
+		if err != nil || !res.Replayed {
+			t.Errorf("retry of %q at the restored node = %+v, %v; want a replay", key, res, err)
+		}
+	}
+	meshSync(t, r, b)
+	for _, s := range []*store.Store{r, b} {
+		if got := mustTotal(t, s, "x"); got != 3 {
+			t.Errorf("total = %d, want 3", got)
+		}
+	}
+}
+
+// TestClusterIdem_Overflow: a keyed request refused for overflow leaves no
+// record, at its node or elsewhere: a retry is refused again, not replayed.
+func TestClusterIdem_Overflow(t *testing.T) {
+	c := newClock(t0)
+	rs := replicas(t, c, 2)
+	a, b := rs[0], rs[1]
+	ctx := context.Background()
+	mustApply(t, a, inc("x", math.MaxUint64-1, c.Now()))
+	if _, err := a.Apply(ctx, idemReq("k", 1, inc("x", 2, c.Now()))); !errors.Is(err, store.ErrOverflow) {
+		t.Fatalf("overflowing keyed request = %v, want ErrOverflow", err)
+	}
+	if _, err := a.Apply(ctx, idemReq("k", 1, inc("x", 2, c.Now()))); !errors.Is(err, store.ErrOverflow) {
+		t.Fatalf("its retry = %v, want ErrOverflow again", err)
+	}
+	syncAll(t, a, b, 1<<10)
+	if st := b.Stats(); st.KeyRecordsMerged != 0 {
+		t.Fatalf("b learned %d records of a refused request", st.KeyRecordsMerged)
+	}
+}
+
+// TestClusterIdem_OldEventTime: copies of a request whose event time is near
+// the edge of the minute retention: the later copy, accepted once the minute
+// had expired, never raised it, and its compensation leaves it alone too.
+func TestClusterIdem_OldEventTime(t *testing.T) {
+	c := newClock(t0)
+	rs := replicas(t, c, 2)
+	a, b := rs[0], rs[1]
+	ctx := context.Background()
+	ts := c.Now().Add(-48*time.Hour + 30*time.Second) // the 1m window is kept 30 s more
+	if _, err := a.Apply(ctx, idemReq("k", 1, inc("x", 6, ts))); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(2 * time.Minute)
+	if _, err := b.Apply(ctx, idemReq("k", 1, inc("x", 6, ts))); err != nil {
+		t.Fatal(err)
+	}
+	meshSync(t, a, b)
+	for _, s := range rs {
+		if got := mustTotal(t, s, "x"); got != 6 {
+			t.Errorf("total = %d, want 6", got)
+		}
+		hour := ts.Truncate(time.Hour)
+		pts, _ := mustRange(t, s, "x", window.Query{From: hour, To: hour.Add(time.Hour), Step: time.Hour}, c.Now())
+		if sum(pts) != 6 {
+			t.Errorf("hour window = %d, want 6", sum(pts))
 		}
 	}
 }

@@ -399,23 +399,28 @@ type staging struct {
 	touched []int32          // per request: arena entries it adds to
 	totalAt []int32          // per request: arena entry of each increment's total
 	reqNo   uint32
-	deltas  []crdt.Delta // raised entries, absolute values
+	deltas  []crdt.Delta     // raised entries, absolute values
 	idem    []crdt.KeyRecord // key records new in this commit
+	idemAt  map[string][]int // their indexes in idem, by key
 	// compSet holds the staged compensation sets of slots this commit adds
 	// to; compAdds lists the additions, for the journal.
 	compSet  map[crdt.Slot]crdt.Comps
 	compAdds []crdt.CompDelta
-	held    []string // Async: idempotency keys of answered requests, released at commit
-	covers  []cover
-	vv      map[crdt.ReplicaID]uint64 // staged version vector changes
-	seq     uint64                    // seq of this replica's changes in this commit
-	lastSeq uint64                    // this replica's last seq once committed
-	ownSeen uint64                    // highest seq of this replica's entries met in merges
-	err     error                     // a read of state.db failed
-	nops    int
-	buf     []byte       // journal record encoding
-	ownBuf  []crdt.Delta // this replica's deltas, for OnCommit
-	ownRecs []crdt.KeyRecord
+	// Counted once the commit is installed: records learned, and how long
+	// ago each copy compensated here was accepted.
+	recsMerged int
+	resolved   []time.Duration
+	held       []string // Async: idempotency keys of answered requests, released at commit
+	covers     []cover
+	vv         map[crdt.ReplicaID]uint64 // staged version vector changes
+	seq        uint64                    // seq of this replica's changes in this commit
+	lastSeq    uint64                    // this replica's last seq once committed
+	ownSeen    uint64                    // highest seq of this replica's entries met in merges
+	err        error                     // a read of state.db failed
+	nops       int
+	buf        []byte       // journal record encoding
+	ownBuf     []crdt.Delta // this replica's deltas, for OnCommit
+	ownRecs    []crdt.KeyRecord
 }
 
 type stagedSlot struct {
@@ -434,11 +439,12 @@ type deltaKey struct {
 
 func newStaging(s *Store) *staging {
 	return &staging{
-		s:     s,
-		slots: make(map[crdt.Slot]int32),
+		s:       s,
+		slots:   make(map[crdt.Slot]int32),
 		other:   make(map[deltaKey]int),
 		vv:      make(map[crdt.ReplicaID]uint64),
 		compSet: make(map[crdt.Slot]crdt.Comps),
+		idemAt:  make(map[string][]int),
 	}
 }
 
@@ -450,8 +456,10 @@ func (st *staging) reset() {
 	st.dirty = st.dirty[:0]
 	st.deltas = st.deltas[:0]
 	st.idem = st.idem[:0]
+	clear(st.idemAt)
 	clear(st.compSet)
 	st.compAdds = st.compAdds[:0]
+	st.recsMerged, st.resolved = 0, st.resolved[:0]
 	st.covers = st.covers[:0]
 	st.held = st.held[:0]
 	clear(st.vv)
@@ -553,10 +561,8 @@ func (st *staging) readTx(gen uint64) (*bolt.Tx, error) {
 // state.db.
 func (st *staging) records(key string) ([]crdt.KeyRecord, error) {
 	var recs []crdt.KeyRecord
-	for _, r := range st.idem {
-		if r.Key == key {
-			recs = append(recs, r)
-		}
+	for _, i := range st.idemAt[key] {
+		recs = append(recs, st.idem[i])
 	}
 	s := st.s
 	s.mu.RLock()
@@ -609,6 +615,7 @@ func (st *staging) addRecord(r crdt.KeyRecord) error {
 			return nil
 		}
 	}
+	st.idemAt[r.Key] = append(st.idemAt[r.Key], len(st.idem))
 	st.idem = append(st.idem, r)
 	group = append(group, r)
 	if len(group) < 2 {
@@ -623,10 +630,7 @@ func (st *staging) addRecord(r crdt.KeyRecord) error {
 			}
 		}
 		if added {
-			st.s.stats.duplicates.Add(1)
-			if st.s.cfg.ObserveResolution != nil {
-				st.s.cfg.ObserveResolution(now.Sub(time.Unix(0, group[i].Accepted)))
-			}
+			st.resolved = append(st.resolved, now.Sub(time.Unix(0, group[i].Accepted)))
 			st.s.log.Debug("resolved a duplicate of a keyed request", "key", group[i].Key, "loser", group[i].Origin.String(), "seq", group[i].Seq)
 		}
 	}
@@ -770,7 +774,7 @@ func (st *staging) merge(o *op) (Learned, error) {
 			return learned, err
 		}
 		if len(st.idem) > n {
-			s.stats.recordsMerged.Add(1)
+			st.recsMerged++
 			learned.Records = append(learned.Records, r)
 		}
 	}
@@ -825,6 +829,13 @@ func (s *Store) commit(st *staging) {
 		}
 		s.jnext++
 		s.install(st, n)
+		s.stats.recordsMerged.Add(uint64(st.recsMerged))
+		s.stats.duplicates.Add(uint64(len(st.resolved)))
+		if s.cfg.ObserveResolution != nil {
+			for _, d := range st.resolved {
+				s.cfg.ObserveResolution(d)
+			}
+		}
 	}
 	if s.cfg.OnCommit != nil {
 		own := st.ownBuf[:0]

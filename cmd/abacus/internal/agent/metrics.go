@@ -17,6 +17,7 @@ type storeMetrics struct {
 	commitOps         prometheus.Histogram
 	checkpointSeconds prometheus.Histogram
 	checkpointSlots   prometheus.Histogram
+	resolution        prometheus.Histogram
 }
 
 func newStoreMetrics(reg prometheus.Registerer) *storeMetrics {
@@ -41,8 +42,13 @@ func newStoreMetrics(reg prometheus.Registerer) *storeMetrics {
 			Help:    "Slots written by one checkpoint.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 11),
 		}),
+		resolution: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "abacus_idempotency_resolution_seconds",
+			Help:    "Time from a duplicate copy of a keyed request being applied (at its node) to this node compensating it: how long the cluster counted that request twice.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
+		}),
 	}
-	reg.MustRegister(m.commitSeconds, m.commitOps, m.checkpointSeconds, m.checkpointSlots)
+	reg.MustRegister(m.commitSeconds, m.commitOps, m.checkpointSeconds, m.checkpointSlots, m.resolution)
 	return m
 }
 
@@ -51,6 +57,7 @@ func (m *storeMetrics) hook(cfg *store.Config) {
 		m.commitOps.Observe(float64(ops))
 		m.commitSeconds.Observe(took.Seconds())
 	}
+	cfg.ObserveResolution = func(d time.Duration) { m.resolution.Observe(max(d, 0).Seconds()) }
 	cfg.ObserveCheckpoint = func(slots int, took time.Duration) {
 		m.checkpointSlots.Observe(float64(slots))
 		m.checkpointSeconds.Observe(took.Seconds())
@@ -70,10 +77,14 @@ var (
 	descReplicas     = prometheus.NewDesc("abacus_store_replicas_known", "Replicas in the replica table.", nil, nil)
 	descCommits      = prometheus.NewDesc("abacus_store_commits_total", "Journal commits.", nil, nil)
 	descCheckpoints  = prometheus.NewDesc("abacus_store_checkpoints_total", "Checkpoints.", nil, nil)
+	descKeyRecords   = prometheus.NewDesc("abacus_idempotency_records_replicated_total", "Key records of keyed requests applied at other nodes, learned here (broadcasts and anti-entropy).", nil, nil)
+	descReplays      = prometheus.NewDesc("abacus_idempotency_replays_total", "Retries answered with the original response of a known Idempotency-Key, whichever node took the original.", nil, nil)
+	descDuplicates   = prometheus.NewDesc("abacus_idempotency_duplicates_resolved_total", "Duplicate copies of keyed requests (a retry that raced the key's replication) compensated by this node.", nil, nil)
+	descCompSlots    = prometheus.NewDesc("abacus_idempotency_compensated_slots", "Totals and windows holding compensations of duplicate copies.", nil, nil)
 )
 
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPendingSlots, descJournalRecs, descDBBytes, descSeq, descReplicas, descCommits, descCheckpoints} {
+	for _, d := range []*prometheus.Desc{descPendingSlots, descJournalRecs, descDBBytes, descSeq, descReplicas, descCommits, descCheckpoints, descKeyRecords, descReplays, descDuplicates, descCompSlots} {
 		ch <- d
 	}
 }
@@ -88,6 +99,10 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReplicas, prometheus.GaugeValue, float64(s.ReplicasKnown))
 	ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(s.Commits))
 	ch <- prometheus.MustNewConstMetric(descCheckpoints, prometheus.CounterValue, float64(s.Checkpoints))
+	ch <- prometheus.MustNewConstMetric(descKeyRecords, prometheus.CounterValue, float64(s.KeyRecordsMerged))
+	ch <- prometheus.MustNewConstMetric(descReplays, prometheus.CounterValue, float64(s.Replays))
+	ch <- prometheus.MustNewConstMetric(descDuplicates, prometheus.CounterValue, float64(s.DuplicatesResolved))
+	ch <- prometheus.MustNewConstMetric(descCompSlots, prometheus.GaugeValue, float64(s.CompensatedSlots))
 }
 
 // gossipCollector reads the gossip layer's figures at scrape time.
