@@ -122,9 +122,13 @@ type Config struct {
 	// (a catch-up from a peer that is no longer alive is abandoned at once).
 	// Zero means the profile's: 5s LAN, 10s WAN, 2s local.
 	PullTimeout time.Duration
-	// OutboxLimit bounds the entries waiting to be broadcast; past it the
-	// oldest are dropped (anti-entropy delivers them). Zero means 100,000.
+	// OutboxLimit bounds the entries waiting to be broadcast, and the key
+	// records waiting to be pushed; past it the oldest are dropped
+	// (anti-entropy delivers them). Zero means 100,000.
 	OutboxLimit int
+	// RecordsInterval is how often this node pushes its fresh key records
+	// to every peer over a stream. Zero means 50ms.
+	RecordsInterval time.Duration
 
 	// Logger receives this package's logs and memberlist's. Nil discards them.
 	Logger *slog.Logger
@@ -172,6 +176,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.OutboxLimit == 0 {
 		c.OutboxLimit = 100_000
+	}
+	if c.RecordsInterval <= 0 {
+		c.RecordsInterval = 50 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

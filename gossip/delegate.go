@@ -29,27 +29,19 @@ func (d *delegate) NotifyMsg(b []byte) {
 	d.g().handleMsg(b)
 }
 
-// GetBroadcasts returns at most one deltas message and one records message:
-// memberlist calls it for every packet it sends, and a taken entry goes back
-// in line with transmissions left, so a second take in the same call would
-// send the same entries to the same peer again and spend transmissions meant
-// for others.
+// GetBroadcasts returns at most one message: memberlist calls it for every
+// packet it sends, and a taken entry goes back in line with transmissions left, so a
+// second take in the same call would send the same entries to the same peer
+// again and spend transmissions meant for others. (Key records do not travel
+// here: see recordbox.)
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	g := d.g()
-	var out [][]byte
-	room := limit
-	if m := g.out.take(room - overhead); m != nil {
-		g.stats.sent(msgDeltas, len(m))
-		out = append(out, m)
-		room -= len(m) + overhead
+	m := g.out.take(limit - overhead)
+	if m == nil {
+		return nil
 	}
-	// Key records ride along when there is room: a retry at another node
-	// is a replay once they arrive.
-	if m := g.recs.take(room - overhead); m != nil {
-		g.stats.sent(msgRecords, len(m))
-		out = append(out, m)
-	}
-	return out
+	g.stats.sent(msgDeltas, len(m))
+	return [][]byte{m}
 }
 
 func (d *delegate) LocalState(join bool) []byte {

@@ -2,7 +2,6 @@ package gossip
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log"
@@ -31,8 +30,10 @@ type Gossip struct {
 
 	out            *outbox
 	recs           *recordbox
-	transmits      atomic.Int32 // how often each broadcast value is sent
-	bigDigest      atomic.Bool  // a digest too big for a packet is being sent over streams
+	pushMu         sync.Mutex
+	pushing        map[string]bool // peers a records push is under way to
+	transmits      atomic.Int32    // how often each broadcast value is sent
+	bigDigest      atomic.Bool     // a digest too big for a packet is being sent over streams
 	retransmitMult int
 
 	// Inbound work, filled by delegates without blocking.
@@ -135,7 +136,8 @@ func New(cfg Config, st Store) (*Gossip, error) {
 		log:      cfg.Logger,
 		store:    st,
 		out:      newOutbox(cfg.OutboxLimit),
-		recs:     newRecordbox(cfg.OutboxLimit / 10),
+		recs:     newRecordbox(cfg.OutboxLimit),
+		pushing:  make(map[string]bool),
 		mergeCh:  make(chan inbound, 1024),
 		chunkCh:  make(chan chunkMsg, 16),
 		serveCh:  make(chan pullMsg, 64),
@@ -181,7 +183,8 @@ func New(cfg Config, st Store) (*Gossip, error) {
 	if len(cfg.Join) == 0 {
 		g.markJoined()
 	}
-	g.wg.Add(6)
+	g.wg.Add(7)
+	go g.recordsPusher()
 	go g.mergeWorker()
 	go g.chunkWorker()
 	go g.serveWorker()
@@ -293,10 +296,75 @@ func (g *Gossip) Committed(ds []crdt.Delta) {
 }
 
 // CommittedRecords queues this replica's freshly committed key records for
-// broadcast, so that a retry at another node finds them. The store's
-// OnKeyRecords calls it; it does not block.
+// the next push to every peer, so that a retry at another node finds them.
+// The store's OnKeyRecords calls it; it does not block.
 func (g *Gossip) CommittedRecords(rs []crdt.KeyRecord) {
-	g.recs.add(rs, int(g.transmits.Load()))
+	g.recs.add(rs)
+}
+
+// recordsPusher sends this node's fresh key records to every peer that
+// speaks them, one stream message per peer every RecordsInterval. A peer
+// still busy with the previous push (slow or unreachable) is skipped: it
+// gets those records from anti-entropy. Records are not relayed: their
+// origin sends them to every peer itself.
+func (g *Gossip) recordsPusher() {
+	defer g.wg.Done()
+	t := time.NewTicker(g.cfg.RecordsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-t.C:
+		}
+		msgs := g.recs.messages(maxRecordsMessage)
+		if len(msgs) == 0 {
+			continue
+		}
+		for _, n := range g.alivePeers() {
+			if !g.keysPeer(n.Name) || !g.startPush(n.Name) {
+				continue
+			}
+			g.wg.Add(1)
+			go func() {
+				defer g.wg.Done()
+				defer g.endPush(n.Name)
+				for _, m := range msgs {
+					if g.ctx.Err() != nil {
+						return
+					}
+					if err := g.ml.SendReliable(n, m); err != nil {
+						g.log.Debug("key records not pushed", "peer", n.Name, "err", err)
+						return
+					}
+					g.stats.sent(msgRecords, len(m))
+				}
+			}()
+		}
+	}
+}
+
+func (g *Gossip) keysPeer(name string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := g.peers[name]
+	return p != nil && p.keys
+}
+
+func (g *Gossip) startPush(peer string) bool {
+	g.pushMu.Lock()
+	defer g.pushMu.Unlock()
+	if g.pushing[peer] {
+		return false
+	}
+	g.pushing[peer] = true
+	return true
+}
+
+func (g *Gossip) endPush(peer string) {
+	g.pushMu.Lock()
+	delete(g.pushing, peer)
+	g.pushMu.Unlock()
 }
 
 // Addr is the address peers reach this node's gossip at.
@@ -472,13 +540,7 @@ func (g *Gossip) flushOutbox(ctx context.Context) {
 	if len(ds) > 0 {
 		msgs = encodeDeltas(ds, 1<<20)
 	}
-	if rs := g.recs.drain(); len(rs) > 0 {
-		b := binary.AppendUvarint([]byte{byte(msgRecords), wireVersion}, uint64(len(rs)))
-		for _, r := range rs {
-			b = append(b, r...)
-		}
-		msgs = append(msgs, b)
-	}
+	msgs = append(msgs, g.recs.messages(maxRecordsMessage)...)
 	if len(msgs) == 0 {
 		return
 	}

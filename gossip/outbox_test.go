@@ -3,6 +3,7 @@ package gossip
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -167,5 +168,44 @@ func TestOutbox_TakeLooksAtFewEntriesThatDoNotFit(t *testing.T) {
 	}
 	if calls < 10_000/maxSkipped {
 		t.Fatalf("reached the entry that fits after %d calls: take scanned more than %d entries per call", calls, maxSkipped)
+	}
+}
+
+// TestRecordbox_Messages: waiting records leave in messages that decode to
+// every record, in order, each message within the size asked (a record too
+// big alone still goes, alone), and the box is then empty.
+func TestRecordbox_Messages(t *testing.T) {
+	b := newRecordbox(5)
+	var rs []crdt.KeyRecord
+	for i := range 7 {
+		rs = append(rs, crdt.KeyRecord{Key: fmt.Sprint("key-", i), Origin: crdt.ReplicaID{1}, Seq: uint64(i + 1), Accepted: 1, Expires: 2, Response: make([]byte, 40*i)})
+	}
+	b.add(rs)
+	if b.len() != 5 {
+		t.Fatalf("%d records wait, want the limit's 5", b.len())
+	}
+	msgs := b.messages(300)
+	var got []string
+	for _, m := range msgs {
+		typ, d, err := header(m)
+		if err != nil || typ != msgRecords {
+			t.Fatalf("message %x: %v %v", m[:2], typ, err)
+		}
+		rm, err := decodeRecords(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m) > 300 && len(rm.records) > 1 {
+			t.Fatalf("a message of %d bytes holds %d records", len(m), len(rm.records))
+		}
+		for _, r := range rm.records {
+			got = append(got, r.Key)
+		}
+	}
+	if want := []string{"key-2", "key-3", "key-4", "key-5", "key-6"}; !slices.Equal(got, want) {
+		t.Fatalf("records sent %v, want the newest five %v", got, want)
+	}
+	if b.len() != 0 || len(b.messages(300)) != 0 {
+		t.Fatal("the box is not empty after messages")
 	}
 }

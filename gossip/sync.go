@@ -335,9 +335,6 @@ func (g *Gossip) mergeWorker() {
 		if len(learned.Deltas) > 0 {
 			g.out.add(learned.Deltas, int(g.transmits.Load()))
 		}
-		if len(learned.Records) > 0 {
-			g.recs.add(learned.Records, int(g.transmits.Load()))
-		}
 	}
 }
 
