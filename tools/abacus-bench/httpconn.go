@@ -18,6 +18,8 @@ type conn struct {
 	c  net.Conn
 	br *bufio.Reader
 	bw *bufio.Writer
+	// replayed is the last response's Idempotent-Replayed: true.
+	replayed bool
 }
 
 func dial(addr string) (*conn, error) {
@@ -55,6 +57,7 @@ func (c *conn) do(req []byte, buf []byte) (status int, body []byte, err error) {
 		return 0, nil, fmt.Errorf("bad status line %q", line)
 	}
 	length, chunked := -1, false
+	c.replayed = false
 	for {
 		h, err := c.br.ReadSlice('\n')
 		if err != nil {
@@ -75,6 +78,8 @@ func (c *conn) do(req []byte, buf []byte) (status int, body []byte, err error) {
 			}
 		case bytes.EqualFold(k, []byte("Transfer-Encoding")):
 			chunked = bytes.EqualFold(v, []byte("chunked"))
+		case bytes.EqualFold(k, []byte("Idempotent-Replayed")):
+			c.replayed = bytes.EqualFold(v, []byte("true"))
 		}
 	}
 	switch {

@@ -6,6 +6,8 @@
 //	abacus-bench --mode range --write-clients 16
 //	abacus-bench --mode inc --rate 10000 --clients 16   # paced: 10,000 increments/s
 //	abacus-bench --mode load --increments 1008000 --counters 350 --spread 48h
+//	abacus-bench --mode inc --keys idempotency     # each increment with its own Idempotency-Key
+//	abacus-bench --mode replay --addr A --peer C --retry-after 0   # A→C: when is a retry at C a replay?
 //	abacus-bench trivial --listen 127.0.0.1:4100   # a trivial chi server, for a ceiling
 package main
 
@@ -19,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,11 +49,14 @@ type options struct {
 	rate         float64
 	increments   int64
 	spread       time.Duration
+	keys         string
+	retryAfter   time.Duration
 }
 
 // result is one run's figures.
 type result struct {
 	Mode        string  `json:"mode"`
+	Keys        string  `json:"keys,omitempty"`
 	Clients     int     `json:"clients"`
 	Counters    int     `json:"counters"`
 	Batch       int     `json:"batch,omitempty"`
@@ -95,11 +101,30 @@ func main() {
 	flag.Float64Var(&o.rate, "rate", 0, "requests per second over all clients, warm-up included (0: as fast as they go)")
 	flag.Int64Var(&o.increments, "increments", 0, "with --mode load: how many increments to send, in batches of --batch over --counters names")
 	flag.DurationVar(&o.spread, "spread", 0, "with --mode load: spread the increments' event times evenly over this much time before now (0: all now)")
+	flag.StringVar(&o.keys, "keys", "none", "with --mode inc: none; idempotency (every request carries its own Idempotency-Key); decoy (the same unique value in a header the server ignores: the same bytes and client work as idempotency, for an unkeyed baseline)")
+	flag.DurationVar(&o.retryAfter, "retry-after", 0, "with --mode replay: send the retry at --peer this long after --addr acknowledged; 0: as soon as --peer shows the increment")
 	flag.Parse()
 	u, err := url.Parse(o.addr)
 	if err != nil || u.Host == "" {
 		fmt.Fprintf(os.Stderr, "abacus-bench: bad --addr %q\n", o.addr)
 		os.Exit(2)
+	}
+	switch o.keys {
+	case "none", "idempotency", "decoy":
+	default:
+		fmt.Fprintf(os.Stderr, "abacus-bench: --keys %q: want none, idempotency or decoy\n", o.keys)
+		os.Exit(2)
+	}
+	if o.keys != "none" && o.mode != "inc" {
+		fmt.Fprintf(os.Stderr, "abacus-bench: --keys works with --mode inc only\n")
+		os.Exit(2)
+	}
+	if o.mode == "replay" {
+		if err := replay(o); err != nil {
+			fmt.Fprintf(os.Stderr, "abacus-bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if o.mode == "visibility" {
 		if err := visibility(o); err != nil {
@@ -274,6 +299,9 @@ func run(o options, host string) (result, error) {
 			time.Sleep(d)
 		}
 	}
+	// With --keys, each request is built with its own key.
+	keyHeader := map[string]string{"idempotency": "Idempotency-Key", "decoy": "X-Bench-Decoy"}[o.keys]
+	keyTag := fmt.Sprintf("%016x", rand.Uint64())
 	worker := func(id int, reqs [][]byte, record bool) {
 		defer wg.Done()
 		c, err := dial(host)
@@ -289,8 +317,13 @@ func run(o options, host string) (result, error) {
 			if record {
 				pace()
 			}
+			req := reqs[i%len(reqs)]
+			if keyHeader != "" {
+				req = request("POST", host, "/v1/counters/"+o.name(i)+"/increment", nil,
+					keyHeader, keyTag+"-"+strconv.Itoa(id)+"-"+strconv.Itoa(i))
+			}
 			start := time.Now()
-			status, body, err := c.do(reqs[i%len(reqs)], buf)
+			status, body, err := c.do(req, buf)
 			d := time.Since(start)
 			if err != nil {
 				firstErr.CompareAndSwap(nil, err.Error())
@@ -363,7 +396,7 @@ func run(o options, host string) (result, error) {
 		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))]) / float64(time.Millisecond)
 	}
 	r := result{
-		Mode: o.mode, Clients: o.clients, Counters: o.counters, Seconds: elapsed.Seconds(),
+		Mode: o.mode, Keys: strings.TrimPrefix(o.keys, "none"), Clients: o.clients, Counters: o.counters, Seconds: elapsed.Seconds(),
 		Requests: requestsN.Load(), Errors: errorsN.Load(),
 		P50ms: pct(0.50), P99ms: pct(0.99), P999ms: pct(0.999),
 	}
@@ -664,4 +697,151 @@ func load(o options, host string) (result, error) {
 		}
 	}
 	return r, nil
+}
+
+// replay times, over many trials, how long after node A acknowledges a keyed
+// increment a retry of it at node B (--peer) is a replay. A retry can only
+// be sent once: at a node that does not know the key yet it is applied a
+// second time (and the cluster must then resolve the duplicate), after
+// which B knows the key from its own record. So B is never probed with the
+// key; each trial uses a fresh counter and key, and:
+//
+//   - with --retry-after 0, B's total of the counter is polled every
+//     millisecond (a read applies nothing) until it shows the increment,
+//     and the retry is sent then. The spec has the key record replicate
+//     with the commit that carries the increment; where it does, the time
+//     until B shows the increment bounds (within the polling interval) the
+//     time until a retry at B is a replay. The retry's answer checks that:
+//     a retry answered fresh is a miss (the record came later than the
+//     count), reported as such and never timed.
+//   - with --retry-after D, the retry is sent D after A's answer, and the
+//     share of retries that were replays is the measure (D = 300ms: what
+//     share of retries are replays within 300 ms).
+//
+// At the end it waits (at most 30 s) until A and B count every trial's
+// counter exactly once: the duplicates the misses made must resolve. Misses
+// and unresolved duplicates are results (counted_once false), not errors:
+// only a failed request or read is.
+func replay(o options) error {
+	a, err := url.Parse(o.addr)
+	if err != nil {
+		return err
+	}
+	b, err := url.Parse(o.peer)
+	if err != nil || b.Host == "" {
+		return fmt.Errorf("--mode replay needs --peer http://host:port")
+	}
+	ca, err := dial(a.Host)
+	if err != nil {
+		return err
+	}
+	defer ca.Close()
+	cb, err := dial(b.Host)
+	if err != nil {
+		return err
+	}
+	defer cb.Close()
+	prefix := fmt.Sprintf("%s.replay%d", o.prefix, time.Now().UnixNano())
+	buf := make([]byte, 0, 4096)
+	var lat []time.Duration // replays only
+	missed := 0
+	for i := 0; i < o.trials; i++ {
+		time.Sleep(time.Duration(20+rand.IntN(100)) * time.Millisecond)
+		name := fmt.Sprintf("%s.%d", prefix, i)
+		key := fmt.Sprintf("%s-%d", prefix, i)
+		path := "/v1/counters/" + name + "/increment"
+		status, _, err := ca.do(request("POST", a.Host, path, nil, "Idempotency-Key", key), buf)
+		if err != nil || status != 200 || ca.replayed {
+			return fmt.Errorf("keyed increment at %s: status %d, replayed %v, %v", o.addr, status, ca.replayed, err)
+		}
+		acked := time.Now()
+		if o.retryAfter > 0 {
+			time.Sleep(time.Until(acked.Add(o.retryAfter)))
+		} else {
+			get := request("GET", b.Host, "/v1/counters/"+name, nil)
+			for {
+				status, body, err := cb.do(get, buf)
+				if err != nil || status != 200 {
+					return fmt.Errorf("read at %s: %d %v", o.peer, status, err)
+				}
+				var v struct{ Total uint64 }
+				if err := json.Unmarshal(body, &v); err != nil {
+					return err
+				}
+				if v.Total >= 1 {
+					break
+				}
+				if time.Since(acked) > time.Minute {
+					return fmt.Errorf("%s did not show %s within a minute", o.peer, name)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		seen := time.Since(acked)
+		status, body, err := cb.do(request("POST", b.Host, path, nil, "Idempotency-Key", key), buf)
+		if err != nil || status != 200 {
+			return fmt.Errorf("retry at %s: status %d %v: %s", o.peer, status, err, body)
+		}
+		if cb.replayed {
+			lat = append(lat, seen)
+		} else {
+			missed++
+		}
+	}
+	// Every trial counter must end at exactly 1 on both nodes.
+	want := uint64(o.trials)
+	resolved := false
+	var sums [2]uint64
+	t0 := time.Now()
+	for time.Since(t0) < 30*time.Second {
+		for j, addr := range []string{o.addr, o.peer} {
+			if sums[j], err = sumTotals(options{addr: addr, prefix: prefix}); err != nil {
+				return err
+			}
+		}
+		if sums[0] == want && sums[1] == want {
+			resolved = true
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	slices.Sort(lat)
+	// Percentiles over all trials, misses last (never a replay): -1 when
+	// the percentile falls on a miss.
+	p := func(q float64) float64 {
+		k := min(o.trials-1, int(q*float64(o.trials)))
+		if k >= len(lat) {
+			return -1
+		}
+		return float64(lat[k]) / float64(time.Millisecond)
+	}
+	out := map[string]any{
+		"label":          "run",
+		"mode":           "replay",
+		"addr":           o.addr,
+		"peer":           o.peer,
+		"trials":         o.trials,
+		"retry_after_ms": float64(o.retryAfter) / float64(time.Millisecond),
+		"replayed":       len(lat),
+		"missed":         missed,
+		"replayed_share": float64(len(lat)) / float64(o.trials),
+		"counted_once":   resolved,
+		"totals":         sums,
+		"resolve_wait_s": time.Since(t0).Seconds(),
+	}
+	if o.retryAfter == 0 {
+		out["p50_ms"], out["p90_ms"], out["p99_ms"], out["max_ms"] = p(0.5), p(0.9), p(0.99), p(1)
+	}
+	if o.jsonOut {
+		b, _ := json.Marshal(out)
+		fmt.Println(string(b))
+	} else {
+		fmt.Printf("replay %s -> %s over %d trials (retry after %v): %d replayed, %d applied again; counted once: %v (totals %v of %d)",
+			o.addr, o.peer, o.trials, o.retryAfter, len(lat), missed, resolved, sums, want)
+		if o.retryAfter == 0 {
+			fmt.Printf("; until a retry is a replay: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms (-1: a miss)", p(0.5), p(0.9), p(0.99), p(1))
+		}
+		fmt.Println()
+	}
+	return nil
 }

@@ -117,6 +117,11 @@ func TestChaos_Short(t *testing.T) {
 	if r.IncrementsAcked < 1000 {
 		t.Errorf("only %d increments acknowledged: the load did not run", r.IncrementsAcked)
 	}
+	// The roaming clients ran: retries at other nodes, and acknowledged
+	// requests sent again elsewhere, all counted once (checked above).
+	if r.OpsResent < 100 || r.OpsRoamed == 0 {
+		t.Errorf("roaming clients: %d ops re-sent at another node, %d retried at another node: the cross-node load did not run", r.OpsResent, r.OpsRoamed)
+	}
 	if len(rep.Wipes) == 0 {
 		t.Error("no wipe recorded its replication proof")
 	}

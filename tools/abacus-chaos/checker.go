@@ -3,8 +3,10 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"sort"
 	"time"
@@ -63,6 +65,10 @@ type CounterRow struct {
 	// how many of them broke a bound on some node.
 	Windows    int `json:"windows"`
 	WindowsBad int `json:"windows_bad"`
+	// AppliedTwice is the amount of the ops that two or more nodes answered
+	// as fresh (not replayed): applied more than once, duplicates the
+	// cluster had to resolve. It must still count once.
+	AppliedTwice uint64 `json:"applied_twice"`
 }
 
 // Result is the verdict and the numbers behind it.
@@ -79,6 +85,18 @@ type Result struct {
 	OpsRetriedAcked    int `json:"ops_retried_acked"` // retried ops that ended acknowledged
 	IncrementsAcked    int `json:"increments_acked"`  // items of ok ops
 	IncrementsIndeterm int `json:"increments_indeterminate"`
+
+	// Roaming clients: each retry at the next node, and a share of the
+	// acknowledged ops re-sent at another node.
+	OpsRoaming      int `json:"ops_roaming"`
+	OpsRoamed       int `json:"ops_roamed"`       // roaming ops whose attempts (re-send aside) reached more than one node
+	OpsResent       int `json:"ops_resent"`       // acknowledged ops sent once more at another node
+	ResendsReplayed int `json:"resends_replayed"` // … answered Idempotent-Replayed: true
+	ResendsApplied  int `json:"resends_applied"`  // … answered fresh: the re-send raced the key's replication
+	// OpsAppliedTwice counts ops answered fresh by two nodes or more: each
+	// was applied more than once and must still count once.
+	OpsAppliedTwice    int    `json:"ops_applied_twice"`
+	AmountAppliedTwice uint64 `json:"amount_applied_twice"`
 
 	AmountAcked         uint64 `json:"amount_acked"`
 	AmountIndeterminate uint64 `json:"amount_indeterminate"`
@@ -116,6 +134,13 @@ type bounds struct{ lo, hi uint64 }
 // windows to its total (every event time lies in the range read), and see
 // every node alive. Any failed op is itself a failure: the workload never
 // sends a request that deserves a 4xx.
+//
+// An idempotency key is one request in the whole cluster: an op counts
+// once however many nodes its attempts and its re-send reached, and however
+// many of them answered it as fresh. So the bounds above take each op once;
+// a key used by two ops is a broken history, a 4xx to a re-send (same key,
+// same bytes) is a failure, and a replayed answer to an op that only one
+// node can have applied must repeat that node's answer.
 func Check(ops []Op, obs Observation) Result {
 	r := Result{Failures: []string{}, Counters: []CounterRow{}}
 	nfail := 0
@@ -128,7 +153,8 @@ func Check(ops []Op, obs Observation) Result {
 
 	total := map[string]*bounds{}
 	win := map[string]map[int64]*bounds{}
-	keys := map[string]int64{} // node/key → op id
+	keys := map[string]int64{} // key → op id
+	appliedTwice := map[string]uint64{}
 	bound := func(name string) *bounds {
 		if total[name] == nil {
 			total[name] = &bounds{}
@@ -148,13 +174,19 @@ func Check(ops []Op, obs Observation) Result {
 
 	for _, op := range ops {
 		r.Ops++
-		k := op.Node + "/" + op.Key
-		if prev, dup := keys[k]; dup && op.Key != "" {
-			fail("op %d reuses the idempotency key %q of op %d at %s: the history is unusable", op.ID, op.Key, prev, op.Node)
+		// Keys hold cluster-wide: a key names one op, whatever node.
+		if prev, dup := keys[op.Key]; dup && op.Key != "" {
+			fail("op %d reuses the idempotency key %q of op %d (at %s): the history is unusable", op.ID, op.Key, prev, op.Node)
 		}
-		keys[k] = op.ID
+		keys[op.Key] = op.ID
 		if op.Attempts > 1 {
 			r.OpsRetried++
+		}
+		if checkTries(&r, op, fail) {
+			for _, it := range op.Items {
+				appliedTwice[it.Name] += it.Amount
+				r.AmountAppliedTwice += it.Amount
+			}
 		}
 		switch op.Outcome {
 		case OutcomeOK:
@@ -221,7 +253,11 @@ func Check(ops []Op, obs Observation) Result {
 
 	for _, name := range names {
 		b := total[name]
-		row := CounterRow{Name: name, Acked: b.lo, Indeterminate: b.hi - b.lo, Windows: len(win[name])}
+		row := CounterRow{Name: name, Acked: b.lo, Indeterminate: b.hi - b.lo, Windows: len(win[name]), AppliedTwice: appliedTwice[name]}
+		hint := ""
+		if row.AppliedTwice > 0 {
+			hint = fmt.Sprintf(" (ops applied at two nodes or more carry %d of it: a duplicate the cluster did not resolve?)", row.AppliedTwice)
+		}
 		first := true
 		for _, n := range ok {
 			v := n.Totals[name]
@@ -235,7 +271,7 @@ func Check(ops []Op, obs Observation) Result {
 			if v < b.lo {
 				fail("%s on %s: total %d < acknowledged %d: %d acknowledged increments lost", name, n.Node, v, b.lo, b.lo-v)
 			} else if v > b.hi {
-				fail("%s on %s: total %d > acknowledged %d + indeterminate %d: counted %d more than was ever sent", name, n.Node, v, b.lo, b.hi-b.lo, v-b.hi)
+				fail("%s on %s: total %d > acknowledged %d + indeterminate %d: counted %d more than was ever sent%s", name, n.Node, v, b.lo, b.hi-b.lo, v-b.hi, hint)
 			}
 			var sum uint64
 			for _, c := range n.Windows[name] {
@@ -336,6 +372,78 @@ func Check(ops []Op, obs Observation) Result {
 	}
 	r.Pass = nfail == 0
 	return r
+}
+
+// checkTries checks an op's attempts: where they went, and what a re-send
+// and a replay were answered. It reports whether two answers or more were
+// fresh (the op was applied more than once).
+func checkTries(r *Result, op Op, fail func(string, ...any)) (appliedTwice bool) {
+	if op.Roaming {
+		r.OpsRoaming++
+	}
+	nodes := map[string]bool{}
+	attempted := map[string]bool{}
+	fresh := 0
+	for _, t := range op.Tries {
+		nodes[t.Node] = true
+		if t.fresh() {
+			fresh++
+		}
+		if !t.Resend {
+			attempted[t.Node] = true
+			continue
+		}
+		r.OpsResent++
+		switch {
+		case t.Status >= 400 && t.Status < 500 && t.Status != 429:
+			// The same key with the same bytes: a replay or a fresh
+			// apply, never a refusal (a 422 says the node saw another
+			// body under this key).
+			fail("op %d (key %q): re-sent at %s with the same key and body, got %d: %s", op.ID, op.Key, t.Node, t.Status, t.Err)
+		case t.fresh():
+			r.ResendsApplied++
+		case t.Status >= 200 && t.Status < 300:
+			r.ResendsReplayed++
+		}
+	}
+	if op.Roaming && len(attempted) > 1 {
+		r.OpsRoamed++
+	}
+	if len(nodes) > 1 {
+		for _, it := range op.Items {
+			if it.DefaultTS {
+				// Two nodes may each have applied it at its own clock's
+				// time; the cluster keeps one, and which windows that is
+				// cannot be told from the history.
+				fail("op %d (key %q): sent without ts to %d nodes: its windows are not knowable; a workload must name the ts of requests it sends to several nodes", op.ID, op.Key, len(nodes))
+				break
+			}
+		}
+	}
+	// A replay repeats the original answer. Only when one node alone can
+	// have applied the op (its first attempt was answered fresh) is that
+	// answer known: then every replayed answer must equal it.
+	if len(op.Tries) > 1 && op.Tries[0].fresh() && op.Tries[0].Body != "" {
+		for _, t := range op.Tries[1:] {
+			if t.Status >= 200 && t.Status < 300 && t.Replayed && t.Body != "" && !sameJSON(t.Body, op.Tries[0].Body) {
+				fail("op %d (key %q): the replay at %s answered %s, but the original answer at %s was %s", op.ID, op.Key, t.Node, t.Body, op.Tries[0].Node, op.Tries[0].Body)
+			}
+		}
+	}
+	if fresh > 1 {
+		r.OpsAppliedTwice++
+		return true
+	}
+	return false
+}
+
+// sameJSON says whether two JSON texts hold the same value.
+func sameJSON(a, b string) bool {
+	var x, y any
+	if json.Unmarshal([]byte(a), &x) != nil || json.Unmarshal([]byte(b), &y) != nil {
+		return a == b
+	}
+	return reflect.DeepEqual(x, y)
 }
 
 // spread adds an increment of unknown event time to the upper bound of every

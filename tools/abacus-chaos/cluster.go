@@ -39,9 +39,11 @@ type node struct {
 	url     string
 	logPath string
 
-	// gate: each client op holds it shared for all its attempts; wiping the
-	// node's data holds it exclusively, so that no retry crosses a wipe (the
-	// wiped node forgets its idempotency keys).
+	// gate: each client op holds it shared from its first attempt at this
+	// node (a roaming op: at every node it reaches) until it ends, re-send
+	// included; wiping the node's data holds it exclusively, so that no
+	// retry crosses a wipe (the wiped node forgets its idempotency keys, and
+	// what it had not replicated).
 	gate sync.RWMutex
 
 	mu     sync.Mutex

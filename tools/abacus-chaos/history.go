@@ -43,21 +43,52 @@ type Item struct {
 
 // Op is one client request and its final outcome, one line of the history.
 type Op struct {
-	Type     string    `json:"type"` // "op"
-	ID       int64     `json:"id"`
-	Client   int       `json:"client"`
-	Node     string    `json:"node"`
-	Key      string    `json:"key"`
-	Kind     string    `json:"kind"` // "single" or "batch"
-	Items    []Item    `json:"items"`
-	Outcome  string    `json:"outcome"`
-	Status   int       `json:"status,omitempty"` // last HTTP status seen, 0 if none
-	Replayed bool      `json:"replayed,omitempty"`
+	Type   string `json:"type"` // "op"
+	ID     int64  `json:"id"`
+	Client int    `json:"client"`
+	// Node is where the op was first sent (the client's node); Tries says
+	// where each attempt went.
+	Node    string `json:"node"`
+	Key     string `json:"key"`
+	Kind    string `json:"kind"` // "single" or "batch"
+	Items   []Item `json:"items"`
+	Outcome string `json:"outcome"`
+	// Status is the status that decided the outcome (the last one seen if
+	// none did), 0 if none; Replayed is that answer's Idempotent-Replayed.
+	Status   int  `json:"status,omitempty"`
+	Replayed bool `json:"replayed,omitempty"`
+	// Attempts counts the attempts before the outcome, re-send excluded.
 	Attempts int       `json:"attempts"`
 	Start    time.Time `json:"start"`
 	End      time.Time `json:"end"`
 	Error    string    `json:"error,omitempty"` // last error or problem body
+	// Roaming: each retry went to the next node, not back to Node.
+	Roaming bool `json:"roaming,omitempty"`
+	// Resent: after its acknowledgement the op was sent once more (same
+	// key, same bytes) at another node; the last of Tries is that re-send.
+	Resent bool `json:"resent,omitempty"`
+	// Tries is every attempt in order, the re-send included.
+	Tries []Try `json:"tries,omitempty"`
 }
+
+// Try is one attempt of an op at one node.
+type Try struct {
+	Node string `json:"node"`
+	// Status is the HTTP status, 0 when there was no answer.
+	Status   int  `json:"status,omitempty"`
+	Replayed bool `json:"replayed,omitempty"`
+	// Resend marks the re-send of an acknowledged op.
+	Resend bool `json:"resend,omitempty"`
+	// Body is a 2xx answer of a roaming op: a replay must repeat the
+	// answer it replays.
+	Body string `json:"body,omitempty"`
+	// Err is the transport error or the body of a non-2xx answer.
+	Err string `json:"err,omitempty"`
+}
+
+// fresh says whether the try was answered 2xx without Idempotent-Replayed:
+// the node that answered applied the request.
+func (t Try) fresh() bool { return t.Status >= 200 && t.Status < 300 && !t.Replayed }
 
 // Event is a fault or phase change, recorded between the ops.
 type Event struct {

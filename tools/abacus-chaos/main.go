@@ -42,6 +42,8 @@ type config struct {
 	nodes     int
 	dcs       int
 	clients   int
+	roaming   int     // clients whose retries roam; -1: half of them
+	resend    float64 // share of roaming clients' acknowledged ops re-sent at another node
 	counters  int
 	history   string
 	out       string
@@ -114,6 +116,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.nodes, "nodes", 0, "agents, 3 to 5 (default: short 3, long 5)")
 	fs.IntVar(&cfg.dcs, "dcs", 0, "datacenters, 2 or 3 (default: short 2, long 3)")
 	fs.IntVar(&cfg.clients, "clients", 0, "concurrent clients, each bound to one node (default: short 6, long 10)")
+	fs.IntVar(&cfg.roaming, "roaming", -1, "clients (the last ones) that send each retry of a keyed request to the next node, always name the event time, and re-send a share of acknowledged requests at another node (default: half the clients)")
+	fs.Float64Var(&cfg.resend, "resend", 0.2, "share of a roaming client's acknowledged requests sent once more (same key, same body) at another node after a random pause of 0–300 ms")
 	fs.IntVar(&cfg.counters, "counters", 6, "counters the clients increment")
 	fs.StringVar(&cfg.history, "history", "", "JSONL history file (default: OUT/history.jsonl)")
 	fs.StringVar(&cfg.out, "out", "", "directory for the history, the agents' logs and result.json (default: a new abchaos-out-RUNID in the temp directory; kept)")
@@ -165,6 +169,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if cfg.clients == 0 {
 		cfg.clients = d[3]
 	}
+	if cfg.roaming < 0 {
+		cfg.roaming = cfg.clients / 2
+	}
 	switch {
 	case cfg.nodes < 3 || cfg.nodes > 5:
 		return cfg, fmt.Errorf("--nodes %d: want 3 to 5", cfg.nodes)
@@ -172,6 +179,10 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("--dcs %d: want 2 or 3, fewer than the nodes", cfg.dcs)
 	case cfg.clients < 1 || cfg.clients > 64:
 		return cfg, fmt.Errorf("--clients %d: want 1 to 64", cfg.clients)
+	case cfg.roaming > cfg.clients:
+		return cfg, fmt.Errorf("--roaming %d: more than the %d clients", cfg.roaming, cfg.clients)
+	case cfg.resend < 0 || cfg.resend > 1:
+		return cfg, fmt.Errorf("--resend %v: want a share from 0 to 1", cfg.resend)
 	case cfg.counters < 1 || cfg.counters > 100:
 		return cfg, fmt.Errorf("--counters %d: want 1 to 100", cfg.counters)
 	case cfg.duration < 10*time.Second || cfg.duration > 2*time.Hour:
@@ -191,6 +202,8 @@ type report struct {
 	Nodes     int            `json:"nodes"`
 	DCs       int            `json:"dcs"`
 	Clients   int            `json:"clients"`
+	Roaming   int            `json:"roaming_clients"`
+	Resend    float64        `json:"resend_share"`
 	Duration  string         `json:"duration"`
 	Started   time.Time      `json:"started"`
 	LoadSecs  float64        `json:"load_seconds"`
@@ -267,7 +280,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (code int) {
 		cfg.seed %= 1_000_000
 	}
 	started := time.Now()
-	logf("run %s: mode %s, seed %d, %d nodes in %d DCs, %d clients, load %v", runID, cfg.mode, cfg.seed, cfg.nodes, cfg.dcs, cfg.clients, cfg.duration)
+	logf("run %s: mode %s, seed %d, %d nodes in %d DCs, %d clients (%d roaming, re-sending %.0f%%), load %v", runID, cfg.mode, cfg.seed, cfg.nodes, cfg.dcs, cfg.clients, cfg.roaming, 100*cfg.resend, cfg.duration)
 
 	// The hard deadline: everything, setup to verdict.
 	hardDeadline := cfg.duration + cfg.converge + 4*time.Minute
@@ -394,7 +407,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (code int) {
 	}
 	// abort ends the clients at once (interrupt, deadline); a normal end
 	// lets them finish the op in hand.
-	wl := newWorkload(runID, counters, cfg.clients, cfg.seed, cl, hist, logf)
+	wl := newWorkload(runID, counters, cfg.clients, cfg.roaming, cfg.resend, cfg.seed, cl, hist, logf)
 	inj := &injector{cl: cl, counters: counters, keep: cfg.keep, hist: hist, logf: logf}
 	loadStart := time.Now()
 	hist.event("load-start", "", fmt.Sprintf("seed %d", cfg.seed))
@@ -422,7 +435,8 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (code int) {
 		case <-injDone:
 			done, injDone = true, nil
 		case <-progress.C:
-			logf("load: %d ok, %d indeterminate, %d failed, %d retries, %d replayed", wl.stats.ok.Load(), wl.stats.indet.Load(), wl.stats.failed.Load(), wl.stats.retried.Load(), wl.stats.replayed.Load())
+			logf("load: %d ok, %d indeterminate, %d failed, %d retries, %d replayed; %d re-sent (%d replayed, %d applied again)", wl.stats.ok.Load(), wl.stats.indet.Load(), wl.stats.failed.Load(), wl.stats.retried.Load(), wl.stats.replayed.Load(),
+				wl.stats.resent.Load(), wl.stats.resentReplayed.Load(), wl.stats.resentApplied.Load())
 		case <-dctx.Done():
 			ended, done = true, true
 		}
@@ -479,7 +493,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (code int) {
 		res.Pass = false
 	}
 	rep := report{
-		RunID: runID, Seed: cfg.seed, Mode: cfg.mode, Command: commandLine(cfg), Nodes: cfg.nodes, DCs: cfg.dcs, Clients: cfg.clients,
+		RunID: runID, Seed: cfg.seed, Mode: cfg.mode, Command: commandLine(cfg), Nodes: cfg.nodes, DCs: cfg.dcs, Clients: cfg.clients, Roaming: cfg.roaming, Resend: cfg.resend,
 		Duration: cfg.duration.String(), Started: started.UTC(), LoadSecs: loadSecs, WallSecs: time.Since(started).Seconds(),
 		Schedule: steps, Injected: injected, Wipes: wipes, Problems: problems, History: histPath, Result: res,
 	}
@@ -512,7 +526,8 @@ func slicesOrEmpty(s []string) []string {
 
 func commandLine(cfg config) string {
 	parts := []string{"abacus-chaos", "--mode", cfg.mode, "--seed", fmt.Sprint(cfg.seed), "--duration", cfg.duration.String(),
-		"--nodes", fmt.Sprint(cfg.nodes), "--dcs", fmt.Sprint(cfg.dcs), "--clients", fmt.Sprint(cfg.clients)}
+		"--nodes", fmt.Sprint(cfg.nodes), "--dcs", fmt.Sprint(cfg.dcs), "--clients", fmt.Sprint(cfg.clients),
+		"--roaming", fmt.Sprint(cfg.roaming), "--resend", fmt.Sprint(cfg.resend)}
 	if len(cfg.faults) != len(allFaults) {
 		f := strings.Join(cfg.faults, ",")
 		if f == "" {
@@ -544,11 +559,13 @@ func printVerdict(w io.Writer, rep report) {
 	fmt.Fprintf(w, "  ops: %d (%d ok, %d indeterminate, %d failed; %d retried, %d of them acked; %d replayed answers)\n",
 		r.Ops, r.OpsOK, r.OpsIndeterminate, r.OpsFailed, r.OpsRetried, r.OpsRetriedAcked, r.OpsReplayed)
 	fmt.Fprintf(w, "  increments: %d acked (amount %d), %d indeterminate (amount %d)\n", r.IncrementsAcked, r.AmountAcked, r.IncrementsIndeterm, r.AmountIndeterminate)
+	fmt.Fprintf(w, "  roaming: %d ops, %d retried at another node; %d re-sent (%d replayed, %d applied again); %d applied at two nodes or more (amount %d)\n",
+		r.OpsRoaming, r.OpsRoamed, r.OpsResent, r.ResendsReplayed, r.ResendsApplied, r.OpsAppliedTwice, r.AmountAppliedTwice)
 	fmt.Fprintf(w, "  lost: %d  double-counted: %d  window lost: %d  window excess: %d  divergent readings: %d\n", r.Lost, r.DoubleCounted, r.WindowLost, r.WindowExcess, r.Divergent)
 	fmt.Fprintf(w, "  converged: %v, %.1fs after healing (bound %.0fs)\n", r.Converged, r.ConvergeSeconds, r.ConvergeBound)
-	fmt.Fprintf(w, "  %-12s %10s %10s %10s %10s %6s %6s %8s\n", "counter", "acked", "indeterm", "min", "max", "lost", "dup", "windows")
+	fmt.Fprintf(w, "  %-12s %10s %10s %10s %10s %6s %6s %8s %8s\n", "counter", "acked", "indeterm", "min", "max", "lost", "dup", "windows", "applied2")
 	for _, c := range r.Counters {
-		fmt.Fprintf(w, "  %-12s %10d %10d %10d %10d %6d %6d %4d/%-3d\n", c.Name, c.Acked, c.Indeterminate, c.Min, c.Max, c.Lost, c.DoubleCounted, c.Windows-c.WindowsBad, c.Windows)
+		fmt.Fprintf(w, "  %-12s %10d %10d %10d %10d %6d %6d %4d/%-3d %8d\n", c.Name, c.Acked, c.Indeterminate, c.Min, c.Max, c.Lost, c.DoubleCounted, c.Windows-c.WindowsBad, c.Windows, c.AppliedTwice)
 	}
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "  FAILURE: %s\n", f)

@@ -1,11 +1,12 @@
 // Command abacus-perf runs Abacus's whole performance suite and prints one
 // table: single increments (hot, wide, one client, async), batches, reads
-// under load, a node holding a million slots, a three-node cluster, and
-// Redis on the same machine for comparison.
+// under load, a node holding a million slots, a three-node cluster, what
+// idempotency keys cost and how soon a retry at another node is a replay,
+// and Redis on the same machine for comparison.
 //
-//	go run ./cmd/abacus-perf                  # 5 runs of 10 s per scenario
-//	go run ./cmd/abacus-perf --quick          # 1 short run each: a smoke test
-//	go run ./cmd/abacus-perf --only inc64-hot,redis-aof --runs 3
+//	go run ./tools/abacus-perf                # 5 runs of 10 s per scenario
+//	go run ./tools/abacus-perf --quick        # 1 short run each: a smoke test
+//	go run ./tools/abacus-perf --only inc64-hot,redis-aof --runs 3
 //
 // It builds abacus and abacus-bench into a temporary directory, installs
 // wrk and Redis from Debian when they are missing (as root), starts every
@@ -50,6 +51,8 @@ type config struct {
 	visTrials       int
 	hotRate         int
 	hotDuration     time.Duration
+	idemRate        int           // keyed and unkeyed paced loads of idem-cluster, requests/s
+	idemDrain       time.Duration // bound on the wait for key records to stop flowing after them
 	catchupIncs     int64
 	catchupCounters int
 	rangePreload    int64
@@ -76,6 +79,8 @@ var scenarios = []scenario{
 	{"read-range", nil, runReadRange},
 	{"scale", nil, runScale},
 	{"cluster", nil, runCluster},
+	{"idem-inc64", nil, runIdemInc},
+	{"idem-cluster", nil, runIdemCluster},
 	{"gossip-bench", nil, runGossipBench},
 	{"prom-range", nil, runPromRange},
 	{"prom-sum", nil, runPromSum},
@@ -165,11 +170,13 @@ func realMain() int {
 	cfg.catchupIncs, cfg.catchupCounters, cfg.rangePreload = 1_200_000, 1000, 28_800
 	cfg.pushPullSlots = 1_000_000
 	cfg.promCounters = 1000
+	cfg.idemRate, cfg.idemDrain = 1_000, 2*time.Minute
 	if cfg.quick {
 		cfg.pushPullSlots = 100_000
 		cfg.promCounters = 100
 		cfg.scaleCounters, cfg.scaleRange = 35, 2*time.Second
 		cfg.visTrials, cfg.hotDuration = 20, 2*time.Second
+		cfg.idemRate, cfg.idemDrain = 200, time.Minute
 		cfg.catchupIncs, cfg.catchupCounters = 120_000, 100
 	}
 	var err error

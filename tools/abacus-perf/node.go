@@ -33,9 +33,16 @@ func (s *suite) newNode(name string, extra ...string) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	gp, err := freePort(true)
-	if err != nil {
-		return nil, err
+	// Both ports are closed again when picked, so the kernel may hand out
+	// the same one twice.
+	gp := hp
+	for i := 0; gp == hp && i < 20; i++ {
+		if gp, err = freePort(true); err != nil {
+			return nil, err
+		}
+	}
+	if gp == hp {
+		return nil, fmt.Errorf("no gossip port apart from HTTP port %d", hp)
 	}
 	dir, err := os.MkdirTemp(s.tmp, "data-"+name+"-")
 	if err != nil {

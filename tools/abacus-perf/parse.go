@@ -177,6 +177,13 @@ type benchResult struct {
 	TSFrom      float64 `json:"ts_from"`
 	TSTo        float64 `json:"ts_to"`
 	Trials      int     `json:"trials"`
+	// With --mode replay: retries at the peer answered as replays, and
+	// those applied again; the percentiles are -1 where they fall on a
+	// retry that was applied again.
+	Replayed      int     `json:"replayed"`
+	Missed        int     `json:"missed"`
+	ReplayedShare float64 `json:"replayed_share"`
+	CountedOnce   *bool   `json:"counted_once"`
 }
 
 // parseBench returns the last "run" line of abacus-bench --json output, and

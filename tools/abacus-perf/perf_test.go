@@ -97,6 +97,20 @@ func TestParseBench(t *testing.T) {
 	}
 }
 
+// TestParseBench_Replay: a replay run against a server whose keys do not
+// replicate (main at 6681205): every retry at the peer applied again, and
+// the duplicates stayed.
+func TestParseBench_Replay(t *testing.T) {
+	r, err := parseBench(readTestdata(t, "abacus-bench-replay.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Mode != "replay" || r.Trials != 20 || r.Missed != 20 || r.Replayed != 0 || r.ReplayedShare != 0 || r.P99ms != -1 ||
+		r.CountedOnce == nil || *r.CountedOnce {
+		t.Errorf("got %+v", r)
+	}
+}
+
 func TestParseGoBench(t *testing.T) {
 	res := parseGoBench(readTestdata(t, "go-test-bench.txt"))
 	if got := res["BenchmarkPushPull_Converged"]["bytes/exchange"]; got != 682 {
