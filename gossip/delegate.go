@@ -99,6 +99,9 @@ func (g *Gossip) handleMsg(b []byte) {
 		if err != nil {
 			break
 		}
+		if g.dropEchoes(&m) {
+			return
+		}
 		if why := g.checkDeltas(&m); why != "" {
 			g.reject(t, why)
 			return

@@ -57,6 +57,34 @@ func (g *Gossip) checkOrigin(origin crdt.ReplicaID) string {
 	return "entries of a replica of no member"
 }
 
+// dropEchoes removes from m the entries of this node's own replica, unless
+// it is recovering, and reports whether nothing is left. Peers relay what they
+// learn to random members, this node among them, so its own entries come
+// back to it in a healthy cluster: they are news of nothing, dropped without
+// a log line and counted apart (own_replica) from the messages checkDeltas
+// refuses. A forged message of this replica's entries ends here too, harmless.
+func (g *Gossip) dropEchoes(m *deltasMsg) bool {
+	self := g.store.Replica()
+	if g.recovering() {
+		return false
+	}
+	kept := m.groups[:0]
+	for _, grp := range m.groups {
+		if grp.origin != self {
+			kept = append(kept, grp)
+		}
+	}
+	if len(kept) == len(m.groups) {
+		return false
+	}
+	m.groups = kept
+	if len(kept) > 0 {
+		return false
+	}
+	g.stats.echoes.Add(1)
+	return true
+}
+
 // checkDeltas is checkOrigin for every origin of a deltas message.
 func (g *Gossip) checkDeltas(m *deltasMsg) string {
 	for _, grp := range m.groups {

@@ -78,7 +78,7 @@ func TestGuard_UserMessages(t *testing.T) {
 			g.recover.active = tc.recovering
 			(*delegate)(g).NotifyMsg(tc.msg)
 			queued := len(g.mergeCh) + len(g.chunkCh) + len(g.serveCh)
-			rejected := g.stats.rejected.Load() + g.stats.decodeErrors.Load()
+			rejected := g.stats.rejected.Load() + g.stats.decodeErrors.Load() + g.stats.echoes.Load()
 			switch {
 			case tc.taken && rejected != 0:
 				t.Fatalf("dropped (%d): %s", rejected, logs.String())
@@ -86,6 +86,30 @@ func TestGuard_UserMessages(t *testing.T) {
 				t.Fatalf("rejected %d, queued %d; want dropped and counted once", rejected, queued)
 			}
 		})
+	}
+}
+
+// TestGuard_EchoesOfOwnEntries: a relayed message that carries this node's
+// own entries beside a member's is taken without them, and writes no log
+// line; one that carries only this node's entries is dropped, counted apart,
+// and writes none either.
+func TestGuard_EchoesOfOwnEntries(t *testing.T) {
+	var logs bytes.Buffer
+	g := guardTestGossip(&logs)
+	self := nopStore{}.Replica()
+	e := []entry{{slot: crdt.TotalSlot("c"), value: 1, seq: 1}}
+	mixed := (&deltasMsg{groups: []originGroup{{origin: self, entries: e}, {origin: crdt.ReplicaID{1}, entries: e}}}).appendTo(nil)
+	(*delegate)(g).NotifyMsg(mixed)
+	in := <-g.mergeCh
+	if len(in.deltas) != 1 || in.deltas[0].Entry.Replica != (crdt.ReplicaID{1}) {
+		t.Fatalf("queued %+v, want the member's entry alone", in.deltas)
+	}
+	(*delegate)(g).NotifyMsg(deltasFor(self))
+	if len(g.mergeCh) != 0 || g.stats.echoes.Load() != 1 || g.stats.rejected.Load() != 0 {
+		t.Fatalf("own entries alone: queued %d, echoes %d, rejected %d", len(g.mergeCh), g.stats.echoes.Load(), g.stats.rejected.Load())
+	}
+	if logs.Len() != 0 {
+		t.Fatalf("echoes were logged: %s", logs.String())
 	}
 }
 

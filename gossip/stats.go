@@ -13,6 +13,7 @@ type stats struct {
 	dropped          atomic.Uint64 // inbound work dropped for full queues
 	refused          atomic.Uint64 // nodes refused: wrong cluster, windows or a duplicate replica
 	rejected         atomic.Uint64 // packets dropped: undecryptable, wrong label, not from a member
+	echoes           atomic.Uint64 // deltas messages of nothing but this node's own entries
 	exchanges        atomic.Uint64 // push/pull states merged
 	pullsStarted     atomic.Uint64
 	pullsDone        atomic.Uint64
@@ -48,7 +49,10 @@ type Stats struct {
 	// Rejected counts packets and messages dropped as not from a member:
 	// undecryptable, of another cluster label, malformed at memberlist's
 	// level, or naming a node or replica this node does not know.
-	Rejected                                       uint64
+	Rejected uint64
+	// Echoes counts deltas messages that held nothing but this node's own
+	// entries (relayed back to it, or forged): dropped, never merged.
+	Echoes                                         uint64
 	PullsStarted, PullsDone                        uint64
 	ChunksServed, ChunksMerged                     uint64
 	EntriesPulled, EntriesLearned, EntriesCommited uint64
@@ -73,6 +77,7 @@ func (g *Gossip) Stats() Stats {
 	s.Dropped = g.stats.dropped.Load()
 	s.Refused = g.stats.refused.Load()
 	s.Rejected = g.stats.rejected.Load()
+	s.Echoes = g.stats.echoes.Load()
 	s.Exchanges = g.stats.exchanges.Load()
 	s.PullsStarted = g.stats.pullsStarted.Load()
 	s.PullsDone = g.stats.pullsDone.Load()

@@ -118,7 +118,7 @@ var (
 	descPulls         = prometheus.NewDesc("abacus_gossip_pulls_total", "Anti-entropy catch-ups, by outcome (started, completed).", []string{"outcome"}, nil)
 	descChunks        = prometheus.NewDesc("abacus_gossip_chunks_total", "Anti-entropy chunks, served to peers or merged from them.", []string{"direction"}, nil)
 	descEntries       = prometheus.NewDesc("abacus_gossip_entries_total", "Counter entries moved by gossip, by how (pulled, learned from broadcasts, committed here and queued).", []string{"how"}, nil)
-	descGossipErrors  = prometheus.NewDesc("abacus_gossip_dropped_total", "Inbound gossip dropped, by reason (decode, queue_full, refused_node; not_member: packets that fail the key or the cluster label, and messages from no member or of this node's own replica).", []string{"reason"}, nil)
+	descGossipErrors  = prometheus.NewDesc("abacus_gossip_dropped_total", "Inbound gossip dropped, by reason (decode, queue_full, refused_node; not_member: packets that fail the key or the cluster label, and messages from no member or of this node's own replica; own_replica: relayed messages that held only this node's own entries, normal in a busy cluster).", []string{"reason"}, nil)
 	descOutbox        = prometheus.NewDesc("abacus_gossip_outbox_entries", "Entries waiting to be broadcast.", nil, nil)
 	descOutboxDropped = prometheus.NewDesc("abacus_gossip_outbox_dropped_total", "Entries dropped from a full outbox before they were broadcast (anti-entropy delivers them).", nil, nil)
 	descMembers       = prometheus.NewDesc("abacus_cluster_members", "Members by state, this node included.", []string{"state"}, nil)
@@ -152,6 +152,7 @@ func (c gossipCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descGossipErrors, prometheus.CounterValue, float64(s.Dropped), "queue_full")
 	ch <- prometheus.MustNewConstMetric(descGossipErrors, prometheus.CounterValue, float64(s.Refused), "refused_node")
 	ch <- prometheus.MustNewConstMetric(descGossipErrors, prometheus.CounterValue, float64(s.Rejected), "not_member")
+	ch <- prometheus.MustNewConstMetric(descGossipErrors, prometheus.CounterValue, float64(s.Echoes), "own_replica")
 	ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(s.OutboxEntries))
 	ch <- prometheus.MustNewConstMetric(descOutboxDropped, prometheus.CounterValue, float64(s.OutboxDropped))
 	for state, n := range c.g.MemberCounts() {
