@@ -2,10 +2,9 @@ package agent
 
 import (
 	"net/http"
-	"runtime"
-	"runtime/debug"
 	"time"
 
+	"github.com/abacus-counter/abacus/internal/buildinfo"
 	"github.com/abacus-counter/abacus/promapi"
 	"github.com/abacus-counter/abacus/store"
 )
@@ -37,25 +36,11 @@ func (a *Agent) newPromAPI() (http.Handler, error) {
 	}), nil
 }
 
-// buildInfo reports the module version and VCS revision Go recorded.
+// buildInfo is the running build as internal/buildinfo reads it, so that
+// /api/v1/status/buildinfo, abacus_build_info and abacus version agree.
 func buildInfo() promapi.BuildInfo {
-	bi := promapi.BuildInfo{Version: "devel", GoVersion: runtime.Version()}
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return bi
-	}
-	if v := info.Main.Version; v != "" && v != "(devel)" {
-		bi.Version = v
-	}
-	for _, s := range info.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			bi.Revision = s.Value
-		case "vcs.time":
-			bi.BuildDate = s.Value
-		}
-	}
-	return bi
+	bi := buildinfo.Get()
+	return promapi.BuildInfo{Version: bi.Version, Revision: bi.Revision, GoVersion: bi.GoVersion, BuildDate: bi.Time}
 }
 
 // promSource adapts the store to promapi.Source.
