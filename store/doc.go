@@ -39,8 +39,19 @@
 // Each commit that raises this replica's entries gets the next seq. Every entry
 // carries the seq that last raised it. Digest is the version vector;
 // EntriesSince scans one replica's entries in seq order for a peer that is
-// behind; Merge applies what peers send, with the covers that let the version
-// vector advance.
+// behind, with that replica's key records in the same seq range and the
+// compensations of its duplicate copies in those slots; MergeChanges applies
+// what peers send, with the covers that let the version vector advance, in
+// one commit.
+//
+// # Idempotency keys
+//
+// A keyed request's record is committed with it and handed to
+// Config.OnKeyRecords for the gossip layer to push. A retry that finds a
+// record of its key (this replica's or another's) is a replay. When a record
+// arrives whose request another record already applied, the committer settles
+// which copies lose and writes their compensations in the same commit; every
+// read (Total, Replicas, Range, List, CountsByDC) is net of them.
 //
 // # Damaged files
 //
