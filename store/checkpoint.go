@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -569,7 +570,12 @@ func (s *Store) deleteIdem(tx *bolt.Tx, k []byte) error {
 // keys.
 func writeKeyRecords(tx *bolt.Tx, byKey map[string][]crdt.KeyRecord) error {
 	rb, seq, exp := tx.Bucket(bucketKeyRecs), tx.Bucket(bucketKeySeq), tx.Bucket(bucketIdemExp)
-	for k, add := range byKey {
+	// Each bucket gets its keys in order: bbolt inserts into a node's sorted
+	// slice, so keys in random order (idempotency keys are random) cost a
+	// copy of half the node each, quadratic in a checkpoint's keys.
+	keys := slices.Sorted(maps.Keys(byKey))
+	var seqKeys, expKeys [][]byte
+	for _, k := range keys {
 		var recs []crdt.KeyRecord
 		if v := rb.Get([]byte(k)); v != nil {
 			var err error
@@ -578,7 +584,7 @@ func writeKeyRecords(tx *bolt.Tx, byKey map[string][]crdt.KeyRecord) error {
 			}
 		}
 		n := len(recs)
-		for _, r := range add {
+		for _, r := range byKey[k] {
 			if r.Origin.IsZero() {
 				continue
 			}
@@ -586,15 +592,22 @@ func writeKeyRecords(tx *bolt.Tx, byKey map[string][]crdt.KeyRecord) error {
 				continue
 			}
 			n = len(recs)
-			if err := seq.Put(keySeqKey(r.Origin, r.Seq, r.Key), []byte{}); err != nil {
-				return err
-			}
-			if err := exp.Put(idemExpKey(retainUntil(&r), k), []byte{}); err != nil {
-				return err
-			}
+			seqKeys = append(seqKeys, keySeqKey(r.Origin, r.Seq, r.Key))
+			expKeys = append(expKeys, idemExpKey(retainUntil(&r), k))
 		}
 		if n > 0 {
 			if err := rb.Put([]byte(k), appendKeyRecords(nil, recs)); err != nil {
+				return err
+			}
+		}
+	}
+	for _, idx := range []struct {
+		b    *bolt.Bucket
+		keys [][]byte
+	}{{seq, seqKeys}, {exp, expKeys}} {
+		slices.SortFunc(idx.keys, bytes.Compare)
+		for _, k := range idx.keys {
+			if err := idx.b.Put(k, []byte{}); err != nil {
 				return err
 			}
 		}
