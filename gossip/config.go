@@ -21,8 +21,8 @@ type Store interface {
 	// order, about maxBytes of them.
 	EntriesSince(origin crdt.ReplicaID, after uint64, maxBytes int) (Chunk, error)
 	// Merge applies entries, covers, key records and compensations durably,
-	// in one commit, and returns what it learned.
-	Merge(ctx context.Context, c Changes) (Learned, error)
+	// in one commit, and returns the entries it learned.
+	Merge(ctx context.Context, c Changes) ([]crdt.Delta, error)
 	// SetReplicaInfo records where a replica lives. It must not block.
 	SetReplicaInfo(id crdt.ReplicaID, node, dc string)
 	// ReplicaInfo says where a replica lives, if known.
@@ -44,12 +44,6 @@ type Changes struct {
 	Covers  []Cover
 	Records []crdt.KeyRecord
 	Comps   []crdt.CompDelta
-}
-
-// Learned is what a merge taught the store (see store.Learned).
-type Learned struct {
-	Deltas  []crdt.Delta
-	Records []crdt.KeyRecord
 }
 
 // Cover claims deltas hold every change of Origin with a seq in (From, To].

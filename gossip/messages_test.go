@@ -289,6 +289,6 @@ func (nopStore) ReplicaInfo(crdt.ReplicaID) (string, string, bool) {
 func (nopStore) EntriesSince(crdt.ReplicaID, uint64, int) (Chunk, error) {
 	return Chunk{Done: true}, nil
 }
-func (nopStore) Merge(context.Context, Changes) (Learned, error) {
-	return Learned{}, nil
+func (nopStore) Merge(context.Context, Changes) ([]crdt.Delta, error) {
+	return nil, nil
 }

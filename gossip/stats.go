@@ -22,8 +22,6 @@ type stats struct {
 	entriesPulled    atomic.Uint64
 	entriesLearned   atomic.Uint64 // from broadcasts, relayed on
 	committedEntries atomic.Uint64 // this replica's entries queued for broadcast
-	recordsLearned   atomic.Uint64 // key records from broadcasts, relayed on
-	recordsPulled    atomic.Uint64 // key records from chunks
 }
 
 func (s *stats) sent(t msgType, n int) {
@@ -90,5 +88,8 @@ func (g *Gossip) Stats() Stats {
 	g.out.mu.Lock()
 	s.OutboxDropped = g.out.dropped
 	g.out.mu.Unlock()
+	g.recs.mu.Lock()
+	s.OutboxDropped += g.recs.dropped
+	g.recs.mu.Unlock()
 	return s
 }

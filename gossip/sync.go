@@ -270,7 +270,6 @@ func (g *Gossip) handleChunk(m chunkMsg) {
 	} else {
 		g.stats.chunksMerged.Add(1)
 		g.stats.entriesPulled.Add(uint64(len(ds)))
-		g.stats.recordsPulled.Add(uint64(len(m.records)))
 	}
 	if m.node != "" {
 		if _, _, ok := g.store.ReplicaInfo(m.origin); !ok {
@@ -330,10 +329,9 @@ func (g *Gossip) mergeWorker() {
 			}
 			continue
 		}
-		g.stats.entriesLearned.Add(uint64(len(learned.Deltas)))
-		g.stats.recordsLearned.Add(uint64(len(learned.Records)))
-		if len(learned.Deltas) > 0 {
-			g.out.add(learned.Deltas, int(g.transmits.Load()))
+		g.stats.entriesLearned.Add(uint64(len(learned)))
+		if len(learned) > 0 {
+			g.out.add(learned, int(g.transmits.Load()))
 		}
 	}
 }

@@ -15,9 +15,9 @@ type coverStore struct {
 	covers [][]Cover
 }
 
-func (s *coverStore) Merge(_ context.Context, c Changes) (Learned, error) {
+func (s *coverStore) Merge(_ context.Context, c Changes) ([]crdt.Delta, error) {
 	s.covers = append(s.covers, c.Covers)
-	return Learned{}, nil
+	return nil, nil
 }
 
 func chainTestGossip(st Store) *Gossip {

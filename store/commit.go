@@ -77,7 +77,7 @@ type op struct {
 	// so ops can be pooled.
 	done    chan struct{}
 	res     Result
-	learned Learned
+	learned []crdt.Delta
 	err     error
 }
 
@@ -175,8 +175,7 @@ func (s *Store) Flush(ctx context.Context) error {
 // (Async), with the entries that raised something here (news worth passing
 // on).
 func (s *Store) Merge(ctx context.Context, deltas []crdt.Delta, covers []Cover) ([]crdt.Delta, error) {
-	l, err := s.MergeChanges(ctx, Changes{Deltas: deltas, Covers: covers})
-	return l.Deltas, err
+	return s.MergeChanges(ctx, Changes{Deltas: deltas, Covers: covers})
 }
 
 // Changes is what a peer sends: entries, the covers a chain of chunks proves,
@@ -188,20 +187,15 @@ type Changes struct {
 	Comps   []crdt.CompDelta
 }
 
-// Learned is what a merge taught this store: the entries it raised and the
-// key records it did not have, news worth passing on.
-type Learned struct {
-	Deltas  []crdt.Delta
-	Records []crdt.KeyRecord
-}
-
 // MergeChanges merges c in one commit, so that covers never reach the disk
-// without the records and compensations that came with them.
-func (s *Store) MergeChanges(ctx context.Context, c Changes) (Learned, error) {
+// without the records and compensations that came with them, and returns the
+// entries that raised something here (news worth passing on; key records are
+// not passed on: their origin pushes them to every peer).
+func (s *Store) MergeChanges(ctx context.Context, c Changes) ([]crdt.Delta, error) {
 	o := getOp()
 	o.kind, o.deltas, o.covers, o.records, o.comps = opMerge, c.Deltas, c.Covers, c.Records, c.Comps
 	if _, err := s.run(ctx, o); err != nil {
-		return Learned{}, err
+		return nil, err
 	}
 	learned, err := o.learned, o.err
 	putOp(o)
@@ -742,9 +736,9 @@ func (st *staging) apply(o *op) error {
 	return nil
 }
 
-func (st *staging) merge(o *op) (Learned, error) {
+func (st *staging) merge(o *op) ([]crdt.Delta, error) {
 	s := st.s
-	var learned Learned
+	var learned []crdt.Delta
 	for _, d := range o.deltas {
 		if !d.Slot.Valid() || !s.keep(d.Slot, st.now) || d.Entry.Replica.IsZero() || d.Entry.Seq > maxSeq {
 			continue
@@ -756,7 +750,7 @@ func (st *staging) merge(o *op) (Learned, error) {
 		}
 		if st.arena[i].g.MergeEntry(d.Entry) {
 			st.raise(i, d.Entry)
-			learned.Deltas = append(learned.Deltas, d)
+			learned = append(learned, d)
 		}
 	}
 	for _, c := range o.comps {
@@ -775,7 +769,6 @@ func (st *staging) merge(o *op) (Learned, error) {
 		}
 		if len(st.idem) > n {
 			st.recsMerged++
-			learned.Records = append(learned.Records, r)
 		}
 	}
 	for _, c := range o.covers {

@@ -120,7 +120,7 @@ var (
 	descEntries       = prometheus.NewDesc("abacus_gossip_entries_total", "Counter entries moved by gossip, by how (pulled, learned from broadcasts, committed here and queued).", []string{"how"}, nil)
 	descGossipErrors  = prometheus.NewDesc("abacus_gossip_dropped_total", "Inbound gossip dropped, by reason (decode, queue_full, refused_node; not_member: packets that fail the key or the cluster label, and messages from no member or of this node's own replica; own_replica: relayed messages that held only this node's own entries, normal in a busy cluster).", []string{"reason"}, nil)
 	descOutbox        = prometheus.NewDesc("abacus_gossip_outbox_entries", "Entries waiting to be broadcast.", nil, nil)
-	descOutboxDropped = prometheus.NewDesc("abacus_gossip_outbox_dropped_total", "Entries dropped from a full outbox before they were broadcast (anti-entropy delivers them).", nil, nil)
+	descOutboxDropped = prometheus.NewDesc("abacus_gossip_outbox_dropped_total", "Entries dropped from a full outbox before they were broadcast, and key records before they were pushed (anti-entropy delivers both).", nil, nil)
 	descMembers       = prometheus.NewDesc("abacus_cluster_members", "Members by state, this node included.", []string{"state"}, nil)
 	descLagSeconds    = prometheus.NewDesc("abacus_replication_lag_seconds", "Age of the oldest commit of this node a peer had not confirmed in its last digest.", []string{"peer"}, nil)
 	descLagSeqs       = prometheus.NewDesc("abacus_replication_lag_commits", "Commits of this node a peer had not confirmed in its last digest.", []string{"peer"}, nil)

@@ -130,13 +130,12 @@ func (r replicator) EntriesSince(origin crdt.ReplicaID, after uint64, maxBytes i
 	return gossip.Chunk{After: c.After, Next: c.Next, Top: c.Top, Deltas: c.Deltas, Done: c.Done, Records: c.Records, Comps: c.Comps}, err
 }
 
-func (r replicator) Merge(ctx context.Context, c gossip.Changes) (gossip.Learned, error) {
+func (r replicator) Merge(ctx context.Context, c gossip.Changes) ([]crdt.Delta, error) {
 	sc := make([]store.Cover, len(c.Covers))
 	for i, cv := range c.Covers {
 		sc[i] = store.Cover(cv)
 	}
-	l, err := r.st.MergeChanges(ctx, store.Changes{Deltas: c.Deltas, Covers: sc, Records: c.Records, Comps: c.Comps})
-	return gossip.Learned(l), err
+	return r.st.MergeChanges(ctx, store.Changes{Deltas: c.Deltas, Covers: sc, Records: c.Records, Comps: c.Comps})
 }
 
 func (r replicator) SetReplicaInfo(id crdt.ReplicaID, node, dc string) {
