@@ -232,7 +232,9 @@ func (s *Store) checkpoint() error {
 		s.evictGen++ // a staging's read transaction may predate these records
 	}
 	for slot, cs := range snap.comps {
-		if len(s.comps[slot]) == len(cs) {
+		// A set only grows, but Add may also raise a held value: compare
+		// the sets, not their lengths, or that change never reaches disk.
+		if slices.Equal(s.comps[slot], cs) {
 			delete(s.compsDirty, slot)
 		}
 	}

@@ -510,3 +510,39 @@ func TestClusterIdem_OldEventTime(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterIdem_CompensationRaisedDuringCheckpoint: a compensation whose
+// value rises (the set keeps the larger) while a checkpoint writes the
+// older value reaches state.db at the next checkpoint, before the journal
+// record that held it is trimmed.
+func TestClusterIdem_CompensationRaisedDuringCheckpoint(t *testing.T) {
+	c := newClock(t0)
+	cfg := testConfig(t.TempDir(), c)
+	s := mustOpen(t, cfg)
+	ctx := context.Background()
+	loser := crdt.ReplicaID{7}
+	slot := crdt.TotalSlot("x")
+	comp := func(v uint64) store.Changes {
+		return store.Changes{Comps: []crdt.CompDelta{{Slot: slot, Comp: crdt.Comp{Loser: loser, Seq: 1, Key: 9, Value: v}}}}
+	}
+	if _, err := s.MergeChanges(ctx, store.Changes{Deltas: []crdt.Delta{{Slot: slot, Entry: crdt.Entry{Replica: loser, Value: 10, Seq: 2}}}, Comps: comp(1).Comps}); err != nil {
+		t.Fatal(err)
+	}
+	store.SetAfterSlotTx(func() {
+		store.SetAfterSlotTx(nil)
+		if _, err := s.MergeChanges(ctx, comp(5)); err != nil {
+			t.Error(err)
+		}
+	})
+	defer store.SetAfterSlotTx(nil)
+	for range 2 {
+		if err := s.Checkpoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustClose(t, s)
+	s = mustOpen(t, cfg)
+	if got := mustTotal(t, s, "x"); got != 5 {
+		t.Fatalf("total after restart = %d, want 5 (10 less the raised compensation)", got)
+	}
+}
