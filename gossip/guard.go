@@ -65,7 +65,11 @@ func (g *Gossip) checkOrigin(origin crdt.ReplicaID) string {
 // refuses. A forged message of this replica's entries ends here too, harmless.
 func (g *Gossip) dropEchoes(m *deltasMsg) bool {
 	self := g.store.Replica()
-	if g.recovering() {
+	own := false
+	for _, grp := range m.groups {
+		own = own || grp.origin == self
+	}
+	if !own || g.recovering() { // recovering takes mu: only when it matters
 		return false
 	}
 	kept := m.groups[:0]
