@@ -111,7 +111,7 @@ func (s *Store) storedRecords(tx *bolt.Tx, key string, recs []crdt.KeyRecord) ([
 		}
 	}
 	if v := tx.Bucket(bucketIdem).Get([]byte(key)); v != nil {
-		r, err := s.decodeLegacyIdem(key, v)
+		r, err := legacyIdemRecord(key, v, s.replica)
 		if err != nil {
 			return nil, err
 		}
@@ -145,12 +145,8 @@ func addRecord(recs []crdt.KeyRecord, r crdt.KeyRecord) []crdt.KeyRecord {
 	return append(recs, r)
 }
 
-// decodeLegacyIdem reads a record of the idem bucket, written before key
+// legacyIdemRecord reads a record of the idem bucket, written before key
 // records replicated: always this replica's.
-func (s *Store) decodeLegacyIdem(key string, v []byte) (crdt.KeyRecord, error) {
-	return legacyIdemRecord(key, v, s.replica)
-}
-
 func legacyIdemRecord(key string, v []byte, replica crdt.ReplicaID) (crdt.KeyRecord, error) {
 	if len(v) < 40 {
 		return crdt.KeyRecord{}, fmt.Errorf("idempotency record of %d bytes: %w", len(v), ErrIncompatible)
