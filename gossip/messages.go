@@ -270,6 +270,19 @@ func decodeChunkKeys(d *crdt.Decoder) (chunkMsg, error) {
 	for i := 0; i < n && d.Err() == nil; i++ {
 		m.comps = append(m.comps, crdt.CompDelta{Slot: d.Slot(), Comp: d.Comp()})
 	}
+	// A chunk of origin O carries O's records and the compensations of O's
+	// copies only (store.EntriesSince): anything else is forged or corrupt,
+	// and would let one chunk change other replicas' counts.
+	for _, r := range m.records {
+		if r.Origin != m.origin {
+			d.Fail(crdt.ErrMalformed)
+		}
+	}
+	for _, c := range m.comps {
+		if c.Comp.Loser != m.origin {
+			d.Fail(crdt.ErrMalformed)
+		}
+	}
 	return m, finish(d)
 }
 

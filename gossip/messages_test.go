@@ -73,11 +73,32 @@ func TestMessages_RoundTrip(t *testing.T) {
 		rm := recordsMsg{records: rs}
 		roundTrip(t, &rm, func(d *crdt.Decoder) (*recordsMsg, error) { m, err := decodeRecords(d); return &m, err })
 		ck := cm
-		ck.keys, ck.records = true, rs
+		ck.keys = true
+		for _, r := range rs {
+			r.Origin = cm.origin // a chunk carries its origin's records only
+			ck.records = append(ck.records, r)
+		}
 		for range rapid.IntRange(0, 3).Draw(t, "ncomps") {
-			ck.comps = append(ck.comps, crdt.CompDelta{Slot: crdt.TotalSlot("a"), Comp: crdt.Comp{Loser: idGen.Draw(t, "loser"), Seq: rapid.Uint64().Draw(t, "cseq"), Key: rapid.Uint64().Draw(t, "key"), Value: rapid.Uint64().Draw(t, "value")}})
+			ck.comps = append(ck.comps, crdt.CompDelta{Slot: crdt.TotalSlot("a"), Comp: crdt.Comp{Loser: cm.origin, Seq: rapid.Uint64().Draw(t, "cseq"), Key: rapid.Uint64().Draw(t, "key"), Value: rapid.Uint64().Draw(t, "value")}})
 		}
 		roundTrip(t, &ck, func(d *crdt.Decoder) (*chunkMsg, error) { m, err := decodeChunkKeys(d); return &m, err })
+		// Another replica's record or compensation in it is refused.
+		if len(ck.records)+len(ck.comps) > 0 {
+			bad := ck
+			other := cm.origin
+			other[0] ^= 1
+			if len(bad.records) > 0 {
+				bad.records = append([]crdt.KeyRecord(nil), bad.records...)
+				bad.records[0].Origin = other
+			} else {
+				bad.comps = append([]crdt.CompDelta(nil), bad.comps...)
+				bad.comps[0].Comp.Loser = other
+			}
+			_, d, _ := header(bad.appendTo(nil))
+			if _, err := decodeChunkKeys(d); err == nil {
+				t.Fatal("a chunk with another replica's record or compensation was accepted")
+			}
+		}
 		pk := pm
 		pk.keys = true
 		if b := pk.appendTo(nil); msgType(b[0]) != msgPullKeys {
