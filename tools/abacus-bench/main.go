@@ -498,29 +498,35 @@ func trivial(args []string) {
 	}
 }
 
+// dialPair connects to --addr (A) and --peer (B), which mode needs both of.
+func dialPair(o options, mode string) (a, b *url.URL, ca, cb *conn, err error) {
+	if a, err = url.Parse(o.addr); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if b, err = url.Parse(o.peer); err != nil || b.Host == "" {
+		return nil, nil, nil, nil, fmt.Errorf("--mode %s needs --peer http://host:port", mode)
+	}
+	if ca, err = dial(a.Host); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if cb, err = dial(b.Host); err != nil {
+		ca.Close()
+		return nil, nil, nil, nil, err
+	}
+	return a, b, ca, cb, nil
+}
+
 // visibility times, over many trials, how long after node A acknowledges an
 // increment node B reports it: A's answer carries the counter's new total,
 // and B is polled every millisecond until its total reaches it. Trials are
 // spaced by random pauses so that they fall at random points of the gossip
 // cycle.
 func visibility(o options) error {
-	a, err := url.Parse(o.addr)
-	if err != nil {
-		return err
-	}
-	b, err := url.Parse(o.peer)
-	if err != nil || b.Host == "" {
-		return fmt.Errorf("--mode visibility needs --peer http://host:port")
-	}
-	ca, err := dial(a.Host)
+	a, b, ca, cb, err := dialPair(o, "visibility")
 	if err != nil {
 		return err
 	}
 	defer ca.Close()
-	cb, err := dial(b.Host)
-	if err != nil {
-		return err
-	}
 	defer cb.Close()
 	name := fmt.Sprintf("%s.visibility.%d", o.prefix, time.Now().UnixNano())
 	inc := request("POST", a.Host, "/v1/counters/"+name+"/increment", nil)
@@ -723,23 +729,11 @@ func load(o options, host string) (result, error) {
 // and unresolved duplicates are results (counted_once false), not errors:
 // only a failed request or read is.
 func replay(o options) error {
-	a, err := url.Parse(o.addr)
-	if err != nil {
-		return err
-	}
-	b, err := url.Parse(o.peer)
-	if err != nil || b.Host == "" {
-		return fmt.Errorf("--mode replay needs --peer http://host:port")
-	}
-	ca, err := dial(a.Host)
+	a, b, ca, cb, err := dialPair(o, "replay")
 	if err != nil {
 		return err
 	}
 	defer ca.Close()
-	cb, err := dial(b.Host)
-	if err != nil {
-		return err
-	}
 	defer cb.Close()
 	prefix := fmt.Sprintf("%s.replay%d", o.prefix, time.Now().UnixNano())
 	buf := make([]byte, 0, 4096)
