@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 	"time"
 )
@@ -76,25 +75,9 @@ func runIdemCluster(s *suite) error {
 	rows.afterLoad.Target = &Target{Bound: 99, Desc: "≥ 99 %"}
 	rows.p99.Target = &Target{AtMost: true, Bound: 300, Desc: "≤ 300 ms"}
 	rows.at300.Target = &Target{Bound: 99, Desc: "≥ 99 %"}
-	for run := range s.cfg.runs {
-		cl, err := s.startCluster()
-		if err != nil {
-			return err
-		}
-		err = s.idemClusterRun(cl, run, rows)
-		for _, n := range cl.all() {
-			s.stopNode(n)
-		}
-		if err != nil {
-			return err
-		}
-		if !s.cfg.keep {
-			for _, n := range cl.all() {
-				os.RemoveAll(n.dataDir)
-			}
-		}
-	}
-	return nil
+	return s.eachClusterRun(func(cl *cluster, run int) error {
+		return s.idemClusterRun(cl, run, rows)
+	})
 }
 
 // missNever stands for "never a replay" in the replay percentiles: the

@@ -668,18 +668,23 @@ func runCluster(s *suite) error {
 	cu := s.row("cluster/catchup", fmt.Sprintf("catch-up: C's process start → ready and all %s totals equal A's", thousands(int64(s.cfg.catchupCounters))), "s")
 	cu.Target = &Target{AtMost: true, Bound: 10, Desc: "≤ 10 s"}
 
+	return s.eachClusterRun(func(cl *cluster, run int) error {
+		return s.clusterRun(cl, run, vis50, vis99, hotRate, perInc, perIncIn, cuLoad, cuReady, cu)
+	})
+}
+
+// eachClusterRun starts a fresh three-node cluster for each run, runs fn on
+// it, stops it, and removes its data unless --keep.
+func (s *suite) eachClusterRun(fn func(cl *cluster, run int) error) error {
 	for run := range s.cfg.runs {
 		cl, err := s.startCluster()
 		if err != nil {
 			return err
 		}
-		stopAll := func() {
-			for _, n := range cl.all() {
-				s.stopNode(n)
-			}
+		err = fn(cl, run)
+		for _, n := range cl.all() {
+			s.stopNode(n)
 		}
-		err = s.clusterRun(cl, run, vis50, vis99, hotRate, perInc, perIncIn, cuLoad, cuReady, cu)
-		stopAll()
 		if err != nil {
 			return err
 		}
