@@ -561,14 +561,16 @@ func checkPages(path string, deadline time.Time) error {
 		if le.Uint16(p[8:]) != 0x10 {
 			return bad("freelist page %d has flags %#x", m.free, le.Uint16(p[8:]))
 		}
-		count, ids := int(le.Uint16(p[10:])), p[16:]
+		count, ids := uint64(le.Uint16(p[10:])), p[16:]
 		if count == 0xFFFF && len(ids) >= 8 {
-			count, ids = int(le.Uint64(ids)), ids[8:]
+			count, ids = le.Uint64(ids), ids[8:]
 		}
-		if count*8 > len(ids) {
+		// Divide, not multiply: a count from a damaged page can make
+		// count*8 wrap round to a small number.
+		if count > uint64(len(ids)/8) {
 			return bad("freelist page %d: %d ids do not fit", m.free, count)
 		}
-		for i := 0; i < count; i++ {
+		for i := range int(count) {
 			id := le.Uint64(ids[i*8:])
 			if id < 2 || id >= m.pgid || seen[id] {
 				return bad("freelist names page %d, which is in use or out of range", id)

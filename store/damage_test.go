@@ -2,8 +2,10 @@ package store_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -351,5 +353,56 @@ func TestStore_Open_BigFileChecks(t *testing.T) {
 	damage(crashed)
 	if _, err := store.Open(testConfig(crashed, c)); !errors.Is(err, store.ErrDamaged) {
 		t.Fatalf("open after an unclean stop: %v, want ErrDamaged", err)
+	}
+}
+
+// TestStore_Open_FreelistCountOverflow opens a hand-made state.db whose
+// freelist claims 2^61+1 ids: the count times 8 wraps to 8 in an int, and a
+// check that multiplies lets the walk read past the page. Open must refuse
+// the file, not panic.
+func TestStore_Open_FreelistCountOverflow(t *testing.T) {
+	const ps = 4096
+	le := binary.LittleEndian
+	file := make([]byte, 5*ps)
+	for i := uint64(0); i < 2; i++ { // meta pages 0 and 1
+		p := file[i*ps:]
+		le.PutUint64(p, i)
+		le.PutUint16(p[8:], 0x04)
+		m := p[16:]
+		le.PutUint32(m, 0xED0CDAED)
+		le.PutUint32(m[4:], 2)
+		le.PutUint32(m[8:], ps)
+		le.PutUint64(m[16:], 3) // root bucket: page 3
+		le.PutUint64(m[32:], 2) // freelist: page 2
+		le.PutUint64(m[40:], 5) // high-water mark
+		le.PutUint64(m[48:], i) // txid
+		h := fnv.New64a()
+		h.Write(m[:56])
+		le.PutUint64(m[56:], h.Sum64())
+	}
+	free := file[2*ps:]
+	le.PutUint64(free, 2)
+	le.PutUint16(free[8:], 0x10)
+	le.PutUint16(free[10:], 0xFFFF)
+	le.PutUint64(free[16:], 1<<61+1)
+	for off := 24; off+8 <= ps; off += 8 {
+		le.PutUint64(free[off:], 4) // a page nothing else uses
+	}
+	leaf := file[3*ps:]
+	le.PutUint64(leaf, 3)
+	le.PutUint16(leaf[8:], 0x02)
+	le.PutUint64(file[4*ps:], 4)
+
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, store.StateFile), file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(testConfig(dir, newClock("2026-11-23T10:00:00Z")))
+	if err == nil {
+		s.Close(context.Background())
+		t.Fatal("open: a freelist of 2^61+1 ids in one page was taken")
+	}
+	if !errors.Is(err, store.ErrDamaged) {
+		t.Fatalf("open: %v, want ErrDamaged", err)
 	}
 }
