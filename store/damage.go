@@ -139,6 +139,31 @@ func readBoltMeta(p []byte) (boltMeta, bool) {
 	return bm, true
 }
 
+// newestMeta is the valid meta page of f with the highest txid, as bbolt
+// picks it on open. The second meta page lies one page size in, which only
+// a valid first page tells; else bbolt's default, 4 KiB, is tried.
+func newestMeta(f *os.File, path string) (boltMeta, error) {
+	buf := make([]byte, 4096)
+	n, _ := f.ReadAt(buf, 0)
+	m0, ok0 := readBoltMeta(buf[:n])
+	ps := int64(4096)
+	if ok0 {
+		ps = int64(m0.pageSize)
+	}
+	var m1 boltMeta
+	ok1 := false
+	if n, _ := f.ReadAt(buf, ps); n > 0 {
+		m1, ok1 = readBoltMeta(buf[:n])
+	}
+	switch {
+	case !ok0 && !ok1:
+		return boltMeta{}, &DamagedError{File: path, Reason: "no valid bbolt meta page"}
+	case !ok0 || (ok1 && m1.txid > m0.txid):
+		return m1, nil
+	}
+	return m0, nil
+}
+
 // precheck checks a bbolt file's meta pages against its size. A missing file
 // passes (bbolt creates it); an empty one does not: bbolt writes four pages
 // when it creates a file, so an empty file was cut.
@@ -159,24 +184,9 @@ func precheck(path string) error {
 	if size == 0 {
 		return &DamagedError{File: path, Reason: "it is empty"}
 	}
-	buf := make([]byte, 4096)
-	n, _ := f.ReadAt(buf, 0)
-	m0, ok0 := readBoltMeta(buf[:n])
-	var m1 boltMeta
-	ok1 := false
-	ps := int64(4096)
-	if ok0 {
-		ps = int64(m0.pageSize)
-	}
-	if n, _ := f.ReadAt(buf, ps); n > 0 {
-		m1, ok1 = readBoltMeta(buf[:n])
-	}
-	if !ok0 && !ok1 {
-		return &DamagedError{File: path, Reason: "no valid bbolt meta page"}
-	}
-	m := m0
-	if !ok0 || (ok1 && m1.txid > m0.txid) {
-		m = m1
+	m, err := newestMeta(f, path)
+	if err != nil {
+		return err
 	}
 	if want := int64(m.pgid) * int64(m.pageSize); size < want {
 		return &DamagedError{File: path, Reason: fmt.Sprintf("%d bytes long, its meta page says %d", size, want)}
@@ -423,26 +433,11 @@ func checkPages(path string, deadline time.Time) error {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
 	defer f.Close()
-	buf := make([]byte, 4096)
-	n, _ := f.ReadAt(buf, 0)
-	m0, ok0 := readBoltMeta(buf[:n])
-	ps := int64(4096)
-	if ok0 {
-		ps = int64(m0.pageSize)
+	m, err := newestMeta(f, path)
+	if err != nil {
+		return err
 	}
-	var m1 boltMeta
-	ok1 := false
-	if n, _ := f.ReadAt(buf, ps); n > 0 {
-		m1, ok1 = readBoltMeta(buf[:n])
-	}
-	m := m0
-	if !ok0 || (ok1 && m1.txid > m0.txid) {
-		m = m1
-	}
-	if !ok0 && !ok1 {
-		return &DamagedError{File: path, Reason: "no valid bbolt meta page"}
-	}
-	ps = int64(m.pageSize)
+	ps := int64(m.pageSize)
 	bad := func(format string, args ...any) error {
 		return &DamagedError{File: path, Reason: fmt.Sprintf(format, args...)}
 	}
