@@ -83,6 +83,13 @@ func (d *boltDB) damaged(format string, args ...any) error {
 // page says. bbolt itself would map the missing pages and fault, or panic on
 // the first page it cannot read. Its panics while opening are errors too.
 func openChecked(path string, opts *bolt.Options) (db *boltDB, err error) {
+	// The checks parse the file's bytes too: a slip of theirs on a damaged
+	// file is a refusal, not a crash.
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, &DamagedError{File: path, Reason: fmt.Sprintf("bbolt failed to open it: %v", r)}
+		}
+	}()
 	if err := precheck(path); err != nil {
 		return nil, err
 	}
@@ -93,11 +100,6 @@ func openChecked(path string, opts *bolt.Options) (db *boltDB, err error) {
 			return nil, err
 		}
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			db, err = nil, &DamagedError{File: path, Reason: fmt.Sprintf("bbolt failed to open it: %v", r)}
-		}
-	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	b, err := bolt.Open(path, 0o600, opts)
 	if err != nil {
