@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/abacus-counter/abacus/crdt"
 	"github.com/abacus-counter/abacus/internal/testenv"
 	"github.com/abacus-counter/abacus/store"
 )
@@ -404,5 +405,69 @@ func TestStore_Open_FreelistCountOverflow(t *testing.T) {
 	}
 	if !errors.Is(err, store.ErrDamaged) {
 		t.Fatalf("open: %v, want ErrDamaged", err)
+	}
+}
+
+// damageLeaves overwrites every leaf page of the state.db in dir, past its
+// header, with junk: bbolt's element headers then point far outside the map.
+func damageLeaves(tb testing.TB, dir string) {
+	tb.Helper()
+	path := filepath.Join(dir, store.StateFile)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	junk := make([]byte, 4096-16)
+	for i := range junk {
+		junk[i] = 0xA5
+	}
+	for _, off := range testenv.BoltPages(tb, path)["leaf"] {
+		f.WriteAt(junk, off+16)
+	}
+}
+
+// TestStore_Damage_WhileRunning_RawTx: the reads that open their own
+// transaction with Begin, outside View (by-datacenter reads, and the
+// committer's look-up of an idempotency key), turn a damaged page into an
+// error too, not a fault that kills the process.
+func TestStore_Damage_WhileRunning_RawTx(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		read func(s *store.Store, i int, now time.Time) error
+	}{
+		{"CountsByDC", func(s *store.Store, i int, now time.Time) error {
+			_, err := s.CountsByDC(fmt.Sprintf("counter-%04d", i), []store.Span{{Res: 60, From: now.Add(-time.Hour).Unix(), To: now.Unix()}})
+			return err
+		}},
+		{"MergeChanges of a key record", func(s *store.Store, i int, now time.Time) error {
+			r := crdt.KeyRecord{Key: fmt.Sprintf("key-%04d", i), Origin: crdt.ReplicaID{7}, Seq: uint64(i + 1), Accepted: now.UnixNano(), Expires: now.Add(time.Hour).UnixNano(), Increments: []crdt.KeyedIncrement{{Name: fmt.Sprintf("counter-%04d", i), Amount: 1, TS: now.UnixNano()}}}
+			_, err := s.MergeChanges(context.Background(), store.Changes{Records: []crdt.KeyRecord{r}})
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock("2026-11-23T10:00:00Z")
+			dir := t.TempDir()
+			s := mustOpen(t, testConfig(dir, c))
+			defer s.Close(context.Background())
+			for i := 0; i < 300; i++ {
+				_, err := s.Apply(context.Background(), &store.Request{IdempotencyKey: fmt.Sprintf("key-%04d", i), Increments: []store.Increment{inc(fmt.Sprintf("counter-%04d", i), 1, c.Now())}})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Checkpoint(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			damageLeaves(t, dir)
+			var found error
+			for i := 0; i < 300 && found == nil; i++ {
+				found = tc.read(s, i, c.Now())
+			}
+			if !errors.Is(found, store.ErrDamaged) && !errors.Is(found, store.ErrFailed) {
+				t.Fatalf("reads over damaged leaves: %v, want ErrDamaged", found)
+			}
+		})
 	}
 }
