@@ -45,18 +45,23 @@ type boltDB struct {
 }
 
 // View runs a read transaction, see bolt.DB.View.
-func (d *boltDB) View(fn func(*bolt.Tx) error) (err error) {
-	defer d.catch(&err)
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return d.DB.View(fn)
+func (d *boltDB) View(fn func(*bolt.Tx) error) error {
+	return d.guard(func() error { return d.DB.View(fn) })
 }
 
 // Update runs a write transaction, see bolt.DB.Update. bbolt rolls the
 // transaction back when fn or its commit panics.
-func (d *boltDB) Update(fn func(*bolt.Tx) error) (err error) {
+func (d *boltDB) Update(fn func(*bolt.Tx) error) error {
+	return d.guard(func() error { return d.DB.Update(fn) })
+}
+
+// guard runs fn, which reads or writes d, turning bbolt's panics and faults
+// into a *DamagedError. View and Update use it; so must every read on a
+// transaction opened with Begin.
+func (d *boltDB) guard(fn func() error) (err error) {
 	defer d.catch(&err)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return d.DB.Update(fn)
+	return fn()
 }
 
 func (d *boltDB) catch(err *error) {
