@@ -591,9 +591,8 @@ func counterLabel(key []byte) string {
 	if i < 0 {
 		return strconv.Quote(string(key))
 	}
-	if len(key) == i+13 {
-		res, start := binary.BigEndian.Uint32(key[i+1:]), int64(binary.BigEndian.Uint64(key[i+5:]))
-		return fmt.Sprintf("%q (%ds window at %s)", key[:i], res, time.Unix(start, 0).UTC().Format(time.RFC3339))
+	if slot, ok := parseWindowKey(key); ok {
+		return fmt.Sprintf("%q (%ds window at %s)", slot.Name, slot.Res, time.Unix(slot.Start, 0).UTC().Format(time.RFC3339))
 	}
 	return strconv.Quote(string(key[:i])) + " (a window)"
 }

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -225,13 +224,7 @@ func (sv *salvage) readState(path string, rep *RecoverReport) {
 		slot func(k []byte) (crdt.Slot, bool)
 	}{
 		{bucketTotals, func(k []byte) (crdt.Slot, bool) { return crdt.TotalSlot(string(k)), len(k) > 0 }},
-		{bucketWindows, func(k []byte) (crdt.Slot, bool) {
-			i := bytes.IndexByte(k, 0)
-			if i <= 0 || len(k) != i+13 {
-				return crdt.Slot{}, false
-			}
-			return crdt.Slot{Name: string(k[:i]), Res: binary.BigEndian.Uint32(k[i+1:]), Start: int64(binary.BigEndian.Uint64(k[i+5:]))}, true
-		}},
+		{bucketWindows, parseWindowKey},
 	} {
 		// A cursor that hits a damaged page stops; what it read before
 		// stays. Reading backwards from the end gets what lies after it.
