@@ -3,6 +3,7 @@ package gossip
 import (
 	"bytes"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,26 +36,45 @@ func (g *Gossip) recovering() bool {
 	return g.recover.active
 }
 
-// checkOrigin says why entries of origin must be dropped, or "". This node
-// holds every entry of its own replica it ever committed, unless it is
-// recovering: one of its own from a peer is then news of nothing, and one
-// forged (any value, any seq) could raise its counts for good or push an
-// entry to the top of uint64, where every later increment overflows.
-func (g *Gossip) checkOrigin(origin crdt.ReplicaID) string {
-	if origin == g.store.Replica() {
-		if g.recovering() {
-			return ""
-		}
-		return "entries of this node's own replica, which only this node raises"
-	}
+// checkOrigins says why a message carrying entries or key records of the
+// origins origin(0) … origin(n-1) must be dropped, or "". This node holds
+// every entry of its own replica it ever committed, unless it is recovering:
+// one of its own from a peer is then news of nothing, and one forged (any
+// value, any seq) could raise its counts for good or push an entry to the
+// top of uint64, where every later increment overflows. It runs in
+// NotifyMsg, so it takes g.mu once for the whole message, and checks a run
+// of one origin (a records message's usual shape) once.
+func (g *Gossip) checkOrigins(n int, origin func(i int) crdt.ReplicaID) string {
+	self := g.store.Replica()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, p := range g.peers {
-		if p.meta.replica == origin {
-			return ""
+	for i := 0; i < n; i++ {
+		o := origin(i)
+		if i > 0 && o == origin(i-1) {
+			continue
+		}
+		if o == self {
+			if g.recover.active {
+				continue
+			}
+			return "entries of this node's own replica, which only this node raises"
+		}
+		if !g.memberReplicaLocked(o) {
+			return "entries of a replica of no member"
 		}
 	}
-	return "entries of a replica of no member"
+	return ""
+}
+
+// memberReplicaLocked reports whether origin is the replica of a member.
+// The caller holds g.mu.
+func (g *Gossip) memberReplicaLocked(origin crdt.ReplicaID) bool {
+	for _, p := range g.peers {
+		if p.meta.replica == origin {
+			return true
+		}
+	}
+	return false
 }
 
 // dropEchoes removes from m the entries of this node's own replica, unless
@@ -65,49 +85,26 @@ func (g *Gossip) checkOrigin(origin crdt.ReplicaID) string {
 // refuses. A forged message of this replica's entries ends here too, harmless.
 func (g *Gossip) dropEchoes(m *deltasMsg) bool {
 	self := g.store.Replica()
-	own := false
-	for _, grp := range m.groups {
-		own = own || grp.origin == self
-	}
-	if !own || g.recovering() { // recovering takes mu: only when it matters
+	if !slices.ContainsFunc(m.groups, func(grp originGroup) bool { return grp.origin == self }) || g.recovering() {
 		return false
 	}
-	kept := m.groups[:0]
-	for _, grp := range m.groups {
-		if grp.origin != self {
-			kept = append(kept, grp)
-		}
-	}
-	if len(kept) == len(m.groups) {
-		return false
-	}
-	m.groups = kept
-	if len(kept) > 0 {
+	m.groups = slices.DeleteFunc(m.groups, func(grp originGroup) bool { return grp.origin == self })
+	if len(m.groups) > 0 {
 		return false
 	}
 	g.stats.echoes.Add(1)
 	return true
 }
 
-// checkDeltas is checkOrigin for every origin of a deltas message.
+// checkDeltas is checkOrigins for every origin of a deltas message.
 func (g *Gossip) checkDeltas(m *deltasMsg) string {
-	for _, grp := range m.groups {
-		if why := g.checkOrigin(grp.origin); why != "" {
-			return why
-		}
-	}
-	return ""
+	return g.checkOrigins(len(m.groups), func(i int) crdt.ReplicaID { return m.groups[i].origin })
 }
 
-// checkRecords is checkOrigin for the origin of every key record of a
+// checkRecords is checkOrigins for the origin of every key record of a
 // records message, which does not name its sender either.
 func (g *Gossip) checkRecords(m *recordsMsg) string {
-	for i := range m.records {
-		if why := g.checkOrigin(m.records[i].Origin); why != "" {
-			return why
-		}
-	}
-	return ""
+	return g.checkOrigins(len(m.records), func(i int) crdt.ReplicaID { return m.records[i].Origin })
 }
 
 // reject drops a message that did not pass the checks above.

@@ -31,14 +31,22 @@ func guardTestGossip(logs *bytes.Buffer) *Gossip {
 	return g
 }
 
-func deltasFor(origin crdt.ReplicaID) []byte {
-	m := &deltasMsg{groups: []originGroup{{origin: origin, entries: []entry{{slot: crdt.TotalSlot("c"), value: 1 << 40, seq: 1}}}}}
+// deltasFor is a deltas message with one group per origin.
+func deltasFor(origins ...crdt.ReplicaID) []byte {
+	m := &deltasMsg{}
+	for _, o := range origins {
+		m.groups = append(m.groups, originGroup{origin: o, entries: []entry{{slot: crdt.TotalSlot("c"), value: 1 << 40, seq: 1}}})
+	}
 	return m.appendTo(nil)
 }
 
-func recordsFor(origin crdt.ReplicaID) []byte {
-	r := crdt.KeyRecord{Key: "k", Origin: origin, Seq: 1, Accepted: 1, Expires: 1 << 62, Increments: []crdt.KeyedIncrement{{Name: "c", Amount: 1 << 40, TS: 1}}}
-	return (&recordsMsg{records: []crdt.KeyRecord{r}}).appendTo(nil)
+// recordsFor is a records message with one record per origin.
+func recordsFor(origins ...crdt.ReplicaID) []byte {
+	m := &recordsMsg{}
+	for i, o := range origins {
+		m.records = append(m.records, crdt.KeyRecord{Key: "k", Origin: o, Seq: uint64(i + 1), Accepted: 1, Expires: 1 << 62, Increments: []crdt.KeyedIncrement{{Name: "c", Amount: 1 << 40, TS: 1}}})
+	}
+	return m.appendTo(nil)
 }
 
 // TestGuard_UserMessages: what a node takes from the gossip port, by sender
@@ -70,6 +78,8 @@ func TestGuard_UserMessages(t *testing.T) {
 		{"key pull from a stranger", (&pullMsg{from: "mallory", origin: self, keys: true}).appendTo(nil), false, false},
 		{"key chunk from a stranger", (&chunkMsg{from: "mallory", origin: crdt.ReplicaID{1}, keys: true}).appendTo(nil), false, false},
 		{"key chunk of this node's replica", (&chunkMsg{from: "n1", origin: self, keys: true}).appendTo(nil), false, false},
+		{"deltas of a member's replica, then a stranger's", deltasFor(crdt.ReplicaID{1}, crdt.ReplicaID{9}), false, false},
+		{"key records of a member's replica, then a stranger's", recordsFor(crdt.ReplicaID{1}, crdt.ReplicaID{1}, crdt.ReplicaID{9}), false, false},
 		{"garbage", []byte{1, 1, 0xff}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -517,11 +517,11 @@ func (st *staging) stageSlot(slot crdt.Slot) (int32, error) {
 	if g != nil {
 		g = g.Clone()
 	} else {
-		tx, err := st.readTx(gen)
+		err := st.read(gen, func(tx *bolt.Tx) (err error) {
+			g, err = s.loadCounter(tx, slot)
+			return err
+		})
 		if err != nil {
-			return 0, err
-		}
-		if g, err = s.loadCounter(tx, slot); err != nil {
 			return 0, err
 		}
 	}
@@ -551,6 +551,19 @@ func (st *staging) readTx(gen uint64) (*bolt.Tx, error) {
 	return st.tx, nil
 }
 
+// read runs fn on the read transaction of readTx(gen). That transaction
+// is opened with Begin, outside View, so fn runs under the guard View gives:
+// a damaged page is an error, not a panic on the committer.
+func (st *staging) read(gen uint64, fn func(*bolt.Tx) error) error {
+	return st.s.state.guard(func() error {
+		tx, err := st.readTx(gen)
+		if err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
 // records returns every record of key: staged in this commit, in mem, and in
 // state.db.
 func (st *staging) records(key string) ([]crdt.KeyRecord, error) {
@@ -565,11 +578,11 @@ func (st *staging) records(key string) ([]crdt.KeyRecord, error) {
 	}
 	gen := s.evictGen
 	s.mu.RUnlock()
-	tx, err := st.readTx(gen)
-	if err != nil {
-		return nil, err
-	}
-	return s.storedRecords(tx, key, recs)
+	err := st.read(gen, func(tx *bolt.Tx) (err error) {
+		recs, err = s.storedRecords(tx, key, recs)
+		return err
+	})
+	return recs, err
 }
 
 // comps returns the compensations of slot as this commit stages them.

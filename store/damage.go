@@ -45,18 +45,23 @@ type boltDB struct {
 }
 
 // View runs a read transaction, see bolt.DB.View.
-func (d *boltDB) View(fn func(*bolt.Tx) error) (err error) {
-	defer d.catch(&err)
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return d.DB.View(fn)
+func (d *boltDB) View(fn func(*bolt.Tx) error) error {
+	return d.guard(func() error { return d.DB.View(fn) })
 }
 
 // Update runs a write transaction, see bolt.DB.Update. bbolt rolls the
 // transaction back when fn or its commit panics.
-func (d *boltDB) Update(fn func(*bolt.Tx) error) (err error) {
+func (d *boltDB) Update(fn func(*bolt.Tx) error) error {
+	return d.guard(func() error { return d.DB.Update(fn) })
+}
+
+// guard runs fn, which reads or writes d, turning bbolt's panics and faults
+// into a *DamagedError. View and Update use it; so must every read on a
+// transaction opened with Begin.
+func (d *boltDB) guard(fn func() error) (err error) {
 	defer d.catch(&err)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return d.DB.Update(fn)
+	return fn()
 }
 
 func (d *boltDB) catch(err *error) {
@@ -83,6 +88,13 @@ func (d *boltDB) damaged(format string, args ...any) error {
 // page says. bbolt itself would map the missing pages and fault, or panic on
 // the first page it cannot read. Its panics while opening are errors too.
 func openChecked(path string, opts *bolt.Options) (db *boltDB, err error) {
+	// The checks parse the file's bytes too: a slip of theirs on a damaged
+	// file is a refusal, not a crash.
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, &DamagedError{File: path, Reason: fmt.Sprintf("bbolt failed to open it: %v", r)}
+		}
+	}()
 	if err := precheck(path); err != nil {
 		return nil, err
 	}
@@ -93,11 +105,6 @@ func openChecked(path string, opts *bolt.Options) (db *boltDB, err error) {
 			return nil, err
 		}
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			db, err = nil, &DamagedError{File: path, Reason: fmt.Sprintf("bbolt failed to open it: %v", r)}
-		}
-	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	b, err := bolt.Open(path, 0o600, opts)
 	if err != nil {
@@ -139,6 +146,31 @@ func readBoltMeta(p []byte) (boltMeta, bool) {
 	return bm, true
 }
 
+// newestMeta is the valid meta page of f with the highest txid, as bbolt
+// picks it on open. The second meta page lies one page size in, which only
+// a valid first page tells; else bbolt's default, 4 KiB, is tried.
+func newestMeta(f *os.File, path string) (boltMeta, error) {
+	buf := make([]byte, 4096)
+	n, _ := f.ReadAt(buf, 0)
+	m0, ok0 := readBoltMeta(buf[:n])
+	ps := int64(4096)
+	if ok0 {
+		ps = int64(m0.pageSize)
+	}
+	var m1 boltMeta
+	ok1 := false
+	if n, _ := f.ReadAt(buf, ps); n > 0 {
+		m1, ok1 = readBoltMeta(buf[:n])
+	}
+	switch {
+	case !ok0 && !ok1:
+		return boltMeta{}, &DamagedError{File: path, Reason: "no valid bbolt meta page"}
+	case !ok0 || (ok1 && m1.txid > m0.txid):
+		return m1, nil
+	}
+	return m0, nil
+}
+
 // precheck checks a bbolt file's meta pages against its size. A missing file
 // passes (bbolt creates it); an empty one does not: bbolt writes four pages
 // when it creates a file, so an empty file was cut.
@@ -159,24 +191,9 @@ func precheck(path string) error {
 	if size == 0 {
 		return &DamagedError{File: path, Reason: "it is empty"}
 	}
-	buf := make([]byte, 4096)
-	n, _ := f.ReadAt(buf, 0)
-	m0, ok0 := readBoltMeta(buf[:n])
-	var m1 boltMeta
-	ok1 := false
-	ps := int64(4096)
-	if ok0 {
-		ps = int64(m0.pageSize)
-	}
-	if n, _ := f.ReadAt(buf, ps); n > 0 {
-		m1, ok1 = readBoltMeta(buf[:n])
-	}
-	if !ok0 && !ok1 {
-		return &DamagedError{File: path, Reason: "no valid bbolt meta page"}
-	}
-	m := m0
-	if !ok0 || (ok1 && m1.txid > m0.txid) {
-		m = m1
+	m, err := newestMeta(f, path)
+	if err != nil {
+		return err
 	}
 	if want := int64(m.pgid) * int64(m.pageSize); size < want {
 		return &DamagedError{File: path, Reason: fmt.Sprintf("%d bytes long, its meta page says %d", size, want)}
@@ -423,26 +440,11 @@ func checkPages(path string, deadline time.Time) error {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
 	defer f.Close()
-	buf := make([]byte, 4096)
-	n, _ := f.ReadAt(buf, 0)
-	m0, ok0 := readBoltMeta(buf[:n])
-	ps := int64(4096)
-	if ok0 {
-		ps = int64(m0.pageSize)
+	m, err := newestMeta(f, path)
+	if err != nil {
+		return err
 	}
-	var m1 boltMeta
-	ok1 := false
-	if n, _ := f.ReadAt(buf, ps); n > 0 {
-		m1, ok1 = readBoltMeta(buf[:n])
-	}
-	m := m0
-	if !ok0 || (ok1 && m1.txid > m0.txid) {
-		m = m1
-	}
-	if !ok0 && !ok1 {
-		return &DamagedError{File: path, Reason: "no valid bbolt meta page"}
-	}
-	ps = int64(m.pageSize)
+	ps := int64(m.pageSize)
 	bad := func(format string, args ...any) error {
 		return &DamagedError{File: path, Reason: fmt.Sprintf(format, args...)}
 	}
@@ -561,14 +563,16 @@ func checkPages(path string, deadline time.Time) error {
 		if le.Uint16(p[8:]) != 0x10 {
 			return bad("freelist page %d has flags %#x", m.free, le.Uint16(p[8:]))
 		}
-		count, ids := int(le.Uint16(p[10:])), p[16:]
+		count, ids := uint64(le.Uint16(p[10:])), p[16:]
 		if count == 0xFFFF && len(ids) >= 8 {
-			count, ids = int(le.Uint64(ids)), ids[8:]
+			count, ids = le.Uint64(ids), ids[8:]
 		}
-		if count*8 > len(ids) {
+		// Divide, not multiply: a count from a damaged page can make
+		// count*8 wrap round to a small number.
+		if count > uint64(len(ids)/8) {
 			return bad("freelist page %d: %d ids do not fit", m.free, count)
 		}
-		for i := 0; i < count; i++ {
+		for i := range int(count) {
 			id := le.Uint64(ids[i*8:])
 			if id < 2 || id >= m.pgid || seen[id] {
 				return bad("freelist names page %d, which is in use or out of range", id)
@@ -587,9 +591,8 @@ func counterLabel(key []byte) string {
 	if i < 0 {
 		return strconv.Quote(string(key))
 	}
-	if len(key) == i+13 {
-		res, start := binary.BigEndian.Uint32(key[i+1:]), int64(binary.BigEndian.Uint64(key[i+5:]))
-		return fmt.Sprintf("%q (%ds window at %s)", key[:i], res, time.Unix(start, 0).UTC().Format(time.RFC3339))
+	if slot, ok := parseWindowKey(key); ok {
+		return fmt.Sprintf("%q (%ds window at %s)", slot.Name, slot.Res, time.Unix(slot.Start, 0).UTC().Format(time.RFC3339))
 	}
 	return strconv.Quote(string(key[:i])) + " (a window)"
 }

@@ -2,14 +2,17 @@ package store_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/abacus-counter/abacus/crdt"
 	"github.com/abacus-counter/abacus/internal/testenv"
 	"github.com/abacus-counter/abacus/store"
 )
@@ -351,5 +354,120 @@ func TestStore_Open_BigFileChecks(t *testing.T) {
 	damage(crashed)
 	if _, err := store.Open(testConfig(crashed, c)); !errors.Is(err, store.ErrDamaged) {
 		t.Fatalf("open after an unclean stop: %v, want ErrDamaged", err)
+	}
+}
+
+// TestStore_Open_FreelistCountOverflow opens a hand-made state.db whose
+// freelist claims 2^61+1 ids: the count times 8 wraps to 8 in an int, and a
+// check that multiplies lets the walk read past the page. Open must refuse
+// the file, not panic.
+func TestStore_Open_FreelistCountOverflow(t *testing.T) {
+	const ps = 4096
+	le := binary.LittleEndian
+	file := make([]byte, 5*ps)
+	for i := uint64(0); i < 2; i++ { // meta pages 0 and 1
+		p := file[i*ps:]
+		le.PutUint64(p, i)
+		le.PutUint16(p[8:], 0x04)
+		m := p[16:]
+		le.PutUint32(m, 0xED0CDAED)
+		le.PutUint32(m[4:], 2)
+		le.PutUint32(m[8:], ps)
+		le.PutUint64(m[16:], 3) // root bucket: page 3
+		le.PutUint64(m[32:], 2) // freelist: page 2
+		le.PutUint64(m[40:], 5) // high-water mark
+		le.PutUint64(m[48:], i) // txid
+		h := fnv.New64a()
+		h.Write(m[:56])
+		le.PutUint64(m[56:], h.Sum64())
+	}
+	free := file[2*ps:]
+	le.PutUint64(free, 2)
+	le.PutUint16(free[8:], 0x10)
+	le.PutUint16(free[10:], 0xFFFF)
+	le.PutUint64(free[16:], 1<<61+1)
+	for off := 24; off+8 <= ps; off += 8 {
+		le.PutUint64(free[off:], 4) // a page nothing else uses
+	}
+	leaf := file[3*ps:]
+	le.PutUint64(leaf, 3)
+	le.PutUint16(leaf[8:], 0x02)
+	le.PutUint64(file[4*ps:], 4)
+
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, store.StateFile), file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(testConfig(dir, newClock("2026-11-23T10:00:00Z")))
+	if err == nil {
+		s.Close(context.Background())
+		t.Fatal("open: a freelist of 2^61+1 ids in one page was taken")
+	}
+	if !errors.Is(err, store.ErrDamaged) {
+		t.Fatalf("open: %v, want ErrDamaged", err)
+	}
+}
+
+// damageLeaves overwrites every leaf page of the state.db in dir, past its
+// header, with junk: bbolt's element headers then point far outside the map.
+func damageLeaves(tb testing.TB, dir string) {
+	tb.Helper()
+	path := filepath.Join(dir, store.StateFile)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	junk := make([]byte, 4096-16)
+	for i := range junk {
+		junk[i] = 0xA5
+	}
+	for _, off := range testenv.BoltPages(tb, path)["leaf"] {
+		f.WriteAt(junk, off+16)
+	}
+}
+
+// TestStore_Damage_WhileRunning_RawTx: the reads that open their own
+// transaction with Begin, outside View (by-datacenter reads, and the
+// committer's look-up of an idempotency key), turn a damaged page into an
+// error too, not a fault that kills the process.
+func TestStore_Damage_WhileRunning_RawTx(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		read func(s *store.Store, i int, now time.Time) error
+	}{
+		{"CountsByDC", func(s *store.Store, i int, now time.Time) error {
+			_, err := s.CountsByDC(fmt.Sprintf("counter-%04d", i), []store.Span{{Res: 60, From: now.Add(-time.Hour).Unix(), To: now.Unix()}})
+			return err
+		}},
+		{"MergeChanges of a key record", func(s *store.Store, i int, now time.Time) error {
+			r := crdt.KeyRecord{Key: fmt.Sprintf("key-%04d", i), Origin: crdt.ReplicaID{7}, Seq: uint64(i + 1), Accepted: now.UnixNano(), Expires: now.Add(time.Hour).UnixNano(), Increments: []crdt.KeyedIncrement{{Name: fmt.Sprintf("counter-%04d", i), Amount: 1, TS: now.UnixNano()}}}
+			_, err := s.MergeChanges(context.Background(), store.Changes{Records: []crdt.KeyRecord{r}})
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock("2026-11-23T10:00:00Z")
+			dir := t.TempDir()
+			s := mustOpen(t, testConfig(dir, c))
+			defer s.Close(context.Background())
+			for i := 0; i < 300; i++ {
+				_, err := s.Apply(context.Background(), &store.Request{IdempotencyKey: fmt.Sprintf("key-%04d", i), Increments: []store.Increment{inc(fmt.Sprintf("counter-%04d", i), 1, c.Now())}})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Checkpoint(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			damageLeaves(t, dir)
+			var found error
+			for i := 0; i < 300 && found == nil; i++ {
+				found = tc.read(s, i, c.Now())
+			}
+			if !errors.Is(found, store.ErrDamaged) && !errors.Is(found, store.ErrFailed) {
+				t.Fatalf("reads over damaged leaves: %v, want ErrDamaged", found)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -80,6 +81,16 @@ func windowKey(dst []byte, name string, res uint32, start int64) []byte {
 	dst = append(dst, 0)
 	dst = binary.BigEndian.AppendUint32(dst, res)
 	return binary.BigEndian.AppendUint64(dst, uint64(start))
+}
+
+// parseWindowKey is windowKey's inverse: the slot of a windows-bucket key,
+// and whether k is one.
+func parseWindowKey(k []byte) (crdt.Slot, bool) {
+	i := bytes.IndexByte(k, 0)
+	if i <= 0 || len(k) != i+13 {
+		return crdt.Slot{}, false
+	}
+	return crdt.Slot{Name: string(k[:i]), Res: binary.BigEndian.Uint32(k[i+1:]), Start: int64(binary.BigEndian.Uint64(k[i+5:]))}, true
 }
 
 // windowPrefix is the prefix of every windows-bucket key of (name, res).

@@ -42,7 +42,16 @@ type DCCounts struct {
 // between the total and the windows. The read lock delays the publication
 // of commits (not their fsync) for as long as the read takes: callers keep
 // spans short (a few thousand windows).
-func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
+func (s *Store) CountsByDC(name string, spans []Span) (out []DCCounts, err error) {
+	// countsByDC reads on a transaction opened with Begin, outside View.
+	err = s.state.guard(func() (err error) {
+		out, err = s.countsByDC(name, spans)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 	for _, sp := range spans {
 		if sp.Res == 0 || sp.From%int64(sp.Res) != 0 || sp.To < sp.From || (sp.To-sp.From)/int64(sp.Res) > maxSpanWindows {
 			return nil, fmt.Errorf("read %q by datacenter: bad span %+v", name, sp)

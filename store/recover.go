@@ -1,14 +1,12 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"syscall"
@@ -134,28 +132,23 @@ type salvage struct {
 	comps       map[crdt.Slot]crdt.Comps
 }
 
-// guarded runs fn, turning panics and faults into an error.
-func guarded(fn func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("bbolt failed: %v", r)
-		}
-	}()
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return fn()
-}
-
-func openForSalvage(path string) (*bolt.DB, error) {
-	var db *bolt.DB
-	err := guarded(func() error {
+// openForSalvage opens path read-only, without the checks of openChecked:
+// salvage reads what it can of a file those would refuse. Its transactions
+// turn bbolt's panics and faults into errors (boltDB).
+func openForSalvage(path string) (*boltDB, error) {
+	db := &boltDB{path: path}
+	err := db.guard(func() error {
 		var err error
-		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true, FreelistType: bolt.FreelistMapType})
+		db.DB, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true, FreelistType: bolt.FreelistMapType})
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return ErrInUse
 		}
 		return err
 	})
-	return db, err
+	if err != nil {
+		return nil, err
+	}
+	return db, nil
 }
 
 func (sv *salvage) readState(path string, rep *RecoverReport) {
@@ -167,38 +160,34 @@ func (sv *salvage) readState(path string, rep *RecoverReport) {
 	defer db.Close()
 	var sums bool
 	var table *replicaTable
-	err = guarded(func() error {
-		return db.View(func(tx *bolt.Tx) error {
-			meta := tx.Bucket(bucketMeta)
-			if meta == nil {
-				return errors.New("no meta bucket")
-			}
-			if v := meta.Get(metaReplica); len(v) == 16 {
-				copy(sv.replica[:], v)
-				sv.haveReplica = true
-			}
-			sv.windows = string(meta.Get(metaWindows))
-			if v := meta.Get(metaSeq); len(v) == 8 {
-				sv.seq = binary.BigEndian.Uint64(v)
-			}
-			if v := meta.Get(metaSchema); len(v) == 8 {
-				sums = binary.BigEndian.Uint64(v) >= 2
-			}
-			return nil
-		})
+	err = db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return errors.New("no meta bucket")
+		}
+		if v := meta.Get(metaReplica); len(v) == 16 {
+			copy(sv.replica[:], v)
+			sv.haveReplica = true
+		}
+		sv.windows = string(meta.Get(metaWindows))
+		if v := meta.Get(metaSeq); len(v) == 8 {
+			sv.seq = binary.BigEndian.Uint64(v)
+		}
+		if v := meta.Get(metaSchema); len(v) == 8 {
+			sums = binary.BigEndian.Uint64(v) >= 2
+		}
+		return nil
 	})
 	if err != nil {
 		rep.Lost = append(rep.Lost, fmt.Sprintf("%s metadata: %v", StateFile, err))
 	}
-	err = guarded(func() error {
-		return db.View(func(tx *bolt.Tx) error {
-			if tx.Bucket(bucketReplicas) == nil {
-				return errors.New("no replicas bucket")
-			}
-			var err error
-			table, err = loadReplicas(tx)
-			return err
-		})
+	err = db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketReplicas) == nil {
+			return errors.New("no replicas bucket")
+		}
+		var err error
+		table, err = loadReplicas(tx)
+		return err
 	})
 	if table == nil || err != nil {
 		rep.Lost = append(rep.Lost, fmt.Sprintf("replica table (%v): every counter entry is lost", err))
@@ -208,7 +197,7 @@ func (sv *salvage) readState(path string, rep *RecoverReport) {
 	for _, info := range table.infos {
 		sv.infos[info.ID] = info
 	}
-	probe := &Store{sums: sums, state: &boltDB{path: path}}
+	probe := &Store{sums: sums, state: db}
 	bad := 0
 	readCounter := func(slot crdt.Slot, k, v []byte) {
 		es, err := probe.decodeCounter(k, v, nil)
@@ -235,37 +224,29 @@ func (sv *salvage) readState(path string, rep *RecoverReport) {
 		slot func(k []byte) (crdt.Slot, bool)
 	}{
 		{bucketTotals, func(k []byte) (crdt.Slot, bool) { return crdt.TotalSlot(string(k)), len(k) > 0 }},
-		{bucketWindows, func(k []byte) (crdt.Slot, bool) {
-			i := bytes.IndexByte(k, 0)
-			if i <= 0 || len(k) != i+13 {
-				return crdt.Slot{}, false
-			}
-			return crdt.Slot{Name: string(k[:i]), Res: binary.BigEndian.Uint32(k[i+1:]), Start: int64(binary.BigEndian.Uint64(k[i+5:]))}, true
-		}},
+		{bucketWindows, parseWindowKey},
 	} {
 		// A cursor that hits a damaged page stops; what it read before
 		// stays. Reading backwards from the end gets what lies after it.
 		for _, backward := range []bool{false, true} {
-			err := guarded(func() error {
-				return db.View(func(tx *bolt.Tx) error {
-					bk := tx.Bucket(b.name)
-					if bk == nil {
-						return errors.New("bucket missing")
+			err := db.View(func(tx *bolt.Tx) error {
+				bk := tx.Bucket(b.name)
+				if bk == nil {
+					return errors.New("bucket missing")
+				}
+				c := bk.Cursor()
+				first, next := c.First, c.Next
+				if backward {
+					first, next = c.Last, c.Prev
+				}
+				for k, v := first(); k != nil; k, v = next() {
+					if slot, ok := b.slot(k); ok {
+						readCounter(slot, k, v)
+					} else {
+						bad++
 					}
-					c := bk.Cursor()
-					first, next := c.First, c.Next
-					if backward {
-						first, next = c.Last, c.Prev
-					}
-					for k, v := first(); k != nil; k, v = next() {
-						if slot, ok := b.slot(k); ok {
-							readCounter(slot, k, v)
-						} else {
-							bad++
-						}
-					}
-					return nil
-				})
+				}
+				return nil
 			})
 			if err == nil {
 				break
@@ -278,44 +259,42 @@ func (sv *salvage) readState(path string, rep *RecoverReport) {
 	if bad > 0 {
 		rep.Lost = append(rep.Lost, fmt.Sprintf("%d damaged counters or entries in %s", bad, StateFile))
 	}
-	err = guarded(func() error {
-		return db.View(func(tx *bolt.Tx) error {
-			if b := tx.Bucket(bucketIdem); b != nil {
-				err := b.ForEach(func(k, v []byte) error {
-					if r, err := legacyIdemRecord(string(k), v, sv.replica); err == nil {
+	err = db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketIdem); b != nil {
+			err := b.ForEach(func(k, v []byte) error {
+				if r, err := legacyIdemRecord(string(k), v, sv.replica); err == nil {
+					sv.idem[string(k)] = addRecord(sv.idem[string(k)], r)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if b := tx.Bucket(bucketKeyRecs); b != nil {
+			err := b.ForEach(func(k, v []byte) error {
+				if rs, err := decodeKeyRecords(v); err == nil {
+					for _, r := range rs {
 						sv.idem[string(k)] = addRecord(sv.idem[string(k)], r)
 					}
-					return nil
-				})
-				if err != nil {
-					return err
 				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
-			if b := tx.Bucket(bucketKeyRecs); b != nil {
-				err := b.ForEach(func(k, v []byte) error {
-					if rs, err := decodeKeyRecords(v); err == nil {
-						for _, r := range rs {
-							sv.idem[string(k)] = addRecord(sv.idem[string(k)], r)
-						}
-					}
-					return nil
-				})
-				if err != nil {
-					return err
+		}
+		if b := tx.Bucket(bucketComps); b != nil {
+			return b.ForEach(func(k, v []byte) error {
+				dec := crdt.NewDecoder(k)
+				slot := dec.Slot()
+				if cs, err := decodeComps(v); err == nil && dec.Err() == nil {
+					sv.addComps(slot, cs)
 				}
-			}
-			if b := tx.Bucket(bucketComps); b != nil {
-				return b.ForEach(func(k, v []byte) error {
-					dec := crdt.NewDecoder(k)
-					slot := dec.Slot()
-					if cs, err := decodeComps(v); err == nil && dec.Err() == nil {
-						sv.addComps(slot, cs)
-					}
-					return nil
-				})
-			}
-			return nil
-		})
+				return nil
+			})
+		}
+		return nil
 	})
 	if err != nil {
 		rep.Lost = append(rep.Lost, fmt.Sprintf("some idempotency keys or compensations (%v)", err))
@@ -337,46 +316,44 @@ func (sv *salvage) readJournal(path string, rep *RecoverReport) {
 		return
 	}
 	defer db.Close()
-	err = guarded(func() error {
-		return db.View(func(tx *bolt.Tx) error {
-			if meta := tx.Bucket(bucketMeta); meta != nil && !sv.haveReplica {
-				if v := meta.Get(metaReplica); len(v) == 16 {
-					copy(sv.replica[:], v)
-					sv.haveReplica = true
-				}
+	err = db.View(func(tx *bolt.Tx) error {
+		if meta := tx.Bucket(bucketMeta); meta != nil && !sv.haveReplica {
+			if v := meta.Get(metaReplica); len(v) == 16 {
+				copy(sv.replica[:], v)
+				sv.haveReplica = true
 			}
-			b := tx.Bucket(bucketJournal)
-			if b == nil {
-				return nil
-			}
-			c := b.Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
-				r, err := decodeRecord(v)
-				if err != nil {
-					return fmt.Errorf("record %x: %w", k, err)
-				}
-				sv.seq = max(sv.seq, r.seq)
-				for _, d := range r.deltas {
-					g := sv.mem[d.Slot]
-					if g == nil {
-						g = &crdt.GCounter{}
-						sv.mem[d.Slot] = g
-					}
-					g.MergeEntry(d.Entry)
-				}
-				for _, x := range r.records {
-					if x.Origin.IsZero() {
-						x.Origin = sv.replica
-					}
-					sv.idem[x.Key] = addRecord(sv.idem[x.Key], x)
-				}
-				for _, c := range r.comps {
-					sv.addComps(c.Slot, crdt.Comps{c.Comp})
-				}
-				rep.Journal++
-			}
+		}
+		b := tx.Bucket(bucketJournal)
+		if b == nil {
 			return nil
-		})
+		}
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			r, err := decodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("record %x: %w", k, err)
+			}
+			sv.seq = max(sv.seq, r.seq)
+			for _, d := range r.deltas {
+				g := sv.mem[d.Slot]
+				if g == nil {
+					g = &crdt.GCounter{}
+					sv.mem[d.Slot] = g
+				}
+				g.MergeEntry(d.Entry)
+			}
+			for _, x := range r.records {
+				if x.Origin.IsZero() {
+					x.Origin = sv.replica
+				}
+				sv.idem[x.Key] = addRecord(sv.idem[x.Key], x)
+			}
+			for _, c := range r.comps {
+				sv.addComps(c.Slot, crdt.Comps{c.Comp})
+			}
+			rep.Journal++
+		}
+		return nil
 	})
 	if err != nil {
 		rep.Lost = append(rep.Lost, fmt.Sprintf("part of %s (%v)", JournalFile, err))

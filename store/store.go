@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -500,12 +499,8 @@ func (s *Store) deleteMem(slot crdt.Slot) {
 }
 
 // loadCounter reads slot's counter from state.db; a missing slot is empty.
-//
-// It guards itself against bbolt's panics and faults (see boltDB): the
-// committer reads through a transaction of its own, outside View.
-func (s *Store) loadCounter(tx *bolt.Tx, slot crdt.Slot) (_ *crdt.GCounter, err error) {
-	defer s.state.catch(&err)
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+// tx must be guarded (see boltDB.guard).
+func (s *Store) loadCounter(tx *bolt.Tx, slot crdt.Slot) (*crdt.GCounter, error) {
 	var kb [160]byte
 	b, key := tx.Bucket(bucketTotals), append(kb[:0], slot.Name...)
 	if !slot.IsTotal() {
