@@ -100,18 +100,25 @@ func Recover(cfg RecoverConfig) (RecoverReport, error) {
 		os.Remove(tmp)
 		return rep, err
 	}
-	for _, p := range []string{statePath, journalPath} {
-		if _, err := os.Stat(p); err != nil {
-			continue
+	// Every step leaves a state.db that names this replica, so a crash in
+	// between never lets the next start become a new replica: the damaged
+	// state.db is linked aside, the new one renamed over it (one atomic
+	// step), and only then the journal moved aside.
+	kept := func(p string) string { return p + ".damaged-" + stamp }
+	if _, err := os.Stat(statePath); err == nil {
+		if err := os.Link(statePath, kept(statePath)); err != nil {
+			return rep, fmt.Errorf("recover: keep %s aside: %w", statePath, err)
 		}
-		kept := p + ".damaged-" + stamp
-		if err := os.Rename(p, kept); err != nil {
-			return rep, fmt.Errorf("recover: keep %s aside: %w", p, err)
-		}
-		rep.Kept = append(rep.Kept, kept)
+		rep.Kept = append(rep.Kept, kept(statePath))
 	}
 	if err := os.Rename(tmp, statePath); err != nil {
 		return rep, fmt.Errorf("recover: %w", err)
+	}
+	if _, err := os.Stat(journalPath); err == nil {
+		if err := os.Rename(journalPath, kept(journalPath)); err != nil {
+			return rep, fmt.Errorf("recover: keep %s aside: %w", journalPath, err)
+		}
+		rep.Kept = append(rep.Kept, kept(journalPath))
 	}
 	if d, err := os.Open(cfg.Dir); err == nil {
 		d.Sync()
