@@ -341,24 +341,9 @@ func (a *API) query(r *http.Request) result {
 	if err != nil {
 		return invalidParam(err, "time")
 	}
-	ctx, cancel, apiErr := a.queryContext(r)
-	if apiErr != nil {
-		return result{err: apiErr}
-	}
-	defer cancel()
-	opts, apiErr := a.queryOpts(r)
-	if apiErr != nil {
-		return result{err: apiErr}
-	}
-	qs := r.FormValue("query")
-	if apiErr := a.checkSubqueries(qs, 0); apiErr != nil {
-		return result{err: apiErr}
-	}
-	qry, err := a.engine.NewInstantQuery(ctx, a.queryable(), opts, qs, ts)
-	if err != nil {
-		return result{err: constructionError(err)}
-	}
-	return a.exec(ctx, qry, qs, limit)
+	return a.run(r, limit, 0, func(ctx context.Context, opts promql.QueryOpts, qs string) (promql.Query, error) {
+		return a.engine.NewInstantQuery(ctx, a.queryable(), opts, qs, ts)
+	})
 }
 
 func (a *API) queryRange(r *http.Request) result {
@@ -387,6 +372,15 @@ func (a *API) queryRange(r *http.Request) result {
 	if end.Sub(start)/step > 11000 {
 		return result{err: &apiError{errorBadData, errors.New("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")}}
 	}
+	return a.run(r, limit, end.Sub(start), func(ctx context.Context, opts promql.QueryOpts, qs string) (promql.Query, error) {
+		return a.engine.NewRangeQuery(ctx, a.queryable(), opts, qs, start, end, step)
+	})
+}
+
+// run is what an instant and a range query share once their times are
+// parsed: the timeout and options, the subquery bound over span, building
+// the query with newQuery, and running it.
+func (a *API) run(r *http.Request, limit int, span time.Duration, newQuery func(context.Context, promql.QueryOpts, string) (promql.Query, error)) result {
 	ctx, cancel, apiErr := a.queryContext(r)
 	if apiErr != nil {
 		return result{err: apiErr}
@@ -397,10 +391,10 @@ func (a *API) queryRange(r *http.Request) result {
 		return result{err: apiErr}
 	}
 	qs := r.FormValue("query")
-	if apiErr := a.checkSubqueries(qs, end.Sub(start)); apiErr != nil {
+	if apiErr := a.checkSubqueries(qs, span); apiErr != nil {
 		return result{err: apiErr}
 	}
-	qry, err := a.engine.NewRangeQuery(ctx, a.queryable(), opts, qs, start, end, step)
+	qry, err := newQuery(ctx, opts, qs)
 	if err != nil {
 		return result{err: constructionError(err)}
 	}
