@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -216,15 +217,7 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 	for _, c := range byDC {
 		out = append(out, *c)
 	}
-	slices.SortFunc(out, func(a, b DCCounts) int {
-		switch {
-		case a.DC < b.DC:
-			return -1
-		case a.DC > b.DC:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b DCCounts) int { return strings.Compare(a.DC, b.DC) })
 	return out, nil
 }
 
