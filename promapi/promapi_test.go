@@ -220,6 +220,33 @@ func TestAPI_Matchers(t *testing.T) {
 	}
 }
 
+// TestAPI_Query_ReadsEachCounterOnce: a selector that names its counters
+// reads each of them once, not once to see that it exists and again for its
+// samples.
+func TestAPI_Query_ReadsEachCounterOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		query string
+		reads int
+	}{
+		{"equal", `abacus_events_total{counter="logins"}`, 1},
+		{"regexp set", `abacus_events_total{counter=~"logins|signups|nothing"}`, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := seeded()
+			h := mustAPI(t, src)
+			if code, env := call(t, h, http.MethodGet, "/api/v1/query", url.Values{"query": {tc.query}}); code != http.StatusOK {
+				t.Fatalf("%d %+v", code, env)
+			}
+			src.mu.Lock()
+			defer src.mu.Unlock()
+			if src.reads != tc.reads {
+				t.Fatalf("%d reads of the source, want %d", src.reads, tc.reads)
+			}
+		})
+	}
+}
+
 func TestAPI_Errors(t *testing.T) {
 	src := seeded()
 	h := mustAPI(t, src, func(c *promapi.Config) { c.MaxSeries = 2; c.MaxSamples = 100 })

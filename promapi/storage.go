@@ -57,10 +57,17 @@ func (qr *querier) errTooManySeries() error {
 	return promql.ErrTooManySeries(fmt.Sprintf("selecting more than %d series", qr.q.maxSeries))
 }
 
-// names returns the counter names the matchers allow, in name order. Past
-// limit names (limit ≤ 0: no bound) it fails with the engine's too many
-// series error or, if truncate, returns the first limit.
-func (qr *querier) names(ctx context.Context, ms []*labels.Matcher, limit int, truncate bool) ([]string, error) {
+// names returns the counter names the matchers allow, in name order, at
+// most limit of them (limit ≤ 0: no bound).
+//
+// For Select (forSelect), past limit it fails with the engine's too many
+// series error, and names the matchers spell out (an equality, a set of
+// alternatives) are not checked to exist: Select reads every name's counts
+// anyway, drops those without any and bounds the series it finds, so a
+// check here would read each counter twice. For the label calls, past limit
+// it returns the first limit, and spelt-out names are read once each to
+// keep only those that exist.
+func (qr *querier) names(ctx context.Context, ms []*labels.Matcher, limit int, forSelect bool) ([]string, error) {
 	var counterMs []*labels.Matcher
 	for _, m := range ms {
 		switch m.Name {
@@ -109,6 +116,10 @@ func (qr *querier) names(ctx context.Context, ms []*labels.Matcher, limit int, t
 			if n == "" || !match(n) {
 				continue
 			}
+			if forSelect {
+				out = append(out, n)
+				continue
+			}
 			counts, err := qr.q.src.CountsByDC(n, nil)
 			if err != nil {
 				return nil, promql.ErrStorage{Err: err}
@@ -117,11 +128,8 @@ func (qr *querier) names(ctx context.Context, ms []*labels.Matcher, limit int, t
 				out = append(out, n)
 			}
 		}
-		if limit > 0 && len(out) > limit {
-			if truncate {
-				return out[:limit], nil
-			}
-			return nil, qr.errTooManySeries()
+		if limit > 0 && len(out) > limit && !forSelect {
+			return out[:limit], nil
 		}
 		return out, nil
 	}
@@ -139,10 +147,10 @@ func (qr *querier) names(ctx context.Context, ms []*labels.Matcher, limit int, t
 				continue
 			}
 			if limit > 0 && len(out) == limit {
-				if truncate {
-					return out, nil
+				if forSelect {
+					return nil, qr.errTooManySeries()
 				}
-				return nil, qr.errTooManySeries()
+				return out, nil
 			}
 			out = append(out, n)
 		}
@@ -171,7 +179,7 @@ func seriesLabels(name, dc string) labels.Labels {
 }
 
 func (qr *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
-	names, err := qr.names(ctx, ms, qr.q.maxSeries, false)
+	names, err := qr.names(ctx, ms, qr.q.maxSeries, true)
 	if err != nil {
 		return storage.ErrSeriesSet(err)
 	}
@@ -375,7 +383,7 @@ func appendCumulative(dst []promql.FPoint, r region, total uint64, windows []uin
 }
 
 func (qr *querier) LabelNames(ctx context.Context, _ *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
-	names, err := qr.names(ctx, ms, 1, true)
+	names, err := qr.names(ctx, ms, 1, false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -397,7 +405,7 @@ func (qr *querier) LabelValues(ctx context.Context, name string, hints *storage.
 	hasDC := slices.ContainsFunc(ms, func(m *labels.Matcher) bool { return m.Name == LabelDC })
 	switch name {
 	case labels.MetricName:
-		names, err := qr.names(ctx, ms, 1, true)
+		names, err := qr.names(ctx, ms, 1, false)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -412,7 +420,7 @@ func (qr *querier) LabelValues(ctx context.Context, name string, hints *storage.
 		if limit > 0 {
 			bound = limit + 1
 		}
-		names, err := qr.names(ctx, ms, bound, true)
+		names, err := qr.names(ctx, ms, bound, false)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -438,7 +446,7 @@ func (qr *querier) LabelValues(ctx context.Context, name string, hints *storage.
 			}
 		}
 		if len(ms) > 0 {
-			names, err := qr.names(ctx, ms, 1, true)
+			names, err := qr.names(ctx, ms, 1, false)
 			if err != nil {
 				return nil, nil, err
 			}
