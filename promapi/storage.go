@@ -285,6 +285,9 @@ type region struct {
 	span   Span
 }
 
+// samples is how many sample times r holds.
+func (r region) samples() int { return int((r.hi-r.lo)/r.size) + 1 }
+
 // plan returns where the samples in [mint, maxt] (milliseconds) lie. A time
 // t belongs to the finest resolution whose window containing t is retained;
 // its sample is at the start of that window. Samples are never later than
@@ -327,6 +330,12 @@ func (q *queryable) series(name string, plan []region, ms []*labels.Matcher, onl
 	if err != nil {
 		return nil, 0, promql.ErrStorage{Err: fmt.Errorf("read counter %s: %w", name, err)}
 	}
+	n := 0 // samples a series has
+	if !onlyLabels {
+		for _, r := range plan {
+			n += r.samples()
+		}
+	}
 	var out []storage.Series
 	samples := 0
 	for _, c := range counts {
@@ -335,10 +344,6 @@ func (q *queryable) series(name string, plan []region, ms []*labels.Matcher, onl
 		}
 		ps := promql.Series{Metric: seriesLabels(name, c.DC)}
 		if !onlyLabels {
-			n := 0
-			for _, r := range plan {
-				n += int((r.hi-r.lo)/r.size) + 1
-			}
 			ps.Floats = make([]promql.FPoint, 0, n)
 			// Regions run newest first; samples must come oldest first.
 			for i := len(plan) - 1; i >= 0; i-- {
@@ -355,7 +360,7 @@ func (q *queryable) series(name string, plan []region, ms []*labels.Matcher, onl
 // events before b, which are the total less every window from b on.
 // windows are r.span's, from r.lo (= r.span.From) on.
 func appendCumulative(dst []promql.FPoint, r region, total uint64, windows []uint64) []promql.FPoint {
-	n := int((r.hi-r.lo)/r.size) + 1
+	n := r.samples()
 	var after uint64 // events in windows starting after the boundary at hand
 	for _, v := range windows[min(n, len(windows)):] {
 		after = satAdd(after, v)
