@@ -16,17 +16,16 @@ func (a *Agent) newPromAPI() (http.Handler, error) {
 	cfg.Windows = a.cfg.Windows
 	cfg.MaxSamples = a.cfg.QueryMaxSamples
 	cfg.MaxSeries = a.cfg.QueryMaxSeries
-	cfg.Timeout = a.cfg.QueryTimeout
+	if a.cfg.QueryTimeout != 0 { // zero keeps promapi's default
+		cfg.Timeout = a.cfg.QueryTimeout
+	}
 	cfg.BuildInfo = buildInfo()
 	cfg.Logger = a.log.With("component", "promapi")
 	p, err := promapi.New(cfg)
 	if err != nil {
 		return nil, err
 	}
-	timeout := a.cfg.QueryTimeout
-	if timeout == 0 {
-		timeout = promapi.DefaultTimeout
-	}
+	timeout := cfg.Timeout
 	h := p.Handler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// A query may run up to its timeout: the server's write timeout
