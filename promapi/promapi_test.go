@@ -1,16 +1,21 @@
 package promapi_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/abacus-counter/abacus/api"
 	"github.com/abacus-counter/abacus/promapi"
 )
 
@@ -244,6 +249,56 @@ func TestAPI_Query_ReadsEachCounterOnce(t *testing.T) {
 				t.Fatalf("%d reads of the source, want %d", src.reads, tc.reads)
 			}
 		})
+	}
+}
+
+// TestAPI_SourceErrors: a read the node refuses for a reason worded for
+// clients (a damaged data file) is a 503 with that reason, as the /v1 reads
+// answer; any other failure is a 500 whose detail only the node's log gets,
+// on every endpoint that reads counters.
+func TestAPI_SourceErrors(t *testing.T) {
+	const reason = "data file state.db is damaged; this node refuses writes until an operator runs abacus recover"
+	const secret = "bolt: page 42 corrupt"
+	now := strconv.FormatInt(testNow.Unix(), 10)
+	reads := []struct {
+		name   string
+		path   string
+		params url.Values
+	}{
+		{"query", "/api/v1/query", url.Values{"query": {`abacus_events_total{counter="logins"}`}}},
+		{"query_range", "/api/v1/query_range", url.Values{"query": {`abacus_events_total`}, "start": {now}, "end": {now}, "step": {"60"}}},
+		{"series", "/api/v1/series", url.Values{"match[]": {`abacus_events_total`}}},
+		{"label values by dc", "/api/v1/label/counter/values", url.Values{"match[]": {`{dc="dc1"}`}}},
+		{"labels of a named counter", "/api/v1/labels", url.Values{"match[]": {`{counter="logins"}`}}},
+	}
+	for _, tc := range []struct {
+		name    string
+		fail    error
+		code    int
+		errType string
+		text    string // in the answer
+	}{
+		{"unavailable", fmt.Errorf("read counter: %w", api.Unavailable(reason)), http.StatusServiceUnavailable, "unavailable", reason},
+		{"other", errors.New(secret), http.StatusInternalServerError, "internal", ""},
+	} {
+		for _, rd := range reads {
+			t.Run(tc.name+"/"+rd.name, func(t *testing.T) {
+				src := seeded()
+				src.fail = tc.fail
+				var log bytes.Buffer
+				h := mustAPI(t, src, func(c *promapi.Config) { c.Logger = slog.New(slog.NewTextHandler(&log, nil)) })
+				code, env := call(t, h, http.MethodGet, rd.path, rd.params)
+				if code != tc.code || env.Status != "error" || env.ErrorType != tc.errType {
+					t.Fatalf("%d %+v, want %d %s", code, env, tc.code, tc.errType)
+				}
+				if !strings.Contains(env.Error, tc.text) || strings.Contains(env.Error, secret) {
+					t.Fatalf("error %q", env.Error)
+				}
+				if tc.code == http.StatusInternalServerError && !strings.Contains(log.String(), secret) {
+					t.Fatalf("the node's log lacks the cause: %q", log.String())
+				}
+			})
+		}
 	}
 }
 

@@ -434,7 +434,7 @@ func (qr *querier) LabelValues(ctx context.Context, name string, hints *storage.
 			for _, n := range names {
 				counts, err := qr.q.src.CountsByDC(n, nil)
 				if err != nil {
-					return nil, nil, err
+					return nil, nil, promql.ErrStorage{Err: fmt.Errorf("read counter %s: %w", n, err)}
 				}
 				if slices.ContainsFunc(counts, func(c DCCounts) bool { return dcMatch(ms, c.DC) }) {
 					kept = append(kept, n)

@@ -42,7 +42,9 @@ func buildInfo() promapi.BuildInfo {
 	return promapi.BuildInfo{Version: bi.Version, Revision: bi.Revision, GoVersion: bi.GoVersion, BuildDate: bi.Time}
 }
 
-// promSource adapts the store to promapi.Source.
+// promSource adapts the store to promapi.Source. Its errors go through
+// readError, as the /v1 reads' do: a damaged data file is a 503 with the
+// reason on both.
 type promSource struct {
 	st *store.Store
 }
@@ -59,7 +61,7 @@ func (p promSource) CountsByDC(name string, spans []promapi.Span) ([]promapi.DCC
 	}
 	cs, err := p.st.CountsByDC(name, ss)
 	if err != nil {
-		return nil, err
+		return nil, readError(err)
 	}
 	out := make([]promapi.DCCounts, len(cs))
 	for i, c := range cs {
@@ -71,7 +73,7 @@ func (p promSource) CountsByDC(name string, spans []promapi.Span) ([]promapi.DCC
 func (p promSource) Names(prefix, after string, limit int) ([]string, string, error) {
 	page, next, err := p.st.List(prefix, after, limit)
 	if err != nil {
-		return nil, "", err
+		return nil, "", readError(err)
 	}
 	out := make([]string, len(page))
 	for i, nt := range page {
