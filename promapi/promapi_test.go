@@ -454,6 +454,43 @@ func TestAPI_SeriesLabelsMetadata(t *testing.T) {
 	}
 }
 
+// TestAPI_LabelValues_OfMatchedSeries: label values are those of the series
+// the matchers select, as Grafana's label_values(abacus_events_total{…}, dc)
+// expects, and a limit cuts the matching values, not the counters scanned
+// before the dc matcher is applied.
+func TestAPI_LabelValues_OfMatchedSeries(t *testing.T) {
+	src := seeded()
+	src.add("aaa", "dc2", 1, testNow.Add(-5*time.Minute)) // sorts first, dc2 only
+	h := mustAPI(t, src)
+	for _, tc := range []struct {
+		name   string
+		path   string
+		params url.Values
+		want   []string
+		warned bool
+	}{
+		{"dc of one counter", "/api/v1/label/dc/values", url.Values{"match[]": {`abacus_events_total{counter="logins"}`}}, []string{"dc1"}, false},
+		{"dc of counters by regexp", "/api/v1/label/dc/values", url.Values{"match[]": {`{counter=~"err.*"}`}}, []string{"dc2"}, false},
+		{"dc of all", "/api/v1/label/dc/values", url.Values{"match[]": {`abacus_events_total`}}, []string{"dc1", "dc2"}, false},
+		{"counters in dc1, limit 1", "/api/v1/label/counter/values", url.Values{"match[]": {`{dc="dc1"}`}, "limit": {"1"}}, []string{"logins"}, true},
+		{"counters in dc1, limit 2", "/api/v1/label/counter/values", url.Values{"match[]": {`{dc="dc1"}`}, "limit": {"2"}}, []string{"logins", "signups"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, env := call(t, h, http.MethodGet, tc.path, tc.params)
+			if code != http.StatusOK {
+				t.Fatalf("%d %+v", code, env)
+			}
+			var got []string
+			if err := json.Unmarshal(env.Data, &got); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) || (len(env.Warnings) > 0) != tc.warned {
+				t.Fatalf("got %v (warnings %v), want %v (warned %v)", got, env.Warnings, tc.want, tc.warned)
+			}
+		})
+	}
+}
+
 // TestAPI_QueryRange_AcrossResolutions checks a range that starts where only
 // hours are kept and ends among the minutes: the counter never decreases,
 // and at every step it is the events before the sample it shows.

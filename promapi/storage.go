@@ -60,14 +60,14 @@ func (qr *querier) errTooManySeries() error {
 // names returns the counter names the matchers allow, in name order, at
 // most limit of them (limit ≤ 0: no bound).
 //
-// For Select (forSelect), past limit it fails with the engine's too many
-// series error, and names the matchers spell out (an equality, a set of
-// alternatives) are not checked to exist: Select reads every name's counts
-// anyway, drops those without any and bounds the series it finds, so a
-// check here would read each counter twice. For the label calls, past limit
-// it returns the first limit, and spelt-out names are read once each to
-// keep only those that exist.
-func (qr *querier) names(ctx context.Context, ms []*labels.Matcher, limit int, forSelect bool) ([]string, error) {
+// For a caller that reads each name's counts itself (readsEach: Select,
+// which drops those without any and bounds the series it finds, and the
+// label calls that filter on dc), past limit it fails with the engine's too
+// many series error, and names the matchers spell out (an equality, a set
+// of alternatives) are not checked to exist: a check here would read each
+// counter twice. Otherwise past limit it returns the first limit, and
+// spelt-out names are read once each to keep only those that exist.
+func (qr *querier) names(ctx context.Context, ms []*labels.Matcher, limit int, readsEach bool) ([]string, error) {
 	var counterMs []*labels.Matcher
 	for _, m := range ms {
 		switch m.Name {
@@ -116,7 +116,7 @@ func (qr *querier) names(ctx context.Context, ms []*labels.Matcher, limit int, f
 			if n == "" || !match(n) {
 				continue
 			}
-			if forSelect {
+			if readsEach {
 				out = append(out, n)
 				continue
 			}
@@ -128,7 +128,7 @@ func (qr *querier) names(ctx context.Context, ms []*labels.Matcher, limit int, f
 				out = append(out, n)
 			}
 		}
-		if limit > 0 && len(out) > limit && !forSelect {
+		if limit > 0 && len(out) > limit && !readsEach {
 			return out[:limit], nil
 		}
 		return out, nil
@@ -147,7 +147,7 @@ func (qr *querier) names(ctx context.Context, ms []*labels.Matcher, limit int, f
 				continue
 			}
 			if limit > 0 && len(out) == limit {
-				if forSelect {
+				if readsEach {
 					return nil, qr.errTooManySeries()
 				}
 				return out, nil
@@ -419,6 +419,18 @@ func (qr *querier) LabelValues(ctx context.Context, name string, hints *storage.
 		}
 		return []string{MetricName}, nil, nil
 	case LabelCount:
+		if hasDC {
+			// Only counters with a series in a matching dc count towards
+			// limit (one more, so that the API can say the answer was cut).
+			var out []string
+			err := qr.eachCounts(ctx, ms, func(n string, counts []DCCounts) bool {
+				if slices.ContainsFunc(counts, func(c DCCounts) bool { return dcMatch(ms, c.DC) }) {
+					out = append(out, n)
+				}
+				return limit <= 0 || len(out) <= limit
+			})
+			return out, nil, err
+		}
 		// Paginate through the index; stop at limit (one more, so that the
 		// API can say the answer was cut).
 		bound := 0
@@ -429,21 +441,29 @@ func (qr *querier) LabelValues(ctx context.Context, name string, hints *storage.
 		if err != nil {
 			return nil, nil, err
 		}
-		if hasDC {
-			kept := names[:0]
-			for _, n := range names {
-				counts, err := qr.q.src.CountsByDC(n, nil)
-				if err != nil {
-					return nil, nil, promql.ErrStorage{Err: fmt.Errorf("read counter %s: %w", n, err)}
-				}
-				if slices.ContainsFunc(counts, func(c DCCounts) bool { return dcMatch(ms, c.DC) }) {
-					kept = append(kept, n)
-				}
-			}
-			names = kept
-		}
 		return names, nil, nil
 	case LabelDC:
+		if slices.ContainsFunc(ms, func(m *labels.Matcher) bool { return m.Name == LabelCount }) {
+			// The dcs of the counters selected, not every dc the node knows.
+			seen := map[string]bool{}
+			err := qr.eachCounts(ctx, ms, func(_ string, counts []DCCounts) bool {
+				for _, c := range counts {
+					if c.DC != "" && dcMatch(ms, c.DC) {
+						seen[c.DC] = true
+					}
+				}
+				return true
+			})
+			if err != nil {
+				return nil, nil, err
+			}
+			out := make([]string, 0, len(seen))
+			for dc := range seen {
+				out = append(out, dc)
+			}
+			slices.Sort(out)
+			return out, nil, nil
+		}
 		var out []string
 		for _, dc := range qr.q.src.DCs() {
 			if dc != "" && dcMatch(ms, dc) {
@@ -465,6 +485,28 @@ func (qr *querier) LabelValues(ctx context.Context, name string, hints *storage.
 		return out, nil, nil
 	}
 	return []string{}, nil, nil
+}
+
+// eachCounts reads the counts of each counter the matchers allow, once, in
+// name order, until fn returns false.
+func (qr *querier) eachCounts(ctx context.Context, ms []*labels.Matcher, fn func(name string, counts []DCCounts) bool) error {
+	names, err := qr.names(ctx, ms, 0, true)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		counts, err := qr.q.src.CountsByDC(n, nil)
+		if err != nil {
+			return promql.ErrStorage{Err: fmt.Errorf("read counter %s: %w", n, err)}
+		}
+		if !fn(n, counts) {
+			return nil
+		}
+	}
+	return nil
 }
 
 func satAdd(a, b uint64) uint64 {
