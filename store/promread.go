@@ -159,22 +159,10 @@ func (s *Store) CountsByDC(name string, spans []Span) ([]DCCounts, error) {
 		if !inMem || sp.From >= sp.To {
 			continue
 		}
-		size := int64(sp.Res)
-		if n := (sp.To - sp.From) / size; n <= int64(len(s.mem)) {
-			for start := sp.From; start < sp.To; start += size {
-				if g := s.mem[crdt.Slot{Name: name, Res: sp.Res, Start: start}]; g != nil {
-					addGC(g, i, start)
-					memStarts[i][start] = true
-				}
-			}
-		} else {
-			for slot, g := range s.mem {
-				if slot.Name == name && slot.Res == sp.Res && slot.Start >= sp.From && slot.Start < sp.To && slot.Start%size == 0 {
-					addGC(g, i, slot.Start)
-					memStarts[i][slot.Start] = true
-				}
-			}
-		}
+		s.eachMemWindow(name, sp.Res, sp.From, sp.To, func(start int64, g *crdt.GCounter) {
+			addGC(g, i, start)
+			memStarts[i][start] = true
+		})
 	}
 	err := func() error {
 		var buf []storedEntry
