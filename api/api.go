@@ -74,6 +74,17 @@ var (
 // problem's detail, worded for clients.
 func Unavailable(reason string) error { return unavailableError(reason) }
 
+// UnavailableReason returns the reason of the Unavailable error in err's
+// chain, for another HTTP surface of the node (the Prometheus API) to answer
+// a 503 with it.
+func UnavailableReason(err error) (string, bool) {
+	var ue unavailableError
+	if errors.As(err, &ue) {
+		return string(ue), true
+	}
+	return "", false
+}
+
 type unavailableError string
 
 func (e unavailableError) Error() string        { return string(e) }

@@ -28,5 +28,7 @@
 // sample yet: the newest sample is at the start of the current window.
 //
 // An API is safe for concurrent use; each query holds no lock of its own.
-// Limits (samples, series, timeout) are the engine's, configured in Config.
+// Limits are configured in Config: the timeout is the engine's, the series
+// bound the storage adapter's, and the sample bound both (the adapter stops
+// reading past it, the engine holds no more at once).
 package promapi

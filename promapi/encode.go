@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 )
@@ -42,7 +43,7 @@ func appendQueryData(b []byte, v parser.Value) ([]byte, error) {
 				b = append(b, j...)
 				continue
 			}
-			if b, err = appendMetric(b, s); err != nil {
+			if b, err = appendMetric(b, s.Metric); err != nil {
 				return nil, err
 			}
 			b = append(b, `,"value":`...)
@@ -126,8 +127,9 @@ func putBuf(b []byte) {
 	}
 }
 
-func appendMetric(b []byte, s promql.Sample) ([]byte, error) {
-	m, err := json.Marshal(s.Metric)
+// appendMetric appends {"metric":… of a sample or a series.
+func appendMetric(b []byte, metric labels.Labels) ([]byte, error) {
+	m, err := json.Marshal(metric)
 	if err != nil {
 		return nil, err
 	}
@@ -140,12 +142,10 @@ func appendSeries(b []byte, s promql.Series) ([]byte, error) {
 		j, err := json.Marshal(s)
 		return append(b, j...), err
 	}
-	m, err := json.Marshal(s.Metric)
+	b, err := appendMetric(b, s.Metric)
 	if err != nil {
 		return nil, err
 	}
-	b = append(b, `{"metric":`...)
-	b = append(b, m...)
 	b = append(b, `,"values":[`...)
 	for i, p := range s.Floats {
 		if i > 0 {

@@ -25,6 +25,8 @@ type fakeSource struct {
 	// counters[name][dc] → total and windows by resolution seconds → start → count.
 	counters map[string]map[string]*fakeDC
 	delay    time.Duration // per CountsByDC call, to make slow reads
+	reads    int           // CountsByDC calls
+	fail     error         // if set, what CountsByDC returns
 }
 
 type fakeDC struct {
@@ -69,6 +71,10 @@ func (f *fakeSource) CountsByDC(name string, spans []promapi.Span) ([]promapi.DC
 	time.Sleep(f.delay)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.reads++
+	if f.fail != nil {
+		return nil, f.fail
+	}
 	var out []promapi.DCCounts
 	for dc, d := range f.counters[name] {
 		c := promapi.DCCounts{DC: dc, Total: d.total, Windows: make([][]uint64, len(spans))}

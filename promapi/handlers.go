@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
+
+	"github.com/abacus-counter/abacus/api"
 )
 
 // errorType is Prometheus's errorType and the status it answers with.
@@ -33,6 +35,7 @@ var (
 	errorCanceled  = errorType{"canceled", 499}
 	errorTimeout   = errorType{"timeout", http.StatusServiceUnavailable}
 	errorInternal  = errorType{"internal", http.StatusInternalServerError}
+	errorUnavail   = errorType{"unavailable", http.StatusServiceUnavailable}
 	errorNotFound  = errorType{"not_found", http.StatusNotFound}
 	errorMethod    = errorType{"bad_data", http.StatusMethodNotAllowed}
 )
@@ -139,8 +142,12 @@ func invalidParam(err error, name string) result {
 	return result{err: &apiError{errorBadData, fmt.Errorf("invalid parameter %q: %w", name, err)}}
 }
 
-// engineError maps an engine error as Prometheus's API does.
-func engineError(err error) *apiError {
+// engineError maps an engine error as Prometheus's API does. A failed read
+// of the counters is a 503 with the node's reason when the Source refuses
+// it with one worded for clients (api.Unavailable: a damaged data file, as
+// the /v1 reads answer), else a 500 whose detail goes to the node's log
+// only, with what was asked.
+func (a *API) engineError(err error, asked string) *apiError {
 	var (
 		canceled promql.ErrQueryCanceled
 		timeout  promql.ErrQueryTimeout
@@ -156,7 +163,11 @@ func engineError(err error) *apiError {
 	case errors.As(err, &series), errors.As(err, &read):
 		return &apiError{errorCostLimit, err}
 	case errors.As(err, &stor):
+		if why, ok := api.UnavailableReason(stor.Err); ok { // ErrStorage has no Unwrap
+			return &apiError{errorUnavail, errors.New(why)}
+		}
 		// The detail stays in the node's log: clients get no Go error text.
+		a.cfg.Logger.Error("prometheus API read failed", "asked", asked, "err", err)
 		return &apiError{errorInternal, errors.New("reading the counters failed; see the node's log")}
 	case errors.Is(err, context.DeadlineExceeded):
 		return &apiError{errorTimeout, errors.New("query timed out")}
@@ -167,7 +178,7 @@ func engineError(err error) *apiError {
 }
 
 // constructionError maps an error of building a query (parsing, mostly).
-func constructionError(err error) *apiError {
+func (a *API) constructionError(err error) *apiError {
 	var (
 		timeout  promql.ErrQueryTimeout
 		canceled promql.ErrQueryCanceled
@@ -175,7 +186,7 @@ func constructionError(err error) *apiError {
 	)
 	switch {
 	case errors.As(err, &timeout), errors.As(err, &canceled):
-		return engineError(err)
+		return a.engineError(err, "")
 	case errors.As(err, &ceiling):
 		return &apiError{errorBadData, err}
 	}
@@ -341,24 +352,9 @@ func (a *API) query(r *http.Request) result {
 	if err != nil {
 		return invalidParam(err, "time")
 	}
-	ctx, cancel, apiErr := a.queryContext(r)
-	if apiErr != nil {
-		return result{err: apiErr}
-	}
-	defer cancel()
-	opts, apiErr := a.queryOpts(r)
-	if apiErr != nil {
-		return result{err: apiErr}
-	}
-	qs := r.FormValue("query")
-	if apiErr := a.checkSubqueries(qs, 0); apiErr != nil {
-		return result{err: apiErr}
-	}
-	qry, err := a.engine.NewInstantQuery(ctx, a.queryable(), opts, qs, ts)
-	if err != nil {
-		return result{err: constructionError(err)}
-	}
-	return a.exec(ctx, qry, qs, limit)
+	return a.run(r, limit, 0, func(ctx context.Context, opts promql.QueryOpts, qs string) (promql.Query, error) {
+		return a.engine.NewInstantQuery(ctx, a.queryable(), opts, qs, ts)
+	})
 }
 
 func (a *API) queryRange(r *http.Request) result {
@@ -387,6 +383,15 @@ func (a *API) queryRange(r *http.Request) result {
 	if end.Sub(start)/step > 11000 {
 		return result{err: &apiError{errorBadData, errors.New("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")}}
 	}
+	return a.run(r, limit, end.Sub(start), func(ctx context.Context, opts promql.QueryOpts, qs string) (promql.Query, error) {
+		return a.engine.NewRangeQuery(ctx, a.queryable(), opts, qs, start, end, step)
+	})
+}
+
+// run is what an instant and a range query share once their times are
+// parsed: the timeout and options, the subquery bound over span, building
+// the query with newQuery, and running it.
+func (a *API) run(r *http.Request, limit int, span time.Duration, newQuery func(context.Context, promql.QueryOpts, string) (promql.Query, error)) result {
 	ctx, cancel, apiErr := a.queryContext(r)
 	if apiErr != nil {
 		return result{err: apiErr}
@@ -397,12 +402,12 @@ func (a *API) queryRange(r *http.Request) result {
 		return result{err: apiErr}
 	}
 	qs := r.FormValue("query")
-	if apiErr := a.checkSubqueries(qs, end.Sub(start)); apiErr != nil {
+	if apiErr := a.checkSubqueries(qs, span); apiErr != nil {
 		return result{err: apiErr}
 	}
-	qry, err := a.engine.NewRangeQuery(ctx, a.queryable(), opts, qs, start, end, step)
+	qry, err := newQuery(ctx, opts, qs)
 	if err != nil {
-		return result{err: constructionError(err)}
+		return result{err: a.constructionError(err)}
 	}
 	return a.exec(ctx, qry, qs, limit)
 }
@@ -411,10 +416,7 @@ func (a *API) exec(ctx context.Context, qry promql.Query, qs string, limit int) 
 	res := qry.Exec(ctx)
 	if res.Err != nil {
 		qry.Close()
-		if _, ok := errors.AsType[promql.ErrStorage](res.Err); ok {
-			a.cfg.Logger.Error("prometheus query failed", "query", qs, "err", res.Err)
-		}
-		return result{err: engineError(res.Err), warnings: res.Warnings, query: qs}
+		return result{err: a.engineError(res.Err, qs), warnings: res.Warnings, query: qs}
 	}
 	warnings := res.Warnings
 	v := res.Value
@@ -512,7 +514,7 @@ func (a *API) series(r *http.Request) result {
 			}
 		}
 		if err := set.Err(); err != nil {
-			return result{err: engineError(err)}
+			return result{err: a.engineError(err, r.URL.Path)}
 		}
 	}
 	slices.SortFunc(out, labels.Compare)
@@ -572,7 +574,7 @@ func (a *API) labels(r *http.Request, name string) result {
 			vals, _, err = q.LabelValues(ctx, name, hints, ms...)
 		}
 		if err != nil {
-			return result{err: engineError(err)}
+			return result{err: a.engineError(err, r.URL.Path)}
 		}
 		all = append(all, vals...)
 	}

@@ -30,7 +30,9 @@ type DCCounts struct {
 	Windows [][]uint64
 }
 
-// Source is what the API needs from the node.
+// Source is what the API needs from the node. A read it refuses with
+// api.Unavailable (a damaged data file) is answered 503 with the reason;
+// any other error is a 500 whose detail goes to the node's log only.
 type Source interface {
 	// Now is the node's clock.
 	Now() time.Time

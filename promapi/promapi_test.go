@@ -1,16 +1,21 @@
 package promapi_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/abacus-counter/abacus/api"
 	"github.com/abacus-counter/abacus/promapi"
 )
 
@@ -220,6 +225,83 @@ func TestAPI_Matchers(t *testing.T) {
 	}
 }
 
+// TestAPI_Query_ReadsEachCounterOnce: a selector that names its counters
+// reads each of them once, not once to see that it exists and again for its
+// samples.
+func TestAPI_Query_ReadsEachCounterOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		query string
+		reads int
+	}{
+		{"equal", `abacus_events_total{counter="logins"}`, 1},
+		{"regexp set", `abacus_events_total{counter=~"logins|signups|nothing"}`, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := seeded()
+			h := mustAPI(t, src)
+			if code, env := call(t, h, http.MethodGet, "/api/v1/query", url.Values{"query": {tc.query}}); code != http.StatusOK {
+				t.Fatalf("%d %+v", code, env)
+			}
+			src.mu.Lock()
+			defer src.mu.Unlock()
+			if src.reads != tc.reads {
+				t.Fatalf("%d reads of the source, want %d", src.reads, tc.reads)
+			}
+		})
+	}
+}
+
+// TestAPI_SourceErrors: a read the node refuses for a reason worded for
+// clients (a damaged data file) is a 503 with that reason, as the /v1 reads
+// answer; any other failure is a 500 whose detail only the node's log gets,
+// on every endpoint that reads counters.
+func TestAPI_SourceErrors(t *testing.T) {
+	const reason = "data file state.db is damaged; this node refuses writes until an operator runs abacus recover"
+	const secret = "bolt: page 42 corrupt"
+	now := strconv.FormatInt(testNow.Unix(), 10)
+	reads := []struct {
+		name   string
+		path   string
+		params url.Values
+	}{
+		{"query", "/api/v1/query", url.Values{"query": {`abacus_events_total{counter="logins"}`}}},
+		{"query_range", "/api/v1/query_range", url.Values{"query": {`abacus_events_total`}, "start": {now}, "end": {now}, "step": {"60"}}},
+		{"series", "/api/v1/series", url.Values{"match[]": {`abacus_events_total`}}},
+		{"label values by dc", "/api/v1/label/counter/values", url.Values{"match[]": {`{dc="dc1"}`}}},
+		{"labels of a named counter", "/api/v1/labels", url.Values{"match[]": {`{counter="logins"}`}}},
+	}
+	for _, tc := range []struct {
+		name    string
+		fail    error
+		code    int
+		errType string
+		text    string // in the answer
+	}{
+		{"unavailable", fmt.Errorf("read counter: %w", api.Unavailable(reason)), http.StatusServiceUnavailable, "unavailable", reason},
+		{"other", errors.New(secret), http.StatusInternalServerError, "internal", ""},
+	} {
+		for _, rd := range reads {
+			t.Run(tc.name+"/"+rd.name, func(t *testing.T) {
+				src := seeded()
+				src.fail = tc.fail
+				var log bytes.Buffer
+				h := mustAPI(t, src, func(c *promapi.Config) { c.Logger = slog.New(slog.NewTextHandler(&log, nil)) })
+				code, env := call(t, h, http.MethodGet, rd.path, rd.params)
+				if code != tc.code || env.Status != "error" || env.ErrorType != tc.errType {
+					t.Fatalf("%d %+v, want %d %s", code, env, tc.code, tc.errType)
+				}
+				if !strings.Contains(env.Error, tc.text) || strings.Contains(env.Error, secret) {
+					t.Fatalf("error %q", env.Error)
+				}
+				if tc.code == http.StatusInternalServerError && !strings.Contains(log.String(), secret) {
+					t.Fatalf("the node's log lacks the cause: %q", log.String())
+				}
+			})
+		}
+	}
+}
+
 func TestAPI_Errors(t *testing.T) {
 	src := seeded()
 	h := mustAPI(t, src, func(c *promapi.Config) { c.MaxSeries = 2; c.MaxSamples = 100 })
@@ -369,6 +451,43 @@ func TestAPI_SeriesLabelsMetadata(t *testing.T) {
 	}
 	if _, ok := bi["goVersion"]; !ok {
 		t.Fatalf("buildinfo %v", bi)
+	}
+}
+
+// TestAPI_LabelValues_OfMatchedSeries: label values are those of the series
+// the matchers select, as Grafana's label_values(abacus_events_total{…}, dc)
+// expects, and a limit cuts the matching values, not the counters scanned
+// before the dc matcher is applied.
+func TestAPI_LabelValues_OfMatchedSeries(t *testing.T) {
+	src := seeded()
+	src.add("aaa", "dc2", 1, testNow.Add(-5*time.Minute)) // sorts first, dc2 only
+	h := mustAPI(t, src)
+	for _, tc := range []struct {
+		name   string
+		path   string
+		params url.Values
+		want   []string
+		warned bool
+	}{
+		{"dc of one counter", "/api/v1/label/dc/values", url.Values{"match[]": {`abacus_events_total{counter="logins"}`}}, []string{"dc1"}, false},
+		{"dc of counters by regexp", "/api/v1/label/dc/values", url.Values{"match[]": {`{counter=~"err.*"}`}}, []string{"dc2"}, false},
+		{"dc of all", "/api/v1/label/dc/values", url.Values{"match[]": {`abacus_events_total`}}, []string{"dc1", "dc2"}, false},
+		{"counters in dc1, limit 1", "/api/v1/label/counter/values", url.Values{"match[]": {`{dc="dc1"}`}, "limit": {"1"}}, []string{"logins"}, true},
+		{"counters in dc1, limit 2", "/api/v1/label/counter/values", url.Values{"match[]": {`{dc="dc1"}`}, "limit": {"2"}}, []string{"logins", "signups"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, env := call(t, h, http.MethodGet, tc.path, tc.params)
+			if code != http.StatusOK {
+				t.Fatalf("%d %+v", code, env)
+			}
+			var got []string
+			if err := json.Unmarshal(env.Data, &got); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) || (len(env.Warnings) > 0) != tc.warned {
+				t.Fatalf("got %v (warnings %v), want %v (warned %v)", got, env.Warnings, tc.want, tc.warned)
+			}
+		})
 	}
 }
 

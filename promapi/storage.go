@@ -57,10 +57,17 @@ func (qr *querier) errTooManySeries() error {
 	return promql.ErrTooManySeries(fmt.Sprintf("selecting more than %d series", qr.q.maxSeries))
 }
 
-// names returns the counter names the matchers allow, in name order. Past
-// limit names (limit ≤ 0: no bound) it fails with the engine's too many
-// series error or, if truncate, returns the first limit.
-func (qr *querier) names(ctx context.Context, ms []*labels.Matcher, limit int, truncate bool) ([]string, error) {
+// names returns the counter names the matchers allow, in name order, at
+// most limit of them (limit ≤ 0: no bound).
+//
+// For a caller that reads each name's counts itself (readsEach: Select,
+// which drops those without any and bounds the series it finds, and the
+// label calls that filter on dc), past limit it fails with the engine's too
+// many series error, and names the matchers spell out (an equality, a set
+// of alternatives) are not checked to exist: a check here would read each
+// counter twice. Otherwise past limit it returns the first limit, and
+// spelt-out names are read once each to keep only those that exist.
+func (qr *querier) names(ctx context.Context, ms []*labels.Matcher, limit int, readsEach bool) ([]string, error) {
 	var counterMs []*labels.Matcher
 	for _, m := range ms {
 		switch m.Name {
@@ -109,6 +116,10 @@ func (qr *querier) names(ctx context.Context, ms []*labels.Matcher, limit int, t
 			if n == "" || !match(n) {
 				continue
 			}
+			if readsEach {
+				out = append(out, n)
+				continue
+			}
 			counts, err := qr.q.src.CountsByDC(n, nil)
 			if err != nil {
 				return nil, promql.ErrStorage{Err: err}
@@ -117,11 +128,8 @@ func (qr *querier) names(ctx context.Context, ms []*labels.Matcher, limit int, t
 				out = append(out, n)
 			}
 		}
-		if limit > 0 && len(out) > limit {
-			if truncate {
-				return out[:limit], nil
-			}
-			return nil, qr.errTooManySeries()
+		if limit > 0 && len(out) > limit && !readsEach {
+			return out[:limit], nil
 		}
 		return out, nil
 	}
@@ -139,10 +147,10 @@ func (qr *querier) names(ctx context.Context, ms []*labels.Matcher, limit int, t
 				continue
 			}
 			if limit > 0 && len(out) == limit {
-				if truncate {
-					return out, nil
+				if readsEach {
+					return nil, qr.errTooManySeries()
 				}
-				return nil, qr.errTooManySeries()
+				return out, nil
 			}
 			out = append(out, n)
 		}
@@ -171,7 +179,7 @@ func seriesLabels(name, dc string) labels.Labels {
 }
 
 func (qr *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
-	names, err := qr.names(ctx, ms, qr.q.maxSeries, false)
+	names, err := qr.names(ctx, ms, qr.q.maxSeries, true)
 	if err != nil {
 		return storage.ErrSeriesSet(err)
 	}
@@ -277,6 +285,9 @@ type region struct {
 	span   Span
 }
 
+// samples is how many sample times r holds.
+func (r region) samples() int { return int((r.hi-r.lo)/r.size) + 1 }
+
 // plan returns where the samples in [mint, maxt] (milliseconds) lie. A time
 // t belongs to the finest resolution whose window containing t is retained;
 // its sample is at the start of that window. Samples are never later than
@@ -319,6 +330,12 @@ func (q *queryable) series(name string, plan []region, ms []*labels.Matcher, onl
 	if err != nil {
 		return nil, 0, promql.ErrStorage{Err: fmt.Errorf("read counter %s: %w", name, err)}
 	}
+	n := 0 // samples a series has
+	if !onlyLabels {
+		for _, r := range plan {
+			n += r.samples()
+		}
+	}
 	var out []storage.Series
 	samples := 0
 	for _, c := range counts {
@@ -327,10 +344,6 @@ func (q *queryable) series(name string, plan []region, ms []*labels.Matcher, onl
 		}
 		ps := promql.Series{Metric: seriesLabels(name, c.DC)}
 		if !onlyLabels {
-			n := 0
-			for _, r := range plan {
-				n += int((r.hi-r.lo)/r.size) + 1
-			}
 			ps.Floats = make([]promql.FPoint, 0, n)
 			// Regions run newest first; samples must come oldest first.
 			for i := len(plan) - 1; i >= 0; i-- {
@@ -347,7 +360,7 @@ func (q *queryable) series(name string, plan []region, ms []*labels.Matcher, onl
 // events before b, which are the total less every window from b on.
 // windows are r.span's, from r.lo (= r.span.From) on.
 func appendCumulative(dst []promql.FPoint, r region, total uint64, windows []uint64) []promql.FPoint {
-	n := int((r.hi-r.lo)/r.size) + 1
+	n := r.samples()
 	var after uint64 // events in windows starting after the boundary at hand
 	for _, v := range windows[min(n, len(windows)):] {
 		after = satAdd(after, v)
@@ -375,7 +388,7 @@ func appendCumulative(dst []promql.FPoint, r region, total uint64, windows []uin
 }
 
 func (qr *querier) LabelNames(ctx context.Context, _ *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
-	names, err := qr.names(ctx, ms, 1, true)
+	names, err := qr.names(ctx, ms, 1, false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -397,7 +410,7 @@ func (qr *querier) LabelValues(ctx context.Context, name string, hints *storage.
 	hasDC := slices.ContainsFunc(ms, func(m *labels.Matcher) bool { return m.Name == LabelDC })
 	switch name {
 	case labels.MetricName:
-		names, err := qr.names(ctx, ms, 1, true)
+		names, err := qr.names(ctx, ms, 1, false)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -406,31 +419,51 @@ func (qr *querier) LabelValues(ctx context.Context, name string, hints *storage.
 		}
 		return []string{MetricName}, nil, nil
 	case LabelCount:
+		if hasDC {
+			// Only counters with a series in a matching dc count towards
+			// limit (one more, so that the API can say the answer was cut).
+			var out []string
+			err := qr.eachCounts(ctx, ms, func(n string, counts []DCCounts) bool {
+				if slices.ContainsFunc(counts, func(c DCCounts) bool { return dcMatch(ms, c.DC) }) {
+					out = append(out, n)
+				}
+				return limit <= 0 || len(out) <= limit
+			})
+			return out, nil, err
+		}
 		// Paginate through the index; stop at limit (one more, so that the
 		// API can say the answer was cut).
 		bound := 0
 		if limit > 0 {
 			bound = limit + 1
 		}
-		names, err := qr.names(ctx, ms, bound, true)
+		names, err := qr.names(ctx, ms, bound, false)
 		if err != nil {
 			return nil, nil, err
 		}
-		if hasDC {
-			kept := names[:0]
-			for _, n := range names {
-				counts, err := qr.q.src.CountsByDC(n, nil)
-				if err != nil {
-					return nil, nil, err
-				}
-				if slices.ContainsFunc(counts, func(c DCCounts) bool { return dcMatch(ms, c.DC) }) {
-					kept = append(kept, n)
-				}
-			}
-			names = kept
-		}
 		return names, nil, nil
 	case LabelDC:
+		if slices.ContainsFunc(ms, func(m *labels.Matcher) bool { return m.Name == LabelCount }) {
+			// The dcs of the counters selected, not every dc the node knows.
+			seen := map[string]bool{}
+			err := qr.eachCounts(ctx, ms, func(_ string, counts []DCCounts) bool {
+				for _, c := range counts {
+					if c.DC != "" && dcMatch(ms, c.DC) {
+						seen[c.DC] = true
+					}
+				}
+				return true
+			})
+			if err != nil {
+				return nil, nil, err
+			}
+			out := make([]string, 0, len(seen))
+			for dc := range seen {
+				out = append(out, dc)
+			}
+			slices.Sort(out)
+			return out, nil, nil
+		}
 		var out []string
 		for _, dc := range qr.q.src.DCs() {
 			if dc != "" && dcMatch(ms, dc) {
@@ -438,7 +471,7 @@ func (qr *querier) LabelValues(ctx context.Context, name string, hints *storage.
 			}
 		}
 		if len(ms) > 0 {
-			names, err := qr.names(ctx, ms, 1, true)
+			names, err := qr.names(ctx, ms, 1, false)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -452,6 +485,28 @@ func (qr *querier) LabelValues(ctx context.Context, name string, hints *storage.
 		return out, nil, nil
 	}
 	return []string{}, nil, nil
+}
+
+// eachCounts reads the counts of each counter the matchers allow, once, in
+// name order, until fn returns false.
+func (qr *querier) eachCounts(ctx context.Context, ms []*labels.Matcher, fn func(name string, counts []DCCounts) bool) error {
+	names, err := qr.names(ctx, ms, 0, true)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		counts, err := qr.q.src.CountsByDC(n, nil)
+		if err != nil {
+			return promql.ErrStorage{Err: fmt.Errorf("read counter %s: %w", n, err)}
+		}
+		if !fn(n, counts) {
+			return nil
+		}
+	}
+	return nil
 }
 
 func satAdd(a, b uint64) uint64 {

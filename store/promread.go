@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -167,22 +168,10 @@ func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 		if !inMem || sp.From >= sp.To {
 			continue
 		}
-		size := int64(sp.Res)
-		if n := (sp.To - sp.From) / size; n <= int64(len(s.mem)) {
-			for start := sp.From; start < sp.To; start += size {
-				if g := s.mem[crdt.Slot{Name: name, Res: sp.Res, Start: start}]; g != nil {
-					addGC(g, i, start)
-					memStarts[i][start] = true
-				}
-			}
-		} else {
-			for slot, g := range s.mem {
-				if slot.Name == name && slot.Res == sp.Res && slot.Start >= sp.From && slot.Start < sp.To && slot.Start%size == 0 {
-					addGC(g, i, slot.Start)
-					memStarts[i][slot.Start] = true
-				}
-			}
-		}
+		s.eachMemWindow(name, sp.Res, sp.From, sp.To, func(start int64, g *crdt.GCounter) {
+			addGC(g, i, start)
+			memStarts[i][start] = true
+		})
 	}
 	err := func() error {
 		var buf []storedEntry
@@ -225,15 +214,7 @@ func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 	for _, c := range byDC {
 		out = append(out, *c)
 	}
-	slices.SortFunc(out, func(a, b DCCounts) int {
-		switch {
-		case a.DC < b.DC:
-			return -1
-		case a.DC > b.DC:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b DCCounts) int { return strings.Compare(a.DC, b.DC) })
 	return out, nil
 }
 

@@ -38,6 +38,9 @@ func TestCountsByDC_NetOfDuplicates(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := map[string]uint64{"ams": 4, "hkg": 1}
+			if len(got) != len(want) {
+				t.Fatalf("%s: %d datacenters %+v, want %d", check, len(got), got, len(want))
+			}
 			for _, dc := range got {
 				if dc.Total != want[dc.DC] || dc.Windows[0][0] != want[dc.DC] {
 					t.Errorf("%s: %s total %d minute %d, want %d", check, dc.DC, dc.Total, dc.Windows[0][0], want[dc.DC])

@@ -112,19 +112,9 @@ func (s *Store) Range(name string, plan window.Plan) ([]uint64, error) {
 	}
 	if s.memNames[name] > 0 {
 		inMem = make(map[int64]uint64)
-		if n := (to - from) / size; n <= int64(len(s.mem)) {
-			for start := from; start < to; start += size {
-				if g := s.mem[crdt.Slot{Name: name, Res: res, Start: start}]; g != nil {
-					inMem[start] = comps[start].Value(g)
-				}
-			}
-		} else {
-			for slot, g := range s.mem {
-				if slot.Name == name && slot.Res == res && slot.Start >= from && slot.Start < to {
-					inMem[slot.Start] = comps[slot.Start].Value(g)
-				}
-			}
-		}
+		s.eachMemWindow(name, res, from, to, func(start int64, g *crdt.GCounter) {
+			inMem[start] = comps[start].Value(g)
+		})
 	}
 	s.mu.RUnlock()
 	add := func(start int64, v uint64) {
@@ -165,6 +155,27 @@ func (s *Store) Range(name string, plan window.Plan) ([]uint64, error) {
 		return nil, fmt.Errorf("read range of %q: %w", name, err)
 	}
 	return points, nil
+}
+
+// eachMemWindow calls fn for each window of counter name at resolution res
+// starting in [from, to) that mem holds, from a multiple of res; the caller
+// holds mu. It looks the windows up one by one or scans mem, whichever is
+// fewer. (Slots in mem are aligned: merges refuse any other.)
+func (s *Store) eachMemWindow(name string, res uint32, from, to int64, fn func(start int64, g *crdt.GCounter)) {
+	size := int64(res)
+	if n := (to - from) / size; n <= int64(len(s.mem)) {
+		for start := from; start < to; start += size {
+			if g := s.mem[crdt.Slot{Name: name, Res: res, Start: start}]; g != nil {
+				fn(start, g)
+			}
+		}
+		return
+	}
+	for slot, g := range s.mem {
+		if slot.Name == name && slot.Res == res && slot.Start >= from && slot.Start < to {
+			fn(slot.Start, g)
+		}
+	}
 }
 
 // NameTotal is a counter and its total.

@@ -91,19 +91,11 @@ func promForm(query string, span time.Duration) func() url.Values {
 // runPromRange measures a Prometheus range query of 2,880 points (48 h at
 // 1 m) over one counter with events in every minute, as Grafana sends it.
 func runPromRange(s *suite) error {
-	n, err := s.newNode("prom-range")
+	n, err := s.preloaded("prom-range", "perf.pr", s.cfg.rangePreload, 1, "48h", 10*time.Minute)
 	if err != nil {
 		return err
 	}
-	if err := s.startReady(n); err != nil {
-		return err
-	}
 	defer s.stopNode(n)
-	if _, err := s.bench(10*time.Minute, "abacus-bench-preload", "--addr", n.url(), "--mode", "load",
-		"--increments", strconv.FormatInt(s.cfg.rangePreload, 10), "--counters", "1", "--prefix", "perf.pr",
-		"--spread", "48h", "--clients", "2", "--batch", "1000"); err != nil {
-		return err
-	}
 	// The plain selector: at the first point, 48 h back, a rate's range
 	// would reach into hourly samples.
 	query := `abacus_events_total{counter="perf.pr.0"}`
@@ -130,20 +122,12 @@ func runPromRange(s *suite) error {
 // events in every minute of the last 6 hours, 6 h at 1 m.
 func runPromSum(s *suite) error {
 	counters := s.cfg.promCounters
-	n, err := s.newNode("prom-sum")
+	incs := int64(counters) * 6 * 60 // one increment per counter per minute
+	n, err := s.preloaded("prom-sum", "perf.ps", incs, counters, "6h", 20*time.Minute)
 	if err != nil {
 		return err
 	}
-	if err := s.startReady(n); err != nil {
-		return err
-	}
 	defer s.stopNode(n)
-	incs := int64(counters) * 6 * 60 // one increment per counter per minute
-	if _, err := s.bench(20*time.Minute, "abacus-bench-preload", "--addr", n.url(), "--mode", "load",
-		"--increments", strconv.FormatInt(incs, 10), "--counters", strconv.Itoa(counters), "--prefix", "perf.ps",
-		"--spread", "6h", "--clients", "2", "--batch", "1000"); err != nil {
-		return err
-	}
 	query := `sum by (counter) (rate(abacus_events_total{counter=~"perf\\.ps\\..*"}[5m]))`
 	form := promForm(query, 6*time.Hour)
 	row := s.row(s.cur, strings.ReplaceAll(fmt.Sprintf("query_range %s over %d counters, 6 h at 1 m (361 points each), one client", query, counters), `\\`, `\`), "ms")

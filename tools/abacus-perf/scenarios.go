@@ -343,6 +343,26 @@ func rangeFrom(now time.Time) time.Time {
 	return now.Add(-48 * time.Hour).Add(time.Minute).Truncate(time.Minute)
 }
 
+// preloaded starts node name, ready, and loads it with abacus-bench:
+// increments events spread over the last spread, across counters counters
+// named prefix.0, prefix.1, …, within timeout. The caller stops the node.
+func (s *suite) preloaded(name, prefix string, increments int64, counters int, spread string, timeout time.Duration) (*node, error) {
+	n, err := s.newNode(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.startReady(n); err != nil {
+		return nil, err
+	}
+	if _, err := s.bench(timeout, "abacus-bench-preload", "--addr", n.url(), "--mode", "load",
+		"--increments", strconv.FormatInt(increments, 10), "--counters", strconv.Itoa(counters), "--prefix", prefix,
+		"--spread", spread, "--clients", "2", "--batch", "1000"); err != nil {
+		s.stopNode(n)
+		return nil, err
+	}
+	return n, nil
+}
+
 // windowsWithData reads a counter's 48 h range at 1 m step and counts the
 // points and the points above zero.
 func (s *suite) windowsWithData(n *node, name string) (points, nonzero int, err error) {
@@ -366,19 +386,11 @@ func (s *suite) windowsWithData(n *node, name string) (points, nonzero int, err 
 // runReadRange measures the 48 h range at 1 m step of a counter with data in
 // every minute, while 8 clients increment it.
 func runReadRange(s *suite) error {
-	n, err := s.newNode("range")
+	n, err := s.preloaded("range", "perf.rr", s.cfg.rangePreload, 1, "48h", 10*time.Minute)
 	if err != nil {
 		return err
 	}
-	if err := s.startReady(n); err != nil {
-		return err
-	}
 	defer s.stopNode(n)
-	if _, err := s.bench(10*time.Minute, "abacus-bench-preload", "--addr", n.url(), "--mode", "load",
-		"--increments", strconv.FormatInt(s.cfg.rangePreload, 10), "--counters", "1", "--prefix", "perf.rr",
-		"--spread", "48h", "--clients", "2", "--batch", "1000"); err != nil {
-		return err
-	}
 	points, nonzero, err := s.windowsWithData(n, "perf.rr.0")
 	if err != nil {
 		return err

@@ -16,17 +16,16 @@ func (a *Agent) newPromAPI() (http.Handler, error) {
 	cfg.Windows = a.cfg.Windows
 	cfg.MaxSamples = a.cfg.QueryMaxSamples
 	cfg.MaxSeries = a.cfg.QueryMaxSeries
-	cfg.Timeout = a.cfg.QueryTimeout
+	if a.cfg.QueryTimeout != 0 { // zero keeps promapi's default
+		cfg.Timeout = a.cfg.QueryTimeout
+	}
 	cfg.BuildInfo = buildInfo()
 	cfg.Logger = a.log.With("component", "promapi")
 	p, err := promapi.New(cfg)
 	if err != nil {
 		return nil, err
 	}
-	timeout := a.cfg.QueryTimeout
-	if timeout == 0 {
-		timeout = promapi.DefaultTimeout
-	}
+	timeout := cfg.Timeout
 	h := p.Handler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// A query may run up to its timeout: the server's write timeout
@@ -43,7 +42,9 @@ func buildInfo() promapi.BuildInfo {
 	return promapi.BuildInfo{Version: bi.Version, Revision: bi.Revision, GoVersion: bi.GoVersion, BuildDate: bi.Time}
 }
 
-// promSource adapts the store to promapi.Source.
+// promSource adapts the store to promapi.Source. Its errors go through
+// readError, as the /v1 reads' do: a damaged data file is a 503 with the
+// reason on both.
 type promSource struct {
 	st *store.Store
 }
@@ -60,7 +61,7 @@ func (p promSource) CountsByDC(name string, spans []promapi.Span) ([]promapi.DCC
 	}
 	cs, err := p.st.CountsByDC(name, ss)
 	if err != nil {
-		return nil, err
+		return nil, readError(err)
 	}
 	out := make([]promapi.DCCounts, len(cs))
 	for i, c := range cs {
@@ -72,7 +73,7 @@ func (p promSource) CountsByDC(name string, spans []promapi.Span) ([]promapi.DCC
 func (p promSource) Names(prefix, after string, limit int) ([]string, string, error) {
 	page, next, err := p.st.List(prefix, after, limit)
 	if err != nil {
-		return nil, "", err
+		return nil, "", readError(err)
 	}
 	out := make([]string, len(page))
 	for i, nt := range page {
