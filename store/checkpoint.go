@@ -32,6 +32,11 @@ func (s *Store) runCheckpointer(ctx context.Context) {
 	run := func() {
 		if err := s.checkpoint(); err != nil {
 			s.log.Error("checkpoint failed", "err", err)
+			// A committer waiting for room waits for nothing now: wake
+			// it to see the refusal (it holds mu until it waits).
+			s.mu.Lock()
+			s.roomCond.Broadcast()
+			s.mu.Unlock()
 		}
 	}
 	defer close(s.stopped)
@@ -132,7 +137,7 @@ func (s *Store) checkpoint() error {
 	for k, v := range s.vv {
 		snap.vv[k] = v
 	}
-	failed := s.failed
+	failed := s.refusalLocked()
 	s.mu.RUnlock()
 	if failed != nil {
 		return failed

@@ -234,7 +234,7 @@ func (s *Store) submit(ctx context.Context, o *op) error {
 		return ErrClosed
 	}
 	s.mu.RLock()
-	failed := s.failed
+	failed := s.refusalLocked()
 	s.mu.RUnlock()
 	if failed != nil {
 		return failed
@@ -369,7 +369,7 @@ func (o *op) size() int {
 func (s *Store) waitForRoom() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(s.mem) >= s.cfg.MaxPendingSlots && s.failed == nil && !s.stopping.Load() {
+	for len(s.mem) >= s.cfg.MaxPendingSlots && s.refusalLocked() == nil && !s.stopping.Load() {
 		s.kickCheckpoint()
 		s.roomCond.Wait()
 	}

@@ -599,13 +599,21 @@ func (s *Store) fail(err error) error {
 }
 
 // noteDamage makes the store refuse writes, for good, once damage is found
-// in a data file. It may run under s.mu (a read inside a lock): fail, which
-// takes s.mu, runs on its own goroutine.
+// in a data file: submit and the checkpointer read s.damage, which takes no
+// lock, so this may run anywhere (a read under s.mu included).
 func (s *Store) noteDamage(err error) {
 	if s.damage.CompareAndSwap(nil, &err) {
 		s.log.Error("data file damaged; refusing writes (stop the node and run abacus recover)", "err", err)
-		go s.fail(err)
 	}
+}
+
+// refusalLocked is why the store takes no more writes, or nil: damage found in a
+// data file, or a commit that failed. The caller holds s.mu for reading.
+func (s *Store) refusalLocked() error {
+	if d := s.damage.Load(); d != nil {
+		return *d
+	}
+	return s.failed
 }
 
 // Err is nil while the store takes writes, and says why once it does not.
