@@ -10,14 +10,15 @@
 //	uvarint columns
 //	per column:  uvarint local index
 //	             uint64 BE presence bitmap (bit i: window i has an entry)
-//	             uvarint max seq of the column
+//	             uvarint the column's seq (see Column.Seq)
 //	             per present window, in order: uvarint value
-//	             per present window, last first: varint (previous seq − seq)
+//	             per present window, last first: varint (previous seq − seq),
+//	                                             the first from the column's seq
 //
 // Seqs go last window first because the last window is usually the newest:
-// its difference from the max seq is then 0, and those of the windows before
-// it are the few commits between them. Differences are taken modulo 2^64, so
-// any seq up to the max has one.
+// its difference from the column's seq is then 0, and those of the windows
+// before it are the few commits between them. Differences are taken modulo
+// 2^64, so any seq up to the column's has one.
 //
 // The package is pure: no I/O, no clock. Its merge rule is crdt's: of two
 // entries of one replica and window, the one with the larger (value, seq).
@@ -50,16 +51,13 @@ func (e Entry) covers(o Entry) bool {
 type Column struct {
 	Replica uint32 // the replica's local index
 	Present uint64
+	// Seq is the largest seq any entry of the column has had since the
+	// column was created: at least every present entry's seq, and never
+	// lowered, not even when DropBefore removes the entry that had it. The
+	// seq index files the column under it, and anti-entropy relies on a
+	// column's place in that index only ever moving up.
+	Seq     uint64
 	Entries [Width]Entry
-}
-
-// MaxSeq is the largest seq of the column's entries.
-func (c *Column) MaxSeq() uint64 {
-	var m uint64
-	for p := c.Present; p != 0; p &= p - 1 {
-		m = max(m, c.Entries[bits.TrailingZeros64(p)].Seq)
-	}
-	return m
 }
 
 // Block is a decoded block. The zero value is an empty block.
@@ -123,6 +121,7 @@ func (b *Block) Raise(replica uint32, i int, e Entry) bool {
 	}
 	c.Present |= bit
 	c.Entries[i] = e
+	c.Seq = max(c.Seq, e.Seq)
 	return true
 }
 
@@ -185,7 +184,7 @@ func Append(dst []byte, b *Block) []byte {
 		c := &b.Columns[k]
 		dst = binary.AppendUvarint(dst, uint64(c.Replica))
 		dst = binary.BigEndian.AppendUint64(dst, c.Present)
-		prev := c.MaxSeq()
+		prev := c.Seq
 		dst = binary.AppendUvarint(dst, prev)
 		for p := c.Present; p != 0; p &= p - 1 {
 			dst = binary.AppendUvarint(dst, c.Entries[bits.TrailingZeros64(p)].Value)
@@ -202,8 +201,8 @@ func Append(dst []byte, b *Block) []byte {
 }
 
 // Decode decodes src into b, reusing b's memory. It refuses what is not a
-// block: a truncated one, columns out of order or empty, a max seq that no
-// entry has, a seq above it, trailing bytes.
+// block: a truncated one, columns out of order or empty, an entry's seq above
+// its column's, trailing bytes.
 func Decode(src []byte, b *Block) error {
 	b.Reset()
 	n, src, ok := uvarint(src)
@@ -212,7 +211,7 @@ func Decode(src []byte, b *Block) error {
 		return ErrMalformed
 	}
 	for k := uint64(0); k < n; k++ {
-		var rep, maxSeq uint64
+		var rep uint64
 		if rep, src, ok = uvarint(src); !ok || rep > 1<<32-1 {
 			return ErrMalformed
 		}
@@ -229,7 +228,7 @@ func Decode(src []byte, b *Block) error {
 		}
 		b.Columns = append(b.Columns, Column{Replica: uint32(rep), Present: present})
 		c := &b.Columns[len(b.Columns)-1]
-		if maxSeq, src, ok = uvarint(src); !ok {
+		if c.Seq, src, ok = uvarint(src); !ok {
 			return ErrMalformed
 		}
 		for p := present; p != 0; p &= p - 1 {
@@ -237,7 +236,7 @@ func Decode(src []byte, b *Block) error {
 				return ErrMalformed
 			}
 		}
-		prev, top := maxSeq, uint64(0)
+		prev := c.Seq
 		for p := present; p != 0; {
 			i := 63 - bits.LeadingZeros64(p)
 			p &^= 1 << uint(i)
@@ -247,14 +246,11 @@ func Decode(src []byte, b *Block) error {
 			}
 			src = src[m:]
 			seq := prev - uint64(d)
-			if seq > maxSeq {
+			if seq > c.Seq {
 				return ErrMalformed
 			}
 			c.Entries[i].Seq = seq
-			prev, top = seq, max(top, seq)
-		}
-		if top != maxSeq {
-			return ErrMalformed
+			prev = seq
 		}
 	}
 	if len(src) != 0 {
