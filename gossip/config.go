@@ -17,9 +17,9 @@ type Store interface {
 	// Digest is the version vector: for each origin, the seq up to which
 	// every change is held. It must not block or do I/O: delegates call it.
 	Digest() map[crdt.ReplicaID]uint64
-	// EntriesSince returns origin's entries with a seq above after, in seq
-	// order, about maxBytes of them.
-	EntriesSince(origin crdt.ReplicaID, after uint64, maxBytes int) (Chunk, error)
+	// ChainChunk returns about maxBytes of a chain of origin's entries with
+	// a seq above base: the chunk after cursor after (store.ChainChunk).
+	ChainChunk(origin crdt.ReplicaID, base, after uint64, maxBytes int) (Chunk, error)
 	// Merge applies entries, covers, key records and compensations durably,
 	// in one commit, and returns the entries it learned.
 	Merge(ctx context.Context, c Changes) ([]crdt.Delta, error)

@@ -138,12 +138,11 @@ func (g *Gossip) handleMsg(b []byte) {
 		}
 		g.sawDigest(m)
 		return
-	case msgPull, msgPullKeys:
-		m, err := decodePull(dec)
+	case msgPull, msgPullKeys, msgPullBase:
+		m, err := decodePull(t, dec)
 		if err != nil {
 			break
 		}
-		m.keys = t == msgPullKeys
 		if !g.knownNode(m.from) {
 			g.reject(t, "from a node that is not a member")
 			return

@@ -47,6 +47,7 @@ func (g *Gossip) noteMember(n *memberlist.Node, state string) {
 		p.meta = m
 	}
 	p.keys = n.DMax >= keysProtocol
+	p.base = n.DMax >= baseProtocol
 	switch {
 	case state == "alive":
 		p.leaving = false

@@ -88,8 +88,9 @@ type peer struct {
 	// death (memberlist v0.7.0 hands event delegates a node whose state
 	// does not say which).
 	leaving bool
-	// keys: the peer speaks msgPullKeys (its delegate protocol maximum).
-	keys bool
+	// keys: the peer speaks msgPullKeys, and base msgPullBase (its delegate
+	// protocol maximum).
+	keys, base bool
 }
 
 // inbound is one broadcast message's worth of news.
@@ -230,7 +231,7 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	mc.Merge = (*mergeDelegate)(g)
 	// Say that this node speaks the key messages without requiring it of
 	// others: older nodes still join, and are sent the older pulls.
-	mc.DelegateProtocolMax = keysProtocol
+	mc.DelegateProtocolMax = baseProtocol
 	// A node restarted under the same name at a new address is taken back
 	// after this long instead of being ignored until it is reaped.
 	mc.DeadNodeReclaimTime = 10 * time.Second

@@ -27,8 +27,13 @@ const (
 	msgPullKeys  msgType = 7
 	msgChunkKeys msgType = 8 // a chunk with the origin's key records and compensations
 	msgForget    msgType = 9 // "forget dead member N": an operator's force-leave
+	// msgPullBase is a msgPullKeys that also carries its chain's base: the
+	// seq above which the chain wants entries (store.ChainChunk). Sent to
+	// peers from baseProtocol on; a pull without it is answered as if its
+	// base were 0.
+	msgPullBase msgType = 10
 
-	msgLast = msgForget // the highest type known
+	msgLast = msgPullBase // the highest type known
 )
 
 // keysProtocol is the delegate protocol version from which a node speaks
@@ -36,6 +41,10 @@ const (
 // maximum and keep version 0 as their current one, so that older nodes still
 // take them in.
 const keysProtocol = 1
+
+// baseProtocol is the delegate protocol version from which a node speaks
+// msgPullBase; nodes advertise it as their maximum.
+const baseProtocol = 2
 
 const wireVersion = 1
 
@@ -55,6 +64,8 @@ func (t msgType) String() string {
 		return "records"
 	case msgPullKeys:
 		return "pull_keys"
+	case msgPullBase:
+		return "pull_base"
 	case msgChunkKeys:
 		return "chunk_keys"
 	case msgForget:
@@ -181,12 +192,19 @@ type pullMsg struct {
 	after    uint64
 	maxBytes uint64
 	chain    uint64 // the requester's chain ID, echoed by the answer
-	keys     bool   // a msgPullKeys: answer with a msgChunkKeys
+	keys     bool   // a msgPullKeys or msgPullBase: answer with a msgChunkKeys
+	// base is the seq above which the chain wants origin's entries; it
+	// travels only in a msgPullBase (hasBase).
+	base    uint64
+	hasBase bool
 }
 
 func (m *pullMsg) appendTo(b []byte) []byte {
 	t := msgPull
-	if m.keys {
+	switch {
+	case m.hasBase:
+		t = msgPullBase
+	case m.keys:
 		t = msgPullKeys
 	}
 	b = append(b, byte(t), wireVersion)
@@ -195,11 +213,20 @@ func (m *pullMsg) appendTo(b []byte) []byte {
 	b = append(b, m.origin[:]...)
 	b = binary.AppendUvarint(b, m.after)
 	b = binary.AppendUvarint(b, m.maxBytes)
-	return binary.AppendUvarint(b, m.chain)
+	b = binary.AppendUvarint(b, m.chain)
+	if m.hasBase {
+		b = binary.AppendUvarint(b, m.base)
+	}
+	return b
 }
 
-func decodePull(d *crdt.Decoder) (pullMsg, error) {
+// decodePull decodes a pull of type t.
+func decodePull(t msgType, d *crdt.Decoder) (pullMsg, error) {
 	m := pullMsg{from: d.String(maxNodeName), addr: d.String(maxNodeName), origin: d.Replica(), after: d.Uvarint(), maxBytes: d.Uvarint(), chain: d.Uvarint()}
+	m.keys, m.hasBase = t != msgPull, t == msgPullBase
+	if m.hasBase {
+		m.base = d.Uvarint()
+	}
 	return m, finish(d)
 }
 

@@ -56,7 +56,19 @@ func TestMessages_RoundTrip(t *testing.T) {
 		roundTrip(t, &dg, func(d *crdt.Decoder) (*digestMsg, error) { m, err := decodeDigest(d); return &m, err })
 
 		pm := pullMsg{from: "n1", origin: idGen.Draw(t, "o"), after: rapid.Uint64().Draw(t, "after"), maxBytes: rapid.Uint64().Draw(t, "max"), chain: rapid.Uint64().Draw(t, "chain")}
-		roundTrip(t, &pm, func(d *crdt.Decoder) (*pullMsg, error) { m, err := decodePull(d); return &m, err })
+		switch rapid.IntRange(0, 2).Draw(t, "pull kind") {
+		case 1:
+			pm.keys = true
+		case 2:
+			pm.keys, pm.hasBase, pm.base = true, true, rapid.Uint64().Draw(t, "base")
+		}
+		roundTrip(t, &pm, func(d *crdt.Decoder) (*pullMsg, error) {
+			m, err := decodePull(msgType(pm.appendTo(nil)[0]), d)
+			if err == nil && (m.keys != pm.keys || m.hasBase != pm.hasBase || m.base != pm.base) {
+				t.Fatalf("pull decoded as %+v, sent %+v", m, pm)
+			}
+			return &m, err
+		})
 
 		after := rapid.Uint64Range(0, 1<<40).Draw(t, "cafter")
 		cm := chunkMsg{from: "n2", origin: idGen.Draw(t, "co"), chain: rapid.Uint64().Draw(t, "cchain"), after: after, next: after + rapid.Uint64Range(0, 100).Draw(t, "dn"),
@@ -100,9 +112,13 @@ func TestMessages_RoundTrip(t *testing.T) {
 			}
 		}
 		pk := pm
-		pk.keys = true
+		pk.keys, pk.hasBase = true, false
 		if b := pk.appendTo(nil); msgType(b[0]) != msgPullKeys {
 			t.Fatalf("a keys pull encodes as %v", msgType(b[0]))
+		}
+		pk.hasBase = true
+		if b := pk.appendTo(nil); msgType(b[0]) != msgPullBase {
+			t.Fatalf("a pull with its base encodes as %v", msgType(b[0]))
 		}
 
 		mt := meta{replica: idGen.Draw(t, "r"), dc: "hkg", cluster: "prod", windows: windowsHash("1m:48h"), httpAddr: "10.0.0.1:4000", started: rapid.Int64().Draw(t, "started")}
@@ -149,8 +165,8 @@ func decodeAny(b []byte) error {
 		_, err = decodeDeltas(d)
 	case msgDigest:
 		_, err = decodeDigest(d)
-	case msgPull:
-		_, err = decodePull(d)
+	case msgPull, msgPullKeys, msgPullBase:
+		_, err = decodePull(t, d)
 	case msgChunk:
 		_, err = decodeChunk(d)
 	case msgBye:
@@ -196,8 +212,8 @@ func FuzzDecode(f *testing.F) {
 				return
 			}
 			re = m.appendTo(nil)
-		case msgPull:
-			m, err := decodePull(d)
+		case msgPull, msgPullKeys, msgPullBase:
+			m, err := decodePull(typ, d)
 			if err != nil {
 				return
 			}
@@ -242,6 +258,7 @@ func FuzzNotifyMsg(f *testing.F) {
 	f.Add((&recordsMsg{records: []crdt.KeyRecord{rec}}).appendTo(nil))
 	f.Add((&chunkMsg{from: "n1", keys: true, after: 1, next: 2, records: []crdt.KeyRecord{rec}, comps: []crdt.CompDelta{{Slot: crdt.TotalSlot("a"), Comp: crdt.Comp{Loser: crdt.ReplicaID{3}, Seq: 2, Key: 1, Value: 1}}}}).appendTo(nil))
 	f.Add((&pullMsg{from: "n1", origin: crdt.ReplicaID{3}, after: 4, maxBytes: 1 << 18, keys: true}).appendTo(nil))
+	f.Add((&pullMsg{from: "n1", origin: crdt.ReplicaID{3}, after: 4, maxBytes: 1 << 18, keys: true, hasBase: true, base: 2}).appendTo(nil))
 	g := &Gossip{
 		cfg:      Config{NodeName: "self", Now: timeNow},
 		log:      discard(),
@@ -307,7 +324,7 @@ func (nopStore) SetReplicaInfo(crdt.ReplicaID, string, string) {}
 func (nopStore) ReplicaInfo(crdt.ReplicaID) (string, string, bool) {
 	return "", "", false
 }
-func (nopStore) EntriesSince(crdt.ReplicaID, uint64, int) (Chunk, error) {
+func (nopStore) ChainChunk(crdt.ReplicaID, uint64, uint64, int) (Chunk, error) {
 	return Chunk{Done: true}, nil
 }
 func (nopStore) Merge(context.Context, Changes) ([]crdt.Delta, error) {

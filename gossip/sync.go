@@ -108,7 +108,7 @@ func (g *Gossip) schedulePulls() {
 	start := func(o crdt.ReplicaID, peer string, after uint64) {
 		g.chains++
 		g.pulls[pullKey{o, peer}] = &pullState{chain: g.chains, start: after, after: after, top: math.MaxUint64, progress: now}
-		reqs = append(reqs, pullReq{to: peer, msg: pullMsg{from: g.cfg.NodeName, addr: g.addr, origin: o, after: after, maxBytes: uint64(g.cfg.ChunkBytes), chain: g.chains}})
+		reqs = append(reqs, pullReq{to: peer, msg: pullMsg{from: g.cfg.NodeName, addr: g.addr, origin: o, after: after, base: after, maxBytes: uint64(g.cfg.ChunkBytes), chain: g.chains}})
 	}
 	for o, b := range ahead {
 		if !busy[o] {
@@ -169,7 +169,7 @@ func (g *Gossip) pullSender() {
 			}
 			g.mu.Lock()
 			if p := g.peers[r.to]; p != nil {
-				r.msg.keys = p.keys
+				r.msg.keys, r.msg.hasBase = p.keys, p.base
 			}
 			g.mu.Unlock()
 			b := r.msg.appendTo(nil)
@@ -202,7 +202,14 @@ func (g *Gossip) serveWorker() {
 				continue
 			}
 			size := int(min(max(m.maxBytes, 1<<10), uint64(g.cfg.ChunkBytes)))
-			c, err := g.store.EntriesSince(m.origin, m.after, size)
+			// A pull from a node that does not send its chain's base (an
+			// older version) gets whole block columns: more bytes, still
+			// complete.
+			base := uint64(0)
+			if m.hasBase {
+				base = m.base
+			}
+			c, err := g.store.ChainChunk(m.origin, base, m.after, size)
 			if err != nil {
 				g.log.Error("reading entries for a peer", "peer", m.from, "origin", m.origin.String(), "err", err)
 				continue
@@ -284,7 +291,7 @@ func (g *Gossip) handleChunk(m chunkMsg) {
 	if inChain && g.pulls[k] == ps {
 		if err == nil && !m.done {
 			ps.after, ps.progress = m.next, g.cfg.Now()
-			next = &pullReq{to: m.from, msg: pullMsg{from: g.cfg.NodeName, addr: g.addr, origin: m.origin, after: m.next, maxBytes: uint64(g.cfg.ChunkBytes), chain: ps.chain}}
+			next = &pullReq{to: m.from, msg: pullMsg{from: g.cfg.NodeName, addr: g.addr, origin: m.origin, after: m.next, base: ps.start, maxBytes: uint64(g.cfg.ChunkBytes), chain: ps.chain}}
 		} else {
 			delete(g.pulls, k)
 			if err == nil {

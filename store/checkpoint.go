@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/store/block"
 )
 
 // runCheckpointer folds mem into state.db every CheckpointInterval, sooner
@@ -163,7 +164,7 @@ func (s *Store) checkpoint() error {
 		chunk := snap.slots[i:min(i+checkpointTxSlots, len(snap.slots))]
 		var repsDone func()
 		err := s.state.Update(func(tx *bolt.Tx) error {
-			w := newSlotWriter(s, tx)
+			w := newSlotWriter(s, tx, now)
 			for _, slot := range chunk {
 				if err := w.write(slot, snap.mem[slot], now); err != nil {
 					return err
@@ -292,25 +293,29 @@ var checkpointTxSlots = 25_000
 // double the file and the memory its mapped pages take.
 const fillPercent = 0.9
 
-func newSlotWriter(s *Store, tx *bolt.Tx) *slotWriter {
-	w := &slotWriter{s: s, tx: tx, totals: tx.Bucket(bucketTotals), windows: tx.Bucket(bucketWindows),
+func newSlotWriter(s *Store, tx *bolt.Tx, now time.Time) *slotWriter {
+	w := &slotWriter{s: s, tx: tx, now: now, totals: tx.Bucket(bucketTotals), blocks: tx.Bucket(bucketBlocks),
 		expiry: tx.Bucket(bucketExpiry), seqidx: tx.Bucket(bucketSeqIdx)}
-	for _, b := range []*bolt.Bucket{w.totals, w.windows, w.expiry, w.seqidx} {
+	for _, b := range []*bolt.Bucket{w.totals, w.blocks, w.expiry, w.seqidx} {
 		b.FillPercent = fillPercent
 	}
+	w.bw.w = w
 	return w
 }
 
 // slotWriter writes counters into state.db and keeps the seq and expiry
-// indexes in step. Index changes are collected and applied in key order at
-// the end: bbolt splits nodes only at commit, so keys inserted out of order
-// into one leaf would shift an ever longer slice on every insert.
+// indexes in step: totals one by one, windows into their blocks (blockWriter).
+// Index changes are collected and applied in key order at the end: bbolt
+// splits nodes only at commit, so keys inserted out of order into one leaf
+// would shift an ever longer slice on every insert.
 type slotWriter struct {
-	s                               *Store
-	tx                              *bolt.Tx
-	totals, windows, expiry, seqidx *bolt.Bucket
-	old                             []storedEntry
-	seqDel, seqPut, expPut          [][]byte
+	s                              *Store
+	tx                             *bolt.Tx
+	now                            time.Time
+	totals, blocks, expiry, seqidx *bolt.Bucket
+	bw                             blockWriter
+	old                            []storedEntry
+	seqDel, seqPut, expPut, expDel [][]byte
 }
 
 func (w *slotWriter) write(slot crdt.Slot, g *crdt.GCounter, now time.Time) error {
@@ -318,10 +323,10 @@ func (w *slotWriter) write(slot crdt.Slot, g *crdt.GCounter, now time.Time) erro
 	if !s.keep(slot, now) {
 		return nil // expired while waiting; the janitor removes what state.db has
 	}
-	b, key := w.totals, []byte(slot.Name)
 	if !slot.IsTotal() {
-		b, key = w.windows, windowKey(nil, slot.Name, slot.Res, slot.Start)
+		return w.bw.add(slot, g)
 	}
+	b, key := w.totals, []byte(slot.Name)
 	oldVal := b.Get(key)
 	var err error
 	w.old = w.old[:0]
@@ -345,19 +350,22 @@ func (w *slotWriter) write(slot crdt.Slot, g *crdt.GCounter, now time.Time) erro
 		}
 		w.seqPut = append(w.seqPut, seqIdxKey(idx, e.Seq, slot))
 	})
-	if err := b.Put(key, s.encodeCounter(key, entries)); err != nil {
-		return err
-	}
-	if oldVal == nil && !slot.IsTotal() {
-		w.expPut = append(w.expPut, expiryKey(slot.Res, slot.Start, slot.Name))
-	}
-	return nil
+	return b.Put(key, s.encodeCounter(key, entries))
 }
 
-// flush applies the collected index changes in key order.
+// flush writes the open block and applies the collected index changes in key
+// order.
 func (w *slotWriter) flush() error {
-	for _, ks := range [][][]byte{w.seqDel, w.seqPut, w.expPut} {
+	if err := w.bw.finish(); err != nil {
+		return err
+	}
+	for _, ks := range [][][]byte{w.seqDel, w.seqPut, w.expPut, w.expDel} {
 		slices.SortFunc(ks, bytes.Compare)
+	}
+	for _, k := range w.expDel {
+		if err := w.expiry.Delete(k); err != nil {
+			return err
+		}
 	}
 	for _, k := range w.seqDel {
 		if err := w.seqidx.Delete(k); err != nil {
@@ -447,12 +455,13 @@ func (s *Store) expire() error {
 		slots, idemKeys = slots[n:], idemKeys[m:]
 	}
 
-	var windows, keys int
+	var blocks, keys int
 	for _, r := range s.cfg.Windows.Resolutions {
-		upto := expiryKey(r.Seconds(), r.Cutoff(now), "")
+		// A block ending at or before the cutoff has no window left.
+		upto := expiryKey(r.Seconds(), r.Cutoff(now)+1, "")
 		for {
-			n, more, err := s.expireBatch(bucketExpiry, upto[:4], upto, s.deleteWindow)
-			windows += n
+			n, more, err := s.expireBatch(bucketExpiry, upto[:4], upto, s.deleteBlock)
+			blocks += n
 			if err != nil {
 				return err
 			}
@@ -472,8 +481,8 @@ func (s *Store) expire() error {
 			break
 		}
 	}
-	if windows+keys > 0 {
-		s.log.Debug("expired", "windows", windows, "idempotency_keys", keys)
+	if blocks+keys > 0 {
+		s.log.Debug("expired", "blocks", blocks, "idempotency_keys", keys)
 	}
 	return nil
 }
@@ -505,29 +514,30 @@ func (s *Store) expireBatch(index, from, upto []byte, del func(tx *bolt.Tx, k []
 	return n, more, err
 }
 
-// deleteWindow removes the window an expiry key names, with its seqidx keys.
-func (s *Store) deleteWindow(tx *bolt.Tx, k []byte) error {
-	if len(k) < 12 {
+// deleteBlock removes the block an expiry key names, with its seqidx keys.
+func (s *Store) deleteBlock(tx *bolt.Tx, k []byte) error {
+	if len(k) < 12 || binary.BigEndian.Uint32(k) == 0 {
 		return fmt.Errorf("expiry key %x: %w", k, ErrIncompatible)
 	}
-	res, start, name := binary.BigEndian.Uint32(k), int64(binary.BigEndian.Uint64(k[4:])), string(k[12:])
-	wb := tx.Bucket(bucketWindows)
-	key := windowKey(nil, name, res, start)
-	v := wb.Get(key)
+	res, end, name := binary.BigEndian.Uint32(k), int64(binary.BigEndian.Uint64(k[4:])), string(k[12:])
+	bstart := end - blockSpan(res)
+	bb := tx.Bucket(bucketBlocks)
+	key := blockKey(nil, name, res, bstart)
+	v := bb.Get(key)
 	if v == nil {
 		return nil
 	}
-	es, err := s.decodeCounter(key, v, nil)
-	if err != nil {
+	var b block.Block
+	if err := s.decodeBlock(key, v, &b); err != nil {
 		return err
 	}
-	slot := crdt.Slot{Name: name, Res: res, Start: start}
-	for _, e := range es {
-		if err := tx.Bucket(bucketSeqIdx).Delete(seqIdxKey(e.idx, e.seq, slot)); err != nil {
+	ref := blockRef(name, res, bstart)
+	for _, c := range b.Columns {
+		if err := tx.Bucket(bucketSeqIdx).Delete(seqIdxKey(c.Replica, c.Seq, ref)); err != nil {
 			return err
 		}
 	}
-	return wb.Delete(key)
+	return bb.Delete(key)
 }
 
 // deleteIdem removes the key records an idemexp key names: those of the key

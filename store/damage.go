@@ -15,6 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/store/block"
 )
 
 // DamagedError says that a data file cannot be trusted: its bbolt structure
@@ -228,6 +229,17 @@ func (s *Store) checkState(budget walkBudget) (complete bool, err error) {
 			_, err := s.decodeCounter(k, v, nil)
 			return err
 		}
+		var blk block.Block
+		blockCheck := func(k, v []byte) error {
+			if _, ok := parseWindowKey(k); !ok {
+				return d.damaged("block key %x", k)
+			}
+			return s.decodeBlock(k, v, &blk)
+		}
+		windows := bucketWindows // schemas 1 and 2
+		if s.schema >= 3 {
+			windows = bucketBlocks
+		}
 		n := 0
 		for _, b := range []struct {
 			name []byte
@@ -235,6 +247,7 @@ func (s *Store) checkState(budget walkBudget) (complete bool, err error) {
 		}{
 			{bucketTotals, counter},
 			{bucketWindows, counter},
+			{bucketBlocks, blockCheck},
 			{bucketSeqIdx, func(k, _ []byte) error {
 				_, _, slot, err := parseSeqIdxKey(k)
 				if err != nil {
@@ -244,7 +257,7 @@ func (s *Store) checkState(budget walkBudget) (complete bool, err error) {
 				if slot.IsTotal() {
 					v = tx.Bucket(bucketTotals).Get([]byte(slot.Name))
 				} else {
-					v = tx.Bucket(bucketWindows).Get(windowKey(nil, slot.Name, slot.Res, slot.Start))
+					v = tx.Bucket(windows).Get(windowKey(nil, slot.Name, slot.Res, slot.Start))
 				}
 				if v == nil {
 					return d.damaged("seq index names counter %q, which is missing", slot.Name)
@@ -389,7 +402,8 @@ func (s *Store) inspect() error {
 		}
 		s.unclean = meta.Get(metaOpen) != nil
 		if v := meta.Get(metaSchema); len(v) == 8 {
-			s.sums = binary.BigEndian.Uint64(v) >= 2
+			s.schema = binary.BigEndian.Uint64(v)
+			s.sums = s.schema >= 2
 		}
 		return nil
 	})

@@ -9,11 +9,14 @@
 // so a commit touches a page or two and costs about one fsync, whatever the
 // number of counters.
 //
-// state.db holds the counters proper: totals, windows, the seq index that
-// anti-entropy scans, the expiry index the janitor scans, the version vector,
-// idempotency keys and the replica table. The checkpointer folds changed slots
-// into it in large, key-ordered transactions, where many increments to one slot
-// cost one write, and then trims the journal.
+// state.db holds the counters proper: totals, windows in blocks of 64 (one
+// key per counter, resolution and block; package block), the seq index that
+// anti-entropy scans and the expiry index the janitor scans (one key per
+// block column and per block), the version vector, idempotency keys and the
+// replica table. The checkpointer folds changed slots into it in large,
+// key-ordered transactions, where many increments to one slot, and many
+// windows of one block, cost one write, and then trims the journal. Open
+// migrates a state.db of schema 1 or 2 (a key per window) first (migrate.go).
 //
 // In memory, mem holds every slot changed since the last checkpoint as a
 // complete counter; reads consult mem first and state.db second. On open, the
@@ -38,8 +41,8 @@
 //
 // Each commit that raises this replica's entries gets the next seq. Every entry
 // carries the seq that last raised it. Digest is the version vector;
-// EntriesSince scans one replica's entries in seq order for a peer that is
-// behind, with that replica's key records in the same seq range and the
+// ChainChunk scans one replica's entries in seq-index order for a peer that
+// is behind, with that replica's key records in the same seq range and the
 // compensations of its duplicate copies in those slots; MergeChanges applies
 // what peers send, with the covers that let the version vector advance, in
 // one commit.

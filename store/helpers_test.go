@@ -153,7 +153,7 @@ func syncSome(tb testing.TB, from, to *store.Store, chunkBytes, maxChunks int) {
 		// in; its other chunks carry no cover.
 		after, chainTop := start, uint64(math.MaxUint64)
 		for {
-			c, err := from.EntriesSince(origin, after, chunkBytes)
+			c, err := from.ChainChunk(origin, start, after, chunkBytes)
 			if err != nil {
 				tb.Fatal(err)
 			}

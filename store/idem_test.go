@@ -159,14 +159,26 @@ func TestStore_Retention_DeletesExpiredWindows(t *testing.T) {
 	if err := s.Checkpoint(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// 10 minute windows, 1 hour window, 1 day window.
-	if n := s.KeyCount("windows"); n != 12 {
-		t.Fatalf("windows on disk = %d, want 12", n)
+	// Blocks hold 64 windows: the minute blocks of 11:50 … 11:59, one hour
+	// block and one day block, each with one expiry key and one seq index
+	// key (one replica).
+	minuteBlocks := func(from, to time.Time) int {
+		seen := map[int64]bool{}
+		for m := from.Truncate(time.Minute); m.Before(to); m = m.Add(time.Minute) {
+			seen[m.Unix()/(64*60)] = true
+		}
+		return len(seen)
 	}
-	if n := s.KeyCount("expiry"); n != 12 {
-		t.Fatalf("expiry index = %d, want 12", n)
+	before := minuteBlocks(now.Add(-10*time.Minute), now)
+	if n := s.KeyCount("blocks"); n != before+2 {
+		t.Fatalf("blocks on disk = %d, want %d", n, before+2)
 	}
-	seqidx := s.KeyCount("seqidx")
+	if n := s.KeyCount("expiry"); n != before+2 {
+		t.Fatalf("expiry index = %d, want %d", n, before+2)
+	}
+	if n := s.KeyCount("seqidx"); n != before+2+1 {
+		t.Fatalf("seq index = %d, want %d (blocks and the total)", n, before+2+1)
+	}
 	// A fresh window in mem that will also expire.
 	mustApply(t, s, inc("r", 1, now.Add(-20*time.Minute)))
 
@@ -178,15 +190,17 @@ func TestStore_Retention_DeletesExpiredWindows(t *testing.T) {
 	if err := s.Checkpoint(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Left: the minute windows 11:55 … 11:59, the hour and day windows.
-	if n := s.KeyCount("windows"); n != 5+2 {
-		t.Fatalf("windows on disk after expiry = %d, want 7", n)
+	// Left: the blocks of the minute windows 11:55 … 11:59 (a block goes
+	// when its last window expires), the hour and day blocks.
+	after := minuteBlocks(now.Add(-5*time.Minute), now)
+	if n := s.KeyCount("blocks"); n != after+2 {
+		t.Fatalf("blocks on disk after expiry = %d, want %d", n, after+2)
 	}
-	if n := s.KeyCount("expiry"); n != 7 {
-		t.Fatalf("expiry index after expiry = %d, want 7", n)
+	if n := s.KeyCount("expiry"); n != after+2 {
+		t.Fatalf("expiry index after expiry = %d, want %d", n, after+2)
 	}
-	if n := s.KeyCount("seqidx"); n != seqidx-5 {
-		t.Fatalf("seqidx after expiry = %d, want %d", n, seqidx-5)
+	if n := s.KeyCount("seqidx"); n != after+2+1 {
+		t.Fatalf("seq index after expiry = %d, want %d", n, after+2+1)
 	}
 	if got := mustTotal(t, s, "r"); got != 11 {
 		t.Fatalf("total = %d, want 11: the total never expires", got)

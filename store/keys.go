@@ -9,7 +9,7 @@ import (
 	"github.com/abacus-counter/abacus/crdt"
 )
 
-// Layout of state.db (schema 1). Every key and value format is here.
+// Layout of state.db (schema 3). Every key and value format is here.
 //
 //	meta      "schema" → uint64; "replica" → 16 bytes; "windows" → window config
 //	          string; "seq" → this replica's last committed seq; "created" → Unix
@@ -18,9 +18,12 @@ import (
 //	          → 1 while a process has the file open (absent after a clean Close)
 //	replicas  local index (uint32 BE) → replica ID (16) | node name | dc
 //	totals    name → counter
-//	windows   name | 0x00 | res seconds (uint32 BE) | start (uint64 BE) → counter
-//	expiry    res seconds (uint32 BE) | start (uint64 BE) | name → empty
-//	seqidx    local index (uint32 BE) | seq (uint64 BE) | slot → empty
+//	blocks    name | 0x00 | res seconds (uint32 BE) | block start (uint64 BE) →
+//	          block (package block) | CRC-32C (4 bytes BE) of key and block
+//	expiry    res seconds (uint32 BE) | block end (uint64 BE) | name → empty
+//	seqidx    local index (uint32 BE) | seq (uint64 BE) | slot → empty: a
+//	          total's entry at its seq, and a block's column at the column's
+//	          seq, the slot being then the block's first window
 //	vv        replica ID (16) → seq: every change of that replica up to seq is here
 //	idem      key → expires (Unix nanoseconds) | fingerprint (32) | response:
 //	          this replica's keys written before key records replicated; read,
@@ -39,6 +42,16 @@ import (
 // ends with a CRC-32C (4 bytes BE) of key and value: bbolt has no checksums on
 // its pages, and a damaged page must never be served as a count.
 //
+// A block starts at a multiple of block.Width windows; it ends (expiry key)
+// where the next one starts, and goes once its last window is past retention.
+//
+// Schemas 1 and 2 kept each window under its own key, with per-window index
+// keys (Open migrates them: migrate.go):
+//
+//	windows   name | 0x00 | res seconds (uint32 BE) | start (uint64 BE) → counter
+//	expiry    res seconds (uint32 BE) | start (uint64 BE) | name → empty
+//	seqidx    local index (uint32 BE) | seq (uint64 BE) | window slot → empty
+//
 // Layout of journal.db:
 //
 //	meta      "replica" → 16 bytes
@@ -47,7 +60,8 @@ var (
 	bucketMeta     = []byte("meta")
 	bucketReplicas = []byte("replicas")
 	bucketTotals   = []byte("totals")
-	bucketWindows  = []byte("windows")
+	bucketWindows  = []byte("windows") // schemas 1 and 2
+	bucketBlocks   = []byte("blocks")
 	bucketExpiry   = []byte("expiry")
 	bucketSeqIdx   = []byte("seqidx")
 	bucketVV       = []byte("vv")
@@ -58,7 +72,7 @@ var (
 	bucketComps    = []byte("comps")
 	bucketJournal  = []byte("journal")
 
-	stateBuckets = [][]byte{bucketMeta, bucketReplicas, bucketTotals, bucketWindows, bucketExpiry, bucketSeqIdx, bucketVV, bucketIdem, bucketIdemExp, bucketKeyRecs, bucketKeySeq, bucketComps}
+	stateBuckets = [][]byte{bucketMeta, bucketReplicas, bucketTotals, bucketBlocks, bucketExpiry, bucketSeqIdx, bucketVV, bucketIdem, bucketIdemExp, bucketKeyRecs, bucketKeySeq, bucketComps}
 
 	metaSchema   = []byte("schema")
 	metaReplica  = []byte("replica")
@@ -69,9 +83,9 @@ var (
 	metaOpen     = []byte("open")
 )
 
-// schemaVersion is the schema of new data directories; schema 1 (no
-// checksums on counters) is still read and written as schema 1.
-const schemaVersion = 2
+// schemaVersion is the schema of new data directories. Open migrates schemas
+// 1 (no checksums on counters) and 2 (a key per window) to it.
+const schemaVersion = 3
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 

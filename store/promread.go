@@ -1,8 +1,6 @@
 package store
 
 import (
-	"bytes"
-	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,6 +8,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/store/block"
 )
 
 // This file holds the reads behind the Prometheus query API: a counter's
@@ -99,6 +98,20 @@ func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 	// byIdx caches the replica of each local replica index state.db stores:
 	// a read decodes hundreds of windows naming the same few replicas.
 	var byIdx []crdt.ReplicaID
+	replicaOf := func(idx uint32) (crdt.ReplicaID, error) {
+		if int(idx) < len(byIdx) && !byIdx[idx].IsZero() {
+			return byIdx[idx], nil
+		}
+		id, ok := t.id(idx)
+		if !ok {
+			return id, fmt.Errorf("counter %q names unknown replica index %d: %w", name, idx, ErrIncompatible)
+		}
+		if int(idx) >= len(byIdx) {
+			byIdx = append(byIdx, make([]crdt.ReplicaID, int(idx)+1-len(byIdx))...)
+		}
+		byIdx[idx] = id
+		return id, nil
+	}
 	addStored := func(key, v []byte, span int, start int64, buf []storedEntry) ([]storedEntry, error) {
 		es, err := s.decodeCounter(key, v, buf[:0])
 		if err != nil {
@@ -106,19 +119,9 @@ func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 		}
 		cs := compsOf(span, start)
 		for _, e := range es {
-			var id crdt.ReplicaID
-			if int(e.idx) < len(byIdx) {
-				id = byIdx[e.idx]
-			}
-			if id.IsZero() {
-				var ok bool
-				if id, ok = t.id(e.idx); !ok {
-					return es, fmt.Errorf("counter %q names unknown replica index %d: %w", name, e.idx, ErrIncompatible)
-				}
-				if int(e.idx) >= len(byIdx) {
-					byIdx = append(byIdx, make([]crdt.ReplicaID, int(e.idx)+1-len(byIdx))...)
-				}
-				byIdx[e.idx] = id
+			id, err := replicaOf(e.idx)
+			if err != nil {
+				return es, err
 			}
 			add(crdt.Entry{Replica: id, Value: e.value, Seq: e.seq}, cs, span, start)
 		}
@@ -183,26 +186,32 @@ func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 				}
 			}
 		}
-		c := tx.Bucket(bucketWindows).Cursor()
+		now := s.cfg.Now()
 		for i, sp := range spans {
 			if sp.From >= sp.To {
 				continue
 			}
-			prefix := windowPrefix(name, sp.Res)
-			for k, v := c.Seek(windowKey(nil, name, sp.Res, max(sp.From, 0))); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-				if len(k) != len(prefix)+8 {
-					continue
+			err := s.eachStoredWindow(tx, name, sp.Res, max(sp.From, 0), sp.To, now, func(start int64, b *block.Block, w int) error {
+				if memStarts[i][start] {
+					return nil
 				}
-				start := int64(binary.BigEndian.Uint64(k[len(prefix):]))
-				if start >= sp.To {
-					break
+				cs := compsOf(i, start)
+				bit := uint64(1) << uint(w)
+				for k := range b.Columns {
+					col := &b.Columns[k]
+					if col.Present&bit == 0 {
+						continue
+					}
+					id, err := replicaOf(col.Replica)
+					if err != nil {
+						return err
+					}
+					add(crdt.Entry{Replica: id, Value: col.Entries[w].Value, Seq: col.Entries[w].Seq}, cs, i, start)
 				}
-				if start%int64(sp.Res) != 0 || memStarts[i][start] {
-					continue
-				}
-				if buf, err = addStored(k, v, i, start, buf); err != nil {
-					return err
-				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 		}
 		return nil

@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/store/block"
 	"github.com/abacus-counter/abacus/window"
 )
 
@@ -129,27 +129,24 @@ func (s *Store) Range(name string, plan window.Plan) ([]uint64, error) {
 	for start, v := range inMem {
 		add(start, v)
 	}
-	prefix := windowPrefix(name, res)
 	err := s.state.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketWindows).Cursor()
-		for k, v := c.Seek(windowKey(nil, name, res, from)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if len(k) != len(prefix)+8 {
-				continue
-			}
-			start := int64(binary.BigEndian.Uint64(k[len(prefix):]))
-			if start >= to {
-				break
-			}
+		t := s.reps.table()
+		return s.eachStoredWindow(tx, name, res, from, to, now, func(start int64, b *block.Block, i int) error {
 			if _, ok := inMem[start]; ok {
-				continue
+				return nil
 			}
-			sum, err := s.storedValue(k, v, comps[start])
+			cs := comps[start]
+			if len(cs) == 0 {
+				add(start, b.Sum(i))
+				return nil
+			}
+			g, err := s.blockWindow(b, i, t)
 			if err != nil {
 				return err
 			}
-			add(start, sum)
-		}
-		return nil
+			add(start, cs.Value(g))
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read range of %q: %w", name, err)

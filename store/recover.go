@@ -1,10 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +18,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/store/block"
 	"github.com/abacus-counter/abacus/window"
 )
 
@@ -226,18 +229,56 @@ func (sv *salvage) readState(path string, rep *RecoverReport) {
 			g.MergeEntry(crdt.Entry{Replica: id, Value: e.value, Seq: e.seq})
 		}
 	}
+	var blk block.Block
+	readBlock := func(k, v []byte) bool {
+		ref, ok := parseWindowKey(k)
+		if !ok || ref.Res == 0 || probe.decodeBlock(k, v, &blk) != nil {
+			return false
+		}
+		for _, c := range blk.Columns {
+			id, ok := table.id(c.Replica)
+			if !ok {
+				bad++
+				continue
+			}
+			for p := c.Present; p != 0; p &= p - 1 {
+				i := bits.TrailingZeros64(p)
+				slot := crdt.Slot{Name: ref.Name, Res: ref.Res, Start: ref.Start + int64(i)*int64(ref.Res)}
+				g := sv.mem[slot]
+				if g == nil {
+					g = &crdt.GCounter{}
+					sv.mem[slot] = g
+				}
+				g.MergeEntry(crdt.Entry{Replica: id, Value: c.Entries[i].Value, Seq: c.Entries[i].Seq})
+			}
+		}
+		return true
+	}
+	counter := func(slot func(k []byte) (crdt.Slot, bool)) func(k, v []byte) bool {
+		return func(k, v []byte) bool {
+			sl, ok := slot(k)
+			if ok {
+				readCounter(sl, k, v)
+			}
+			return ok
+		}
+	}
 	for _, b := range []struct {
 		name []byte
-		slot func(k []byte) (crdt.Slot, bool)
+		read func(k, v []byte) bool // false: the key is damaged
 	}{
-		{bucketTotals, func(k []byte) (crdt.Slot, bool) { return crdt.TotalSlot(string(k)), len(k) > 0 }},
-		{bucketWindows, parseWindowKey},
+		{bucketTotals, counter(func(k []byte) (crdt.Slot, bool) { return crdt.TotalSlot(string(k)), len(k) > 0 })},
+		{bucketWindows, counter(parseWindowKey)}, // schemas 1 and 2
+		{bucketBlocks, readBlock},
 	} {
 		// A cursor that hits a damaged page stops; what it read before
 		// stays. Reading backwards from the end gets what lies after it.
 		for _, backward := range []bool{false, true} {
 			err := db.View(func(tx *bolt.Tx) error {
 				bk := tx.Bucket(b.name)
+				if bk == nil && !bytes.Equal(b.name, bucketTotals) {
+					return nil // windows or blocks: a file of the other schema
+				}
 				if bk == nil {
 					return errors.New("bucket missing")
 				}
@@ -247,9 +288,7 @@ func (sv *salvage) readState(path string, rep *RecoverReport) {
 					first, next = c.Last, c.Prev
 				}
 				for k, v := first(); k != nil; k, v = next() {
-					if slot, ok := b.slot(k); ok {
-						readCounter(slot, k, v)
-					} else {
+					if !b.read(k, v) {
 						bad++
 					}
 				}
@@ -412,7 +451,7 @@ func writeRecovered(path string, sv *salvage, windows window.Config, cfg Recover
 				return err
 			}
 		}
-		w := newSlotWriter(s, tx)
+		w := newSlotWriter(s, tx, now)
 		for _, slot := range slots {
 			if !s.keep(slot, now) {
 				continue

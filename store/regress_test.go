@@ -347,7 +347,7 @@ func TestChainCoverIsBoundedByEarliestTop(t *testing.T) {
 	if _, err := relay.Merge(ctx, missing, []store.Cover{{Origin: a.Replica(), From: 0, To: 4}}); err != nil {
 		t.Fatal(err)
 	}
-	last, err := relay.EntriesSince(a.Replica(), first.Next, 1<<20)
+	last, err := relay.ChainChunk(a.Replica(), 0, first.Next, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"maps"
@@ -11,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/store/block"
 )
 
 // Digest returns this store's version vector: for each replica it has heard
@@ -82,119 +84,178 @@ type Chunk struct {
 // deltaSize is roughly what one delta costs on the wire.
 func deltaSize(d crdt.Delta) int { return len(d.Slot.Name) + 28 }
 
-// EntriesSince returns the entries of origin with a seq above after, in seq
-// order, stopping once about maxBytes are gathered. The entries of one seq are
-// never split across chunks.
-//
-// One chunk alone proves nothing about coverage: a slot whose entry moved
-// past Next since it changed in (After, Next] is in no chunk up to Next. A
-// chain of chunks does: a receiver that merges chunks from After = a, each
-// asked from the previous one's Next, through a Done chunk, holds every
-// change of origin in (a, T], T the smallest Top of the chain. (A change up
-// to T was here when the first chunk was read; its slot's entry then had a
-// seq above a and only moves up, so some chunk of the chain took it.)
+// EntriesSince returns the first chunk of a chain of origin's entries after
+// after: ChainChunk(origin, after, after, maxBytes).
 func (s *Store) EntriesSince(origin crdt.ReplicaID, after uint64, maxBytes int) (Chunk, error) {
+	return s.ChainChunk(origin, after, after, maxBytes)
+}
+
+// ChainChunk returns a chunk of a chain that pulls origin's entries with a
+// seq above base: the one after cursor after, stopping once about maxBytes
+// are gathered.
+//
+// Entries are found through carriers, each at a position: a total's entry
+// and a window's entry in mem at the entry's seq, and a block's column of
+// origin in state.db at the column's seq (with mem's windows laid over it).
+// Every entry has a carrier at or above its seq, and the largest position
+// carrying an entry never goes down (a column's seq is never lowered; a
+// window that moves between mem and state.db is carried by both meanwhile).
+// A chunk visits the carriers with a position in (After, Next], in position
+// order, never splitting a position, and takes their entries with a seq
+// above base.
+//
+// One chunk alone proves nothing about coverage. A chain does: a receiver
+// that merges chunks from After = base, each asked from the previous one's
+// Next with the same base, through a Done chunk, holds every change of
+// origin in (base, T], T the smallest Top of the chain. (A change up to T was
+// here when the first chunk was read, in an entry with a seq above base; the
+// entry's largest carrier position was above the cursor then and only moves
+// up, so some chunk of the chain visited it and took the entry.) See
+// docs/ARCHITECTURE.md, "Storage engine v2".
+func (s *Store) ChainChunk(origin crdt.ReplicaID, base, after uint64, maxBytes int) (Chunk, error) {
+	base = min(base, after)
 	c := Chunk{Origin: origin, After: after}
 	// mem first: a slot that leaves mem after this is in state.db by then.
-	var fromMem []crdt.Delta
-	inMem := make(map[crdt.Slot]bool)
+	var fromMem []carried
+	inMem := make(map[crdt.Slot]*crdt.GCounter)
 	s.mu.RLock()
 	top := s.vv[origin]
 	if origin == s.replica {
 		top = s.seq
 	}
 	for slot, g := range s.mem {
-		if e, ok := g.Get(origin); ok {
-			inMem[slot] = true
-			if e.Seq > after {
-				fromMem = append(fromMem, crdt.Delta{Slot: slot, Entry: e})
-			}
+		inMem[slot] = g
+		if e, ok := g.Get(origin); ok && e.Seq > after && e.Seq > base {
+			fromMem = append(fromMem, carried{pos: e.Seq, d: crdt.Delta{Slot: slot, Entry: e}})
 		}
 	}
 	s.mu.RUnlock()
-	slices.SortFunc(fromMem, func(a, b crdt.Delta) int {
-		switch {
-		case a.Entry.Seq < b.Entry.Seq:
-			return -1
-		case a.Entry.Seq > b.Entry.Seq:
-			return 1
+	slices.SortFunc(fromMem, func(a, b carried) int {
+		if a.pos != b.pos {
+			return cmp.Compare(a.pos, b.pos)
 		}
-		return a.Slot.Compare(b.Slot)
+		return a.d.Slot.Compare(b.d.Slot)
 	})
 
 	size := 0
-	lastSeq := after
-	full := func(seq uint64) bool { return size >= maxBytes && seq > lastSeq }
-	take := func(d crdt.Delta) {
+	lastPos := after
+	full := func(pos uint64) bool { return size >= maxBytes && pos > lastPos }
+	var positions []uint64 // of each delta taken
+	take := func(pos uint64, d crdt.Delta) {
 		c.Deltas = append(c.Deltas, d)
+		positions = append(positions, pos)
 		size += deltaSize(d)
-		lastSeq = d.Entry.Seq
+		lastPos = pos
 	}
 	exhausted := true
 	idx, known := s.reps.table().lookup(origin)
 	err := s.state.View(func(tx *bolt.Tx) error {
-		if !known {
-			for _, d := range fromMem {
-				if full(d.Entry.Seq) {
-					exhausted = false
-					break
-				}
-				take(d)
-			}
-			return nil
-		}
+		var b block.Block
+		var fromDB []crdt.Delta
+		// next returns the next carrier in state.db: a total's entry, or a
+		// block column's entries laid under mem's windows.
 		prefix := binary.BigEndian.AppendUint32(nil, idx)
-		cur := tx.Bucket(bucketSeqIdx).Cursor()
-		k, _ := cur.Seek(binary.BigEndian.AppendUint64(bytes.Clone(prefix), after+1))
-		mi := 0
-		for {
-			// Next from state.db, skipping slots that mem supersedes.
-			var dbDelta crdt.Delta
-			dbOK := false
+		var cur *bolt.Cursor
+		var k []byte
+		if known {
+			cur = tx.Bucket(bucketSeqIdx).Cursor()
+			k, _ = cur.Seek(binary.BigEndian.AppendUint64(bytes.Clone(prefix), after+1))
+		}
+		nextDB := func() (uint64, []crdt.Delta, bool, error) {
 			for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
-				_, seq, slot, err := parseSeqIdxKey(k)
+				_, seq, ref, err := parseSeqIdxKey(k)
 				if err != nil {
-					return err
+					return 0, nil, false, err
 				}
-				if inMem[slot] {
+				if ref.IsTotal() {
+					if inMem[ref] != nil {
+						continue
+					}
+					e, ok, err := s.storedTotalEntry(tx, ref.Name, idx, origin)
+					if err != nil {
+						return 0, nil, false, err
+					}
+					if !ok || e.Seq != seq {
+						continue // the index lags the total; its own seq is found elsewhere
+					}
+					k, _ = cur.Next()
+					if e.Seq <= base {
+						continue
+					}
+					return seq, []crdt.Delta{{Slot: ref, Entry: e}}, true, nil
+				}
+				key := blockKey(nil, ref.Name, ref.Res, ref.Start)
+				v := tx.Bucket(bucketBlocks).Get(key)
+				if v == nil {
 					continue
 				}
-				e, ok, err := s.storedEntry(tx, slot, idx, origin)
-				if err != nil {
+				if err := s.decodeBlock(key, v, &b); err != nil {
+					return 0, nil, false, err
+				}
+				col := b.Column(idx)
+				if col == nil || col.Seq != seq {
+					continue // the index lags the block
+				}
+				k, _ = cur.Next()
+				fromDB = fromDB[:0]
+				now := s.cfg.Now()
+				for i := 0; i < block.Width; i++ {
+					slot := crdt.Slot{Name: ref.Name, Res: ref.Res, Start: ref.Start + int64(i)*int64(ref.Res)}
+					var e crdt.Entry
+					var ok bool
+					if g := inMem[slot]; g != nil {
+						e, ok = g.Get(origin)
+					} else if col.Present&(1<<uint(i)) != 0 {
+						e, ok = crdt.Entry{Replica: origin, Value: col.Entries[i].Value, Seq: col.Entries[i].Seq}, true
+					}
+					if ok && e.Seq > base && s.keep(slot, now) {
+						fromDB = append(fromDB, crdt.Delta{Slot: slot, Entry: e})
+					}
+				}
+				if len(fromDB) == 0 {
+					continue
+				}
+				return seq, fromDB, true, nil
+			}
+			return 0, nil, false, nil
+		}
+		dbPos, dbDeltas, dbOK, err := nextDB()
+		if err != nil {
+			return err
+		}
+		mi := 0
+		for dbOK || mi < len(fromMem) {
+			if dbOK && (mi == len(fromMem) || dbPos < fromMem[mi].pos) {
+				if full(dbPos) {
+					exhausted = false
+					return nil
+				}
+				for _, d := range dbDeltas {
+					take(dbPos, d)
+				}
+				if dbPos, dbDeltas, dbOK, err = nextDB(); err != nil {
 					return err
 				}
-				if !ok || e.Seq != seq {
-					continue // the index lags the slot; the slot's own seq is found elsewhere
-				}
-				dbDelta, dbOK = crdt.Delta{Slot: slot, Entry: e}, true
-				break
+				continue
 			}
-			memOK := mi < len(fromMem)
-			if !dbOK && !memOK {
-				return nil
-			}
-			next := dbDelta
-			if !dbOK || (memOK && fromMem[mi].Entry.Seq <= dbDelta.Entry.Seq) {
-				next = fromMem[mi]
-				mi++
-			} else {
-				k, _ = cur.Next()
-			}
-			if full(next.Entry.Seq) {
+			m := fromMem[mi]
+			if full(m.pos) {
 				exhausted = false
 				return nil
 			}
-			take(next)
+			take(m.pos, m.d)
+			mi++
 		}
+		return nil
 	})
 	if err != nil {
 		return Chunk{}, fmt.Errorf("entries of %s after %d: %w", origin, after, err)
 	}
-	c.Next, c.Done, c.Top = lastSeq, exhausted, top
+	c.Next, c.Done, c.Top = lastPos, exhausted, top
 	if exhausted {
-		c.Next = max(lastSeq, top)
+		c.Next = max(lastPos, top)
 	}
-	if err := s.addKeyRecords(&c, maxBytes-size); err != nil {
+	if err := s.addKeyRecords(&c, positions, maxBytes-size); err != nil {
 		return Chunk{}, fmt.Errorf("key records of %s after %d: %w", origin, after, err)
 	}
 	s.mu.RLock()
@@ -207,11 +268,18 @@ func (s *Store) EntriesSince(origin crdt.ReplicaID, after uint64, maxBytes int) 
 	return c, nil
 }
 
+// carried is an entry found in mem, at its position (its seq).
+type carried struct {
+	pos uint64
+	d   crdt.Delta
+}
+
 // addKeyRecords adds to c the records of c.Origin with a seq in (c.After,
 // c.Next]. If they take more than room bytes, it ends the chunk earlier, at
 // the last seq whose records fit (at least one seq's), and drops the entries
-// past it: the chunk still holds every entry and record in (After, Next].
-func (s *Store) addKeyRecords(c *Chunk, room int) error {
+// whose position (positions[i] for c.Deltas[i]) is past it: the chunk still
+// holds every carrier and record in (After, Next].
+func (s *Store) addKeyRecords(c *Chunk, positions []uint64, room int) error {
 	if c.Next <= c.After {
 		return nil
 	}
@@ -264,8 +332,8 @@ func (s *Store) addKeyRecords(c *Chunk, room int) error {
 			recs = recs[:i]
 			c.Next, c.Done = cut, false
 			kept := c.Deltas[:0]
-			for _, d := range c.Deltas {
-				if d.Entry.Seq <= cut {
+			for i, d := range c.Deltas {
+				if positions[i] <= cut {
 					kept = append(kept, d)
 				}
 			}
@@ -278,13 +346,11 @@ func (s *Store) addKeyRecords(c *Chunk, room int) error {
 	return nil
 }
 
-// storedEntry reads origin's entry of slot from state.db.
-func (s *Store) storedEntry(tx *bolt.Tx, slot crdt.Slot, idx uint32, origin crdt.ReplicaID) (crdt.Entry, bool, error) {
-	b, key := tx.Bucket(bucketTotals), []byte(slot.Name)
-	if !slot.IsTotal() {
-		b, key = tx.Bucket(bucketWindows), windowKey(nil, slot.Name, slot.Res, slot.Start)
-	}
-	v := b.Get(key)
+// storedTotalEntry reads origin's entry of counter name's total from
+// state.db.
+func (s *Store) storedTotalEntry(tx *bolt.Tx, name string, idx uint32, origin crdt.ReplicaID) (crdt.Entry, bool, error) {
+	key := []byte(name)
+	v := tx.Bucket(bucketTotals).Get(key)
 	if v == nil {
 		return crdt.Entry{}, false, nil
 	}

@@ -35,8 +35,10 @@ type Store struct {
 	state   *boltDB
 	journal *boltDB
 	replica crdt.ReplicaID
+	// schema is state.db's schema; Open migrates older ones (migrate.go).
 	// sums: counters in state.db carry checksums (schema 2 on).
-	sums bool
+	schema uint64
+	sums   bool
 	// unclean: the previous process did not close state.db (a crash, a
 	// kill -9, or a snapshot taken while it ran).
 	unclean bool
@@ -156,6 +158,12 @@ func Open(cfg Config) (*Store, error) {
 		s.state.Close()
 		return nil, err
 	}
+	if s.schema == 1 || s.schema == 2 {
+		if err := s.migrate(); err != nil {
+			s.state.Close()
+			return nil, err
+		}
+	}
 	if errState == nil && os.IsNotExist(errJournal) && s.unclean && cfg.RefuseLostJournal {
 		s.state.Close()
 		return nil, &DamagedError{File: journalPath, Reason: "missing or empty after an unclean shutdown: what this node acknowledged since its last checkpoint is gone, and no peer is configured to give it back"}
@@ -273,10 +281,10 @@ func (s *Store) load() error {
 	err = s.state.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		v := meta.Get(metaSchema)
-		if len(v) != 8 || binary.BigEndian.Uint64(v) < 1 || binary.BigEndian.Uint64(v) > schemaVersion {
+		if len(v) != 8 || binary.BigEndian.Uint64(v) != schemaVersion {
 			return fmt.Errorf("%s schema %x, this build reads 1 to %d: %w", StateFile, v, schemaVersion, ErrIncompatible)
 		}
-		s.sums = binary.BigEndian.Uint64(v) >= 2
+		s.schema, s.sums = schemaVersion, true
 		if w := string(meta.Get(metaWindows)); w != s.cfg.Windows.String() {
 			return fmt.Errorf("%s was created with windows %q, configured %q: %w", StateFile, w, s.cfg.Windows.String(), ErrIncompatible)
 		}
@@ -501,12 +509,13 @@ func (s *Store) deleteMem(slot crdt.Slot) {
 // loadCounter reads slot's counter from state.db; a missing slot is empty.
 // tx must be guarded (see boltDB.guard).
 func (s *Store) loadCounter(tx *bolt.Tx, slot crdt.Slot) (*crdt.GCounter, error) {
-	var kb [160]byte
-	b, key := tx.Bucket(bucketTotals), append(kb[:0], slot.Name...)
-	if !slot.IsTotal() {
-		b, key = tx.Bucket(bucketWindows), windowKey(kb[:0], slot.Name, slot.Res, slot.Start)
+	var g *crdt.GCounter
+	var err error
+	if slot.IsTotal() {
+		g, err = s.storedCounter([]byte(slot.Name), tx.Bucket(bucketTotals).Get([]byte(slot.Name)))
+	} else {
+		g, err = s.loadWindow(tx, slot)
 	}
-	g, err := s.storedCounter(key, b.Get(key))
 	if err != nil {
 		return nil, fmt.Errorf("slot %+v: %w", slot, err)
 	}

@@ -261,7 +261,7 @@ func dumpStore(dir string) (map[pmKey]crdt.Entry, string, map[string]uint64, err
 		digest[o.String()] = seq
 		after := uint64(0)
 		for range 1_000_000 {
-			c, err := st.EntriesSince(o, after, 4<<20)
+			c, err := st.ChainChunk(o, 0, after, 4<<20)
 			if err != nil {
 				return nil, "", nil, err
 			}

@@ -175,48 +175,66 @@ func TestClusterIdem_TTLExpiresEverywhere(t *testing.T) {
 	c.waitConverged(10*time.Second, time.Now().Add(-time.Hour))
 }
 
-// TestClusterIdem_OlderPeer: a node that does not advertise the key messages
-// (as a node of the previous version does not) is still joined, and is sent
-// the older pulls, which it answers: replication between the two versions
-// keeps working during a rolling upgrade.
+// TestClusterIdem_OlderPeer: a node that does not advertise the newer
+// messages (as a node of a previous version does not) is still joined, and
+// is sent the pulls it knows, which it answers: replication between versions
+// keeps working during a rolling upgrade. Protocol 0 knows neither key pulls
+// nor pulls with their chain's base; protocol 1 knows key pulls only.
 func TestClusterIdem_OlderPeer(t *testing.T) {
-	c := newCluster(t, "a1")
-	older := func(cfg *agent.Config) {
-		inner := cfg.Gossip
-		cfg.Gossip = func(g *gossip.Config) {
-			inner(g)
-			tune := g.Tune
-			g.Tune = func(mc *memberlist.Config) {
-				tune(mc)
-				mc.DelegateProtocolMax = 0
+	for _, tc := range []struct {
+		max       uint8
+		want      string   // the pulls b1 must receive
+		mustNot   []string // and must not
+		fromOlder string   // what a1 receives from b1, which knows a1 is newer
+	}{
+		{0, "pull", []string{"pull_keys", "pull_base"}, "pull_base"},
+		{1, "pull_keys", []string{"pull", "pull_base"}, "pull_base"},
+	} {
+		t.Run(fmt.Sprintf("protocol %d", tc.max), func(t *testing.T) {
+			c := newCluster(t, "a1")
+			older := func(cfg *agent.Config) {
+				inner := cfg.Gossip
+				cfg.Gossip = func(g *gossip.Config) {
+					inner(g)
+					tune := g.Tune
+					g.Tune = func(mc *memberlist.Config) {
+						tune(mc)
+						mc.DelegateProtocolMax = tc.max
+					}
+				}
 			}
-		}
-	}
-	c.start("b1", t.TempDir(), older)
-	c.waitMembers(2)
-	c.net.Partition([]string{"a1"}, []string{"b1"})
-	for i := range 20 {
-		if !c.inc("b1", "x", 1, time.Now()) || !c.inc("a1", "x", 1, time.Now()) {
-			t.Fatalf("increment %d not acknowledged", i)
-		}
-	}
-	// Let the broadcasts spend their transmissions on the partition, so that
-	// healing takes anti-entropy pulls.
-	testenv.WaitFor(t, 10*time.Second, func() (bool, string) {
-		for n, a := range c.nodes {
-			if left := a.Gossip().Stats().OutboxEntries; left > 0 {
-				return false, fmt.Sprintf("%s has %d entries to broadcast", n, left)
+			c.start("b1", t.TempDir(), older)
+			c.waitMembers(2)
+			c.net.Partition([]string{"a1"}, []string{"b1"})
+			for i := range 20 {
+				if !c.inc("b1", "x", 1, time.Now()) || !c.inc("a1", "x", 1, time.Now()) {
+					t.Fatalf("increment %d not acknowledged", i)
+				}
 			}
-		}
-		return true, ""
-	})
-	c.net.Heal()
-	c.waitConverged(30*time.Second, time.Now().Add(-time.Hour))
-	in := c.nodes["b1"].Gossip().Stats().MessagesIn
-	if in["pull"] == 0 || in["pull_keys"] != 0 {
-		t.Fatalf("b1 received %d pulls and %d key pulls; want older pulls only", in["pull"], in["pull_keys"])
-	}
-	if in := c.nodes["a1"].Gossip().Stats().MessagesIn; in["pull_keys"] == 0 {
-		t.Fatalf("a1 received no key pulls from b1, which knows a1 speaks them: %v", in)
+			// Let the broadcasts spend their transmissions on the partition, so
+			// that healing takes anti-entropy pulls.
+			testenv.WaitFor(t, 10*time.Second, func() (bool, string) {
+				for n, a := range c.nodes {
+					if left := a.Gossip().Stats().OutboxEntries; left > 0 {
+						return false, fmt.Sprintf("%s has %d entries to broadcast", n, left)
+					}
+				}
+				return true, ""
+			})
+			c.net.Heal()
+			c.waitConverged(30*time.Second, time.Now().Add(-time.Hour))
+			in := c.nodes["b1"].Gossip().Stats().MessagesIn
+			if in[tc.want] == 0 {
+				t.Fatalf("b1 received no %s: %v", tc.want, in)
+			}
+			for _, k := range tc.mustNot {
+				if in[k] != 0 {
+					t.Fatalf("b1 received %d %s, which its version does not know: %v", in[k], k, in)
+				}
+			}
+			if in := c.nodes["a1"].Gossip().Stats().MessagesIn; in[tc.fromOlder] == 0 {
+				t.Fatalf("a1 received no %s from b1, which knows a1 speaks them: %v", tc.fromOlder, in)
+			}
+		})
 	}
 }

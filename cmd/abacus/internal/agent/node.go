@@ -125,8 +125,8 @@ var _ gossip.Store = replicator{}
 func (r replicator) Replica() crdt.ReplicaID           { return r.st.Replica() }
 func (r replicator) Digest() map[crdt.ReplicaID]uint64 { return r.st.Digest() }
 
-func (r replicator) EntriesSince(origin crdt.ReplicaID, after uint64, maxBytes int) (gossip.Chunk, error) {
-	c, err := r.st.EntriesSince(origin, after, maxBytes)
+func (r replicator) ChainChunk(origin crdt.ReplicaID, base, after uint64, maxBytes int) (gossip.Chunk, error) {
+	c, err := r.st.ChainChunk(origin, base, after, maxBytes)
 	return gossip.Chunk{After: c.After, Next: c.Next, Top: c.Top, Deltas: c.Deltas, Done: c.Done, Records: c.Records, Comps: c.Comps}, err
 }
 
