@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -450,5 +451,56 @@ func TestFixture_Open(t *testing.T) {
 			}
 			checkFixture(t, copyFixture(t, name), exp)
 		})
+	}
+}
+
+// TestFixture_CheckNamesEveryDifference: the comparison behind
+// TestFixture_Open fails on a counter or a window that is missing or extra,
+// not only on one that differs.
+func TestFixture_CheckNamesEveryDifference(t *testing.T) {
+	exp := readFixture(t, "schema1-closed")
+	s := mustOpen(t, fixtureConfig(t, copyFixture(t, "schema1-closed"), exp))
+	if d := diffFixture(exp.fixtureState, observeFixture(t, s)); len(d) != 0 {
+		t.Fatalf("fixture differs before any change: %q", d)
+	}
+	// A new counter, and a counter's new window.
+	mustApply(t, s, inc("fixture.new", 1, exp.Now), inc("ancient", 1, exp.Now.Add(4*time.Minute)))
+	got := observeFixture(t, s)
+	// Expect a window that is not there, and drop one that is.
+	b, err := json.Marshal(exp.fixtureState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want fixtureState
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	for i := range want.Counters {
+		switch c := &want.Counters[i]; c.Name {
+		case "future":
+			c.Windows["1m"]["2026-12-01T12:33:00Z"] = 1
+		case "a":
+			for start := range c.Windows["1h"] {
+				delete(c.Windows["1h"], start)
+				break
+			}
+		}
+	}
+	d := diffFixture(want, got)
+	for _, w := range []string{
+		"counter fixture.new is extra",
+		"counter ancient: total 8, want 7",
+		"counter ancient 1m window 2026-12-01T12:38:00Z is extra",
+		"counter ancient dc \"eu-west\" 1m window 2026-12-01T12:38:00Z is extra",
+		"counter future 1m window 2026-12-01T12:33:00Z is missing",
+		"counter a 1h window ",
+	} {
+		if !slices.ContainsFunc(d, func(l string) bool { return strings.HasPrefix(l, w) }) {
+			t.Errorf("no difference reported as %q; got %q", w, d)
+		}
+	}
+	// Besides: the digest, ancient's 1h and 1d windows twice, its replica.
+	if len(d) != 13 {
+		t.Errorf("%d differences, want 13: %q", len(d), d)
 	}
 }
