@@ -1,6 +1,13 @@
 package store
 
-import bolt "go.etcd.io/bbolt"
+import (
+	"encoding/binary"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
 
 // KeyCount is the number of keys in a state.db bucket, for tests that check
 // what is on disk.
@@ -26,3 +33,67 @@ func SetAfterSlotTx(f func()) { afterSlotTx = f }
 // SetCleanCheckMax sets the size above which state.db is checked on open
 // only after an unclean shutdown; it returns the previous value.
 func SetCleanCheckMax(n int64) int64 { old := cleanCheckMax; cleanCheckMax = n; return old }
+
+// Schema is the schema state.db records, for tests that check what a data
+// directory reports.
+func (s *Store) Schema() uint64 {
+	var v uint64
+	s.state.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketMeta).Get(metaSchema); len(b) == 8 {
+			v = binary.BigEndian.Uint64(b)
+		}
+		return nil
+	})
+	return v
+}
+
+// MakeSchema1 turns the closed, empty data directory dir, as Open creates
+// it, into a schema 1 directory: only the schema number tells them apart
+// while no counter is stored. Opened again, the store then writes counters
+// as schema 1 did (without checksums), which is how today's code keeps an
+// old directory going, and how tests obtain one.
+func MakeSchema1(dir string) error {
+	db, err := bolt.Open(filepath.Join(dir, StateFile), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketTotals, bucketWindows, bucketComps} {
+			if n := tx.Bucket(b).Stats().KeyN; n != 0 {
+				return fmt.Errorf("%s holds %d keys in %s: not a new directory", StateFile, n, b)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(metaSchema); len(v) != 8 || binary.BigEndian.Uint64(v) != schemaVersion {
+			return fmt.Errorf("%s schema %x, want %d", StateFile, v, schemaVersion)
+		}
+		if meta.Get(metaOpen) != nil {
+			return fmt.Errorf("%s was not closed", StateFile)
+		}
+		return meta.Put(metaSchema, u64(1))
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// CompactFile writes a compacted copy of the closed bbolt file src to dst:
+// the same buckets, keys and values in as few pages as bbolt can, for
+// fixtures that are committed to the repository.
+func CompactFile(dst, src string) error {
+	from, err := bolt.Open(src, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	defer from.Close()
+	to, err := bolt.Open(dst, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	if err := bolt.Compact(to, from, 0); err != nil {
+		to.Close()
+		return err
+	}
+	return to.Close()
+}
