@@ -2,8 +2,6 @@ package store
 
 import (
 	"encoding/binary"
-	"fmt"
-	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -45,37 +43,6 @@ func (s *Store) Schema() uint64 {
 		return nil
 	})
 	return v
-}
-
-// MakeSchema1 turns the closed, empty data directory dir, as Open creates
-// it, into a schema 1 directory: only the schema number tells them apart
-// while no counter is stored. Opened again, the store then writes counters
-// as schema 1 did (without checksums), which is how today's code keeps an
-// old directory going, and how tests obtain one.
-func MakeSchema1(dir string) error {
-	db, err := bolt.Open(filepath.Join(dir, StateFile), 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		return err
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketTotals, bucketWindows, bucketComps} {
-			if n := tx.Bucket(b).Stats().KeyN; n != 0 {
-				return fmt.Errorf("%s holds %d keys in %s: not a new directory", StateFile, n, b)
-			}
-		}
-		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(metaSchema); len(v) != 8 || binary.BigEndian.Uint64(v) != schemaVersion {
-			return fmt.Errorf("%s schema %x, want %d", StateFile, v, schemaVersion)
-		}
-		if meta.Get(metaOpen) != nil {
-			return fmt.Errorf("%s was not closed", StateFile)
-		}
-		return meta.Put(metaSchema, u64(1))
-	})
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // CompactFile writes a compacted copy of the closed bbolt file src to dst:

@@ -30,13 +30,13 @@ import (
 // file NAME.json.
 const fixtureDir = "testdata/datadir"
 
-// fixtures are the fixture names: schema 1 and 2, each closed cleanly and
-// as a crash left it (journal records not yet checkpointed).
-var fixtures = []string{"schema1-closed", "schema1-crashed", "schema2-closed", "schema2-crashed"}
+// fixtures are the fixture names: schemas 1, 2 and 3, each closed cleanly
+// and as a crash left it (journal records not yet checkpointed).
+var fixtures = []string{"schema1-closed", "schema1-crashed", "schema2-closed", "schema2-crashed", "schema3-closed", "schema3-crashed"}
 
 // fixtureWantSchema is the schema a fixture's directory reports once opened
-// by this build. A build that upgrades directories on open says so here.
-func fixtureWantSchema(written uint64) uint64 { return written }
+// by this build: Open migrates schemas 1 and 2 to 3.
+func fixtureWantSchema(uint64) uint64 { return 3 }
 
 // fixtureExpect is a fixture's expectations file.
 type fixtureExpect struct {
@@ -502,5 +502,21 @@ func TestFixture_CheckNamesEveryDifference(t *testing.T) {
 	// Besides: the digest, ancient's 1h and 1d windows twice, its replica.
 	if len(d) != 13 {
 		t.Errorf("%d differences, want 13: %q", len(d), d)
+	}
+}
+
+// TestFixture_MigrationCutShort: a migration that a crash cut short leaves
+// state.db as it was and a partial state.db.v3 beside it; the next start
+// migrates again from the old file.
+func TestFixture_MigrationCutShort(t *testing.T) {
+	exp := readFixture(t, "schema2-crashed")
+	dir := copyFixture(t, "schema2-crashed")
+	partial := filepath.Join(dir, store.StateFile+".v3")
+	if err := os.WriteFile(partial, []byte("half a file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checkFixture(t, dir, exp)
+	if _, err := os.Stat(partial); !os.IsNotExist(err) {
+		t.Fatalf("%s is still there after the migration: %v", partial, err)
 	}
 }
