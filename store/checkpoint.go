@@ -160,8 +160,9 @@ func (s *Store) checkpoint() error {
 	// in the last, so state.db never claims more than it holds; the journal
 	// is trimmed only after that, and replaying it over a checkpoint cut
 	// short changes nothing.
-	for i := 0; i < len(snap.slots); i += checkpointTxSlots {
-		chunk := snap.slots[i:min(i+checkpointTxSlots, len(snap.slots))]
+	txSlots := s.cfg.hooks.checkpointTxSlots
+	for i := 0; i < len(snap.slots); i += txSlots {
+		chunk := snap.slots[i:min(i+txSlots, len(snap.slots))]
 		var repsDone func()
 		err := s.state.Update(func(tx *bolt.Tx) error {
 			w := newSlotWriter(s, tx, now)
@@ -184,8 +185,8 @@ func (s *Store) checkpoint() error {
 			return s.fail(fmt.Errorf("checkpoint: %w", err))
 		}
 		repsDone()
-		if afterSlotTx != nil {
-			afterSlotTx()
+		if f := s.cfg.hooks.afterSlotTx; f != nil {
+			f()
 		}
 		s.mu.Lock()
 		for _, slot := range chunk {
@@ -278,14 +279,6 @@ func (s *Store) truncateJournal(n uint64) error {
 	s.truncatedSeen.Store(n)
 	return nil
 }
-
-// afterSlotTx, when set by a test, runs after each committed slot
-// transaction of a checkpoint: the instant a crash would leave state.db
-// between them.
-var afterSlotTx func()
-
-// checkpointTxSlots bounds the slots one checkpoint transaction writes.
-var checkpointTxSlots = 25_000
 
 // fillPercent is how full bbolt fills a page before splitting it. Its default
 // (50%) suits random inserts; here inserts come in key order within each

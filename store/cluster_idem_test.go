@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -517,24 +518,28 @@ func TestClusterIdem_OldEventTime(t *testing.T) {
 // record that held it is trimmed.
 func TestClusterIdem_CompensationRaisedDuringCheckpoint(t *testing.T) {
 	c := newClock(t0)
-	cfg := testConfig(t.TempDir(), c)
-	s := mustOpen(t, cfg)
+	// The first checkpoint below, between its slot and metadata
+	// transactions, merges the compensation again with a larger value.
+	var s *store.Store
+	var armed, fired atomic.Bool
 	ctx := context.Background()
 	loser := crdt.ReplicaID{7}
 	slot := crdt.TotalSlot("x")
 	comp := func(v uint64) store.Changes {
 		return store.Changes{Comps: []crdt.CompDelta{{Slot: slot, Comp: crdt.Comp{Loser: loser, Seq: 1, Key: 9, Value: v}}}}
 	}
+	cfg := store.WithHooks(testConfig(t.TempDir(), c), store.Hooks{CheckpointTxSlots: 7, AfterSlotTx: func() {
+		if armed.Load() && fired.CompareAndSwap(false, true) {
+			if _, err := s.MergeChanges(ctx, comp(5)); err != nil {
+				t.Error(err)
+			}
+		}
+	}})
+	s = mustOpen(t, cfg)
 	if _, err := s.MergeChanges(ctx, store.Changes{Deltas: []crdt.Delta{{Slot: slot, Entry: crdt.Entry{Replica: loser, Value: 10, Seq: 2}}}, Comps: comp(1).Comps}); err != nil {
 		t.Fatal(err)
 	}
-	store.SetAfterSlotTx(func() {
-		store.SetAfterSlotTx(nil)
-		if _, err := s.MergeChanges(ctx, comp(5)); err != nil {
-			t.Error(err)
-		}
-	})
-	defer store.SetAfterSlotTx(nil)
+	armed.Store(true)
 	for range 2 {
 		if err := s.Checkpoint(ctx); err != nil {
 			t.Fatal(err)

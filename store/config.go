@@ -110,6 +110,26 @@ type Config struct {
 	// ObserveCheckpoint, if set, is called after each checkpoint with the slots
 	// it wrote and how long it took.
 	ObserveCheckpoint func(slots int, took time.Duration)
+
+	// hooks are set by tests only (export_test.go).
+	hooks hooks
+}
+
+// hooks let tests reach inside a store. They are fields of its Config, not
+// package variables, so that stores (and tests running in parallel) never
+// see each other's.
+type hooks struct {
+	// afterSlotTx runs on the checkpointer after each committed slot
+	// transaction of a checkpoint: the instant a crash would leave state.db
+	// between them.
+	afterSlotTx func()
+	// checkpointTxSlots bounds the slots one checkpoint transaction writes:
+	// one huge transaction makes bbolt hold every page it touches in memory
+	// at once. Zero means 25,000.
+	checkpointTxSlots int
+	// cleanCheckMax is the size up to which state.db is checked at every
+	// start (see inspect). Zero means 64 MiB.
+	cleanCheckMax int64
 }
 
 // DefaultConfig returns the defaults for a data directory.
@@ -150,6 +170,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.hooks.checkpointTxSlots == 0 {
+		c.hooks.checkpointTxSlots = 25_000
+	}
+	if c.hooks.cleanCheckMax == 0 {
+		c.hooks.cleanCheckMax = 64 << 20
 	}
 	return nil
 }

@@ -88,7 +88,7 @@ func (d *boltDB) damaged(format string, args ...any) error {
 // trusting it: a valid meta page, and a file at least as long as that meta
 // page says. bbolt itself would map the missing pages and fault, or panic on
 // the first page it cannot read. Its panics while opening are errors too.
-func openChecked(path string, opts *bolt.Options) (db *boltDB, err error) {
+func openChecked(path string, opts *bolt.Options, checkMax int64) (db *boltDB, err error) {
 	// The checks parse the file's bytes too: a slip of theirs on a damaged
 	// file is a refusal, not a crash.
 	defer func() {
@@ -101,7 +101,7 @@ func openChecked(path string, opts *bolt.Options) (db *boltDB, err error) {
 	}
 	// A bigger file is walked only after an unclean shutdown (inspect):
 	// walking gigabytes at every start would make every restart slow.
-	if size := fileSize(path); size > 0 && size <= cleanCheckMax {
+	if size := fileSize(path); size > 0 && size <= checkMax {
 		if err := checkPages(path, time.Time{}); err != nil {
 			return nil, err
 		}
@@ -380,15 +380,12 @@ func copyFile(dst, src string) error {
 	return out.Close()
 }
 
-// Bounds of the checks on open. A file up to cleanCheckMax bytes (a journal,
-// or a state.db of up to some hundred thousand counters) has its pages and
-// keys checked at every start, in well under a second. A bigger state.db is
-// checked only after an unclean shutdown, for up to uncleanCheckTime; after
+// Bounds of the checks on open. A file up to Config.hooks.cleanCheckMax bytes
+// (64 MiB: a journal, or a state.db of up to some million slots) has its pages
+// and keys checked at every start, in well under a second. A bigger state.db
+// is checked only after an unclean shutdown, for up to uncleanCheckTime; after
 // a clean one, damage in it is found when it is read, and stops writes.
-var (
-	cleanCheckMax    int64 = 64 << 20
-	uncleanCheckTime       = 10 * time.Minute
-)
+const uncleanCheckTime = 10 * time.Minute
 
 // inspect reads what state.db says about the last stop, and checks the file
 // as far as the bounds above allow, before anything is written to it.
@@ -411,7 +408,7 @@ func (s *Store) inspect() error {
 		return err
 	}
 	var budget walkBudget
-	big := fileSize(s.state.path) > cleanCheckMax
+	big := fileSize(s.state.path) > s.cfg.hooks.cleanCheckMax
 	switch {
 	case s.unclean:
 		budget.deadline = time.Now().Add(uncleanCheckTime)

@@ -305,9 +305,11 @@ func TestStore_Close_MarksClean(t *testing.T) {
 // every start is checked after an unclean shutdown only; after a clean one
 // its damage is found when read, and stops writes.
 func TestStore_Open_BigFileChecks(t *testing.T) {
-	old := store.SetCleanCheckMax(1)
-	defer store.SetCleanCheckMax(old)
 	src, want := damagedDir(t, 400)
+	// Every state.db is "big" to these stores.
+	testConfig := func(dir string, c *clock) store.Config {
+		return store.WithHooks(testConfig(dir, c), store.Hooks{CheckpointTxSlots: 7, CleanCheckMax: 1})
+	}
 	damage := func(dir string) {
 		p := filepath.Join(dir, store.StateFile)
 		f, err := os.OpenFile(p, os.O_RDWR, 0)

@@ -18,19 +18,21 @@ func (s *Store) KeyCount(bucket string) int {
 	return n
 }
 
-// SetCheckpointTxSlots makes checkpoints split into transactions of n slots,
-// so that small test histories exercise multi-transaction checkpoints.
-func SetCheckpointTxSlots(n int) { checkpointTxSlots = n }
+// Hooks are a store's test hooks (see hooks in config.go).
+type Hooks struct {
+	AfterSlotTx       func()
+	CheckpointTxSlots int
+	CleanCheckMax     int64
+}
+
+// WithHooks returns cfg with the hooks h.
+func WithHooks(cfg Config, h Hooks) Config {
+	cfg.hooks = hooks{afterSlotTx: h.AfterSlotTx, checkpointTxSlots: h.CheckpointTxSlots, cleanCheckMax: h.CleanCheckMax}
+	return cfg
+}
 
 // QueuedOps is the number of requests and merges waiting for the committer.
 func (s *Store) QueuedOps() int { return len(s.ops) }
-
-// SetAfterSlotTx makes f run after each slot transaction of a checkpoint.
-func SetAfterSlotTx(f func()) { afterSlotTx = f }
-
-// SetCleanCheckMax sets the size above which state.db is checked on open
-// only after an unclean shutdown; it returns the previous value.
-func SetCleanCheckMax(n int64) int64 { old := cleanCheckMax; cleanCheckMax = n; return old }
 
 // Schema is the schema state.db records, for tests that check what a data
 // directory reports.

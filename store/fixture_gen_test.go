@@ -60,10 +60,6 @@ func TestFixture_Generate(t *testing.T) {
 	if !*updateFixtures {
 		t.Skip("rewrites testdata/datadir only with -update-fixtures")
 	}
-	// Checkpoints in transactions as large as production's, not in the
-	// small ones TestMain sets for every other test.
-	store.SetCheckpointTxSlots(25_000)
-	defer store.SetCheckpointTxSlots(7)
 	for _, schema := range []uint64{3} {
 		exp := generateFixtures(t, schema)
 		for _, name := range []string{fmt.Sprintf("schema%d-closed", schema), fmt.Sprintf("schema%d-crashed", schema)} {
@@ -109,7 +105,9 @@ func fixtureReplicaID(name string) *bytes.Reader {
 }
 
 func (g *fixtureGen) open(name, dir string) *store.Store {
-	cfg := testConfig(dir, g.clk)
+	// Checkpoints in transactions as large as production's, not in the
+	// small ones of the other tests.
+	cfg := store.WithHooks(testConfig(dir, g.clk), store.Hooks{})
 	cfg.Rand = fixtureReplicaID(name)
 	s, err := store.Open(cfg)
 	if err != nil {

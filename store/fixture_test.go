@@ -151,7 +151,7 @@ func fixtureConfig(tb testing.TB, dir string, exp fixtureExpect) store.Config {
 	cfg.Windows = w
 	cfg.Now = func() time.Time { return exp.Now }
 	cfg.CheckpointInterval, cfg.JanitorInterval = -1, -1
-	return cfg
+	return store.WithHooks(cfg, store.Hooks{CheckpointTxSlots: 7})
 }
 
 // copyFixture copies a fixture's files into a new temporary directory.

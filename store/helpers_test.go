@@ -48,7 +48,9 @@ func testConfig(dir string, c *clock) store.Config {
 	cfg.Now = c.Now
 	cfg.CheckpointInterval = -1
 	cfg.JanitorInterval = -1
-	return cfg
+	// Checkpoints run in many small transactions, as large ones do in
+	// production.
+	return store.WithHooks(cfg, store.Hooks{CheckpointTxSlots: 7})
 }
 
 func mustOpen(tb testing.TB, cfg store.Config) *store.Store {

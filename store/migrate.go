@@ -59,7 +59,7 @@ func (s *Store) migrate() error {
 	if err := syncDir(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("migrate %s: %w", path, err)
 	}
-	if s.state, err = openBolt(path, false); err != nil {
+	if s.state, err = s.openBolt(path, false); err != nil {
 		return err
 	}
 	s.state.onDamage = s.noteDamage

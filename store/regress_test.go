@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,7 +115,14 @@ func TestStagingRereadsSlotsEvictedDuringBatch(t *testing.T) {
 func TestCrashBetweenCheckpointTransactions(t *testing.T) {
 	c := newClock(t0)
 	dir := t.TempDir()
-	s := mustOpen(t, testConfig(dir, c))
+	var crashed string
+	var armed atomic.Bool
+	cfg := store.WithHooks(testConfig(dir, c), store.Hooks{CheckpointTxSlots: 7, AfterSlotTx: func() {
+		if armed.Load() && crashed == "" {
+			crashed = copyDir(t, dir) // the power goes out here
+		}
+	}})
+	s := mustOpen(t, cfg)
 	ctx := context.Background()
 	now := c.Now()
 	mustApply(t, s, inc("x", 3, now))
@@ -122,17 +130,11 @@ func TestCrashBetweenCheckpointTransactions(t *testing.T) {
 	if _, err := s.Merge(ctx, []crdt.Delta{{Slot: crdt.TotalSlot("x"), Entry: crdt.Entry{Replica: peer, Value: 5, Seq: 1}}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	var crashed string
-	store.SetAfterSlotTx(func() {
-		if crashed == "" {
-			crashed = copyDir(t, dir) // the power goes out here
-		}
-	})
-	defer store.SetAfterSlotTx(nil)
+	armed.Store(true)
 	if err := s.Checkpoint(ctx); err != nil {
 		t.Fatal(err)
 	}
-	store.SetAfterSlotTx(nil)
+	armed.Store(false)
 	mustClose(t, s)
 	if crashed == "" {
 		t.Fatal("checkpoint wrote no slot transaction")

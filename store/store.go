@@ -150,7 +150,7 @@ func Open(cfg Config) (*Store, error) {
 		errJournal = os.ErrNotExist
 	}
 	var err error
-	if s.state, err = openBolt(statePath, false); err != nil {
+	if s.state, err = s.openBolt(statePath, false); err != nil {
 		return nil, err
 	}
 	s.state.onDamage = s.noteDamage
@@ -186,7 +186,7 @@ func Open(cfg Config) (*Store, error) {
 			return nil, err
 		}
 	}
-	if s.journal, err = openBolt(journalPath, true); err != nil {
+	if s.journal, err = s.openBolt(journalPath, true); err != nil {
 		s.state.Close()
 		return nil, err
 	}
@@ -209,7 +209,7 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-func openBolt(path string, journal bool) (*boltDB, error) {
+func (s *Store) openBolt(path string, journal bool) (*boltDB, error) {
 	opts := &bolt.Options{
 		Timeout:      time.Second,
 		FreelistType: bolt.FreelistMapType,
@@ -217,7 +217,7 @@ func openBolt(path string, journal bool) (*boltDB, error) {
 		// freelist on open is cheap, writing it on every commit is not.
 		NoFreelistSync: journal,
 	}
-	db, err := openChecked(path, opts)
+	db, err := openChecked(path, opts, s.cfg.hooks.cleanCheckMax)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w", path, ErrInUse)
 	}
