@@ -818,9 +818,11 @@ func (s *Store) commit(st *staging) {
 		n := s.jnext
 		start := time.Now()
 		st.buf = r.appendTo(st.buf[:0])
+		s.jmu.Lock()
 		err := s.journal.Update(func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketJournal).Put(u64(n), st.buf)
 		})
+		s.jmu.Unlock()
 		took := time.Since(start)
 		s.stats.commits.Add(1)
 		s.stats.commitNanos.Add(uint64(took))

@@ -130,6 +130,9 @@ type hooks struct {
 	// cleanCheckMax is the size up to which state.db is checked at every
 	// start (see inspect). Zero means 64 MiB.
 	cleanCheckMax int64
+	// journalRotateSize: a journal file above it is replaced by a new one
+	// once a checkpoint leaves it without records. Zero means 4 MiB.
+	journalRotateSize int64
 }
 
 // DefaultConfig returns the defaults for a data directory.
@@ -176,6 +179,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.hooks.cleanCheckMax == 0 {
 		c.hooks.cleanCheckMax = 64 << 20
+	}
+	if c.hooks.journalRotateSize == 0 {
+		c.hooks.journalRotateSize = 4 << 20
 	}
 	return nil
 }

@@ -23,11 +23,12 @@ type Hooks struct {
 	AfterSlotTx       func()
 	CheckpointTxSlots int
 	CleanCheckMax     int64
+	JournalRotateSize int64
 }
 
 // WithHooks returns cfg with the hooks h.
 func WithHooks(cfg Config, h Hooks) Config {
-	cfg.hooks = hooks{afterSlotTx: h.AfterSlotTx, checkpointTxSlots: h.CheckpointTxSlots, cleanCheckMax: h.CleanCheckMax}
+	cfg.hooks = hooks{afterSlotTx: h.AfterSlotTx, checkpointTxSlots: h.CheckpointTxSlots, cleanCheckMax: h.CleanCheckMax, journalRotateSize: h.JournalRotateSize}
 	return cfg
 }
 

@@ -9,17 +9,20 @@ import (
 
 // Stats are counters and gauges about the store, for metrics and tests.
 type Stats struct {
-	Commits         uint64        // journal commits since open
-	CommittedOps    uint64        // requests and merges those commits carried
-	CommitTime      time.Duration // total time spent in journal commits
-	Checkpoints     uint64        // checkpoints since open
-	PendingSlots    int           // slots changed since the last checkpoint
-	JournalRecords  uint64        // records not yet trimmed
-	Seq             uint64        // this replica's last committed seq
-	StateBytes      int64         // size of state.db
-	JournalBytes    int64         // size of journal.db
-	IdempotencyKeys int           // keys committed since the last checkpoint
-	ReplicasKnown   int           // replicas in the replica table
+	Commits        uint64        // journal commits since open
+	CommittedOps   uint64        // requests and merges those commits carried
+	CommitTime     time.Duration // total time spent in journal commits
+	Checkpoints    uint64        // checkpoints since open
+	PendingSlots   int           // slots changed since the last checkpoint
+	JournalRecords uint64        // records not yet trimmed
+	Seq            uint64        // this replica's last committed seq
+	StateBytes     int64         // size of state.db
+	JournalBytes   int64         // size of journal.db
+	// JournalRotations counts journal files replaced by a new one since open
+	// (bbolt never shrinks a file; see rotateJournal).
+	JournalRotations uint64
+	IdempotencyKeys  int // keys committed since the last checkpoint
+	ReplicasKnown    int // replicas in the replica table
 	// Idempotency across the cluster.
 	KeyRecordsMerged   uint64 // key records of other replicas learned
 	Replays            uint64 // retries answered with a known key's response
@@ -30,6 +33,7 @@ type Stats struct {
 type statCounters struct {
 	commits, committedOps, commitNanos, checkpoints atomic.Uint64
 	recordsMerged, replays, duplicates              atomic.Uint64
+	journalRotations                                atomic.Uint64
 }
 
 // Stats returns the store's current figures.
@@ -50,6 +54,7 @@ func (s *Store) Stats() Stats {
 	st.KeyRecordsMerged = s.stats.recordsMerged.Load()
 	st.Replays = s.stats.replays.Load()
 	st.DuplicatesResolved = s.stats.duplicates.Load()
+	st.JournalRotations = s.stats.journalRotations.Load()
 	if t := s.truncatedSeen.Load(); jlast > t {
 		st.JournalRecords = jlast - t
 	}

@@ -99,6 +99,9 @@ type Store struct {
 	roomCond *sync.Cond
 
 	jnext uint64 // next journal record number; committer only
+	// jmu guards the journal handle: the committer appends under it, the
+	// checkpointer trims and replaces the file under it (rotateJournal).
+	jmu sync.Mutex
 
 	// restored: state.db holds the restored marker (see Restored); restoredSeq
 	// is this replica's seq in the snapshot.
@@ -228,10 +231,11 @@ func (s *Store) openBolt(path string, journal bool) (*boltDB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	if journal {
-		// Records are appended in key order.
-		db.AllocSize = 1 << 20
-	}
+	// bbolt grows a file in steps of AllocSize (16 MiB by default), and
+	// never shrinks it: a small step keeps a file near what it holds.
+	// Records are appended to the journal in key order; state.db grows by
+	// checkpoints of a few megabytes.
+	db.AllocSize = 1 << 20
 	return db, nil
 }
 

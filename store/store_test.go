@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -442,5 +443,43 @@ func TestStore_SnapshotRestore(t *testing.T) {
 	defer mustClose(t, r)
 	if r.Restored() {
 		t.Fatal("restored again after CaughtUp and a restart")
+	}
+}
+
+// TestStore_JournalRotates: a journal that a burst of writes made big is
+// replaced by a small one once a checkpoint leaves it without records;
+// writes go on into the new one, and a restart replays them.
+func TestStore_JournalRotates(t *testing.T) {
+	c := newClock(t0)
+	dir := t.TempDir()
+	cfg := store.WithHooks(testConfig(dir, c), store.Hooks{CheckpointTxSlots: 7, JournalRotateSize: 256 << 10})
+	s := mustOpen(t, cfg)
+	ctx := context.Background()
+	for i := range 100 {
+		var incs []store.Increment
+		for k := range 100 {
+			incs = append(incs, inc(fmt.Sprintf("c%03d", k), 1, c.Now().Add(-time.Duration(i)*time.Minute)))
+		}
+		mustApply(t, s, incs...)
+	}
+	big := s.Stats().JournalBytes
+	if big <= 256<<10 {
+		t.Fatalf("journal of %d bytes after the burst: the test needs more than 256 KiB", big)
+	}
+	if err := s.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	if st.JournalRotations != 1 || st.JournalBytes >= big/4 {
+		t.Fatalf("after the checkpoint: %d rotations, journal %d bytes (was %d)", st.JournalRotations, st.JournalBytes, big)
+	}
+	mustApply(t, s, inc("c000", 5, c.Now()))
+	// The files as a crash would leave them: the last increment is only in
+	// the new journal, and replaying it must bring it back.
+	crashed := copyDir(t, dir)
+	mustClose(t, s)
+	s = mustOpen(t, store.WithHooks(testConfig(crashed, c), store.Hooks{CheckpointTxSlots: 7}))
+	if got := mustTotal(t, s, "c000"); got != 105 {
+		t.Fatalf("c000 = %d after the crash, want 105", got)
 	}
 }
