@@ -320,7 +320,8 @@ func (s *suite) main() int {
 func (s *suite) notes() []string {
 	n := []string{
 		fmt.Sprintf("- median and min–max over %d run(s) of %v each; p99 is the median of the runs' p99s. wrk scenarios start with one unmeasured %v run; abacus-bench warms up %v before each run.", s.cfg.runs, s.cfg.duration, s.cfg.warmup, s.cfg.warmup),
-		"- Redis figures are redis-benchmark's INCR on one key (the work of INCRBY 1), against a fresh redis-server per run; ratios compare medians measured in this invocation.",
+		"- ratios (×) compare medians measured in this invocation: a target whose reference row did not run here reads n/a.",
+		"- Redis figures are redis-benchmark's INCR on one key (the work of INCRBY 1), against a fresh redis-server per run.",
 		"- write runs are verified: each node's totals must rise by the increments acknowledged (wrk: at least its 2xx responses, at most that plus its connections); a failed check fails the scenario.",
 		"- server CPU is the node's user+system time from /proc per request (per increment for batches).",
 		"- scale rows: per-slot figures divide by the slots the load created; memory is VmRSS, RssAnon and RssFile from /proc/<pid>/status, read once abacus_store_pending_slots and abacus_store_journal_records are both 0 after the load, and again after the restart, the timed range run and one 48 h read of every counter.",

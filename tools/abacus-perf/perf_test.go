@@ -255,16 +255,21 @@ func TestWrkSeconds(t *testing.T) {
 }
 
 // sampleRows is a small suite's worth of rows: absolute targets, ratios to
-// Redis, an info ratio, a failed scenario.
+// Redis and to rows of other scenarios, an info ratio, a failed scenario.
 func sampleRows() ([]*Row, map[string]string, []string) {
 	rows := []*Row{
 		{Scenario: "trivial", Key: "trivial", What: "req/s: GET / of a trivial chi handler", Unit: "req/s",
 			Values: []float64{52895, 49621, 61514}, P99: []float64{6.5, 6.1, 7}},
+		{Scenario: "trivial", Key: "trivial/cpu", What: "server CPU per request", Unit: "µs", Values: []float64{14.0, 13.8, 17.1}},
 		{Scenario: "inc64-hot", Key: "inc64-hot", What: "durable inc/s, 64 connections", Unit: "inc/s",
 			Values: []float64{27025, 24106, 29438}, P99: []float64{5.2, 5.0, 6.1},
 			Target: &Target{Bound: 1, Ref: "redis-aof/c64", Desc: "≥ 1.0× Redis AOF-always c64"}},
 		{Scenario: "inc64-hot", Key: "inc64-hot/p99", What: "p99 latency", Unit: "ms", Values: []float64{5.2, 5.0, 6.1},
 			Target: &Target{AtMost: true, Bound: 2, Ref: "redis-aof/c64", RefP99: true, Desc: "≤ 2× Redis AOF-always c64 p99"}},
+		{Scenario: "inc64-hot", Key: "inc64-hot/cpu", What: "server CPU per increment", Unit: "µs", Values: []float64{32.1, 31.3, 35.4},
+			Target: &Target{AtMost: true, Bound: 1.6, Ref: "trivial/cpu", Desc: "≤ 1.6× trivial's CPU per request"}},
+		{Scenario: "inc64-wide", Key: "inc64-wide/vs-hot", What: "… the same rate against one hot counter", Unit: "inc/s",
+			Values: []float64{26553, 25038, 26670}, Target: &Target{Bound: 0.9, Ref: "inc64-hot", Desc: "≥ 0.9× inc64-hot"}},
 		{Scenario: "inc1", Key: "inc1/p50", What: "p50 latency, 1 connection", Unit: "ms", Values: []float64{0.54, 0.5, 0.6},
 			Target: &Target{AtMost: true, Bound: 0.5, Desc: "≤ 0.5 ms"}},
 		{Scenario: "inc64-async", Key: "inc64-async", What: "async inc/s", Unit: "inc/s", Values: []float64{36715},
@@ -279,7 +284,7 @@ func sampleRows() ([]*Row, map[string]string, []string) {
 			Values: []float64{52813, 50100, 55000}, P99: []float64{2.83, 2.5, 3}},
 	}
 	failed := map[string]string{"cluster": "node c not ready after 1m0s"}
-	order := []string{"trivial", "inc64-hot", "inc1", "inc64-async", "scale", "scale-10m", "cluster", "redis-aof"}
+	order := []string{"trivial", "inc64-hot", "inc64-wide", "inc1", "inc64-async", "scale", "scale-10m", "cluster", "redis-aof"}
 	return rows, failed, order
 }
 
@@ -297,7 +302,8 @@ func TestTable_Golden(t *testing.T) {
 		t.Errorf("table differs from %s (go test -run Golden -update to accept):\n%s", path, got)
 	}
 	missed := missedTargets(rows)
-	wantMissed := []string{"inc64-hot: durable inc/s, 64 connections", "inc1: p50 latency, 1 connection",
+	wantMissed := []string{"inc64-hot: durable inc/s, 64 connections", "inc64-hot: server CPU per increment",
+		"inc1: p50 latency, 1 connection",
 		"scale-10m: resident memory per slot after the load and a checkpoint"}
 	if strings.Join(missed, "|") != strings.Join(wantMissed, "|") {
 		t.Errorf("missed targets %q, want %q", missed, wantMissed)
@@ -345,6 +351,46 @@ func TestScaleRows_Targets(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestIncRows_Targets: the hot counter's CPU is held to the trivial
+// handler's, the wide rate to the hot one's, both in the same invocation.
+func TestIncRows_Targets(t *testing.T) {
+	s := &suite{cur: "inc64-hot"}
+	hot := s.newIncRows(incHot)
+	if hot.vsHot != nil {
+		t.Error("inc64-hot has a row against itself")
+	}
+	if tg := hot.cpu.Target; tg == nil || *tg != (Target{AtMost: true, Bound: 1.6, Ref: "trivial/cpu", Desc: tg.Desc}) {
+		t.Errorf("inc64-hot/cpu target %+v", tg)
+	}
+	s.cur = "inc64-wide"
+	wide := s.newIncRows(incWide)
+	if wide.vsHot == nil || wide.vsHot.Key != "inc64-wide/vs-hot" {
+		t.Fatalf("inc64-wide: no vs-hot row")
+	}
+	if tg := wide.vsHot.Target; *tg != (Target{Bound: 0.9, Ref: "inc64-hot", Desc: tg.Desc}) {
+		t.Errorf("inc64-wide/vs-hot target %+v", tg)
+	}
+	if wide.cpu.Target != nil {
+		t.Errorf("inc64-wide/cpu target %+v", wide.cpu.Target)
+	}
+	// Every reference names a row some scenario makes.
+	for _, k := range []incKind{incOne, incAsync} {
+		s.cur = "x"
+		s.newIncRows(k)
+	}
+	s.cur = "trivial"
+	s.row("trivial/cpu", "", "µs")
+	keys := map[string]bool{}
+	for _, r := range s.rows {
+		keys[r.Key] = true
+	}
+	for _, r := range s.rows {
+		if r.Target != nil && r.Target.Ref != "" && !strings.HasPrefix(r.Target.Ref, "redis-") && !keys[r.Target.Ref] {
+			t.Errorf("%s refers to %s, which no row has", r.Key, r.Target.Ref)
+		}
 	}
 }
 
