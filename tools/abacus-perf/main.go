@@ -1,8 +1,8 @@
 // Command abacus-perf runs Abacus's whole performance suite and prints one
 // table: single increments (hot, wide, one client, async), batches, reads
-// under load, a node holding a million slots, a three-node cluster, what
-// idempotency keys cost and how soon a retry at another node is a replay,
-// and Redis on the same machine for comparison.
+// under load, nodes holding a million and ten million slots, a three-node
+// cluster, what idempotency keys cost and how soon a retry at another node
+// is a replay, and Redis on the same machine for comparison.
 //
 //	go run ./tools/abacus-perf                # 5 runs of 10 s per scenario
 //	go run ./tools/abacus-perf --quick        # 1 short run each: a smoke test
@@ -45,19 +45,20 @@ type config struct {
 	keep     bool
 
 	// Loads, smaller with --quick.
-	wideCounters    int
-	scaleCounters   int
-	scaleRange      time.Duration
-	visTrials       int
-	hotRate         int
-	hotDuration     time.Duration
-	idemRate        int           // keyed and unkeyed paced loads of idem-cluster, requests/s
-	idemDrain       time.Duration // bound on the wait for key records to stop flowing after them
-	catchupIncs     int64
-	catchupCounters int
-	rangePreload    int64
-	pushPullSlots   int
-	promCounters    int
+	wideCounters     int
+	scaleCounters    int // scale: about 1,000,000 slots
+	scale10mCounters int // scale-10m: about 10,000,000 slots
+	scaleRange       time.Duration
+	visTrials        int
+	hotRate          int
+	hotDuration      time.Duration
+	idemRate         int           // keyed and unkeyed paced loads of idem-cluster, requests/s
+	idemDrain        time.Duration // bound on the wait for key records to stop flowing after them
+	catchupIncs      int64
+	catchupCounters  int
+	rangePreload     int64
+	pushPullSlots    int
+	promCounters     int
 }
 
 // scenario is one named part of the suite.
@@ -77,7 +78,8 @@ var scenarios = []scenario{
 	{"batch-10k", nil, func(s *suite) error { return runBatch(s, 10_000) }},
 	{"read-total", []string{"wrk"}, runReadTotal},
 	{"read-range", nil, runReadRange},
-	{"scale", nil, runScale},
+	{"scale", nil, func(s *suite) error { return runScale(s, s.cfg.scaleCounters) }},
+	{"scale-10m", nil, func(s *suite) error { return runScale(s, s.cfg.scale10mCounters) }},
 	{"cluster", nil, runCluster},
 	{"idem-inc64", nil, runIdemInc},
 	{"idem-cluster", nil, runIdemCluster},
@@ -165,20 +167,7 @@ func realMain() int {
 	}
 	// wrk takes whole seconds.
 	cfg.warmup = max(time.Second, min(2*time.Second, cfg.duration/5).Truncate(time.Second))
-	cfg.wideCounters, cfg.scaleCounters, cfg.scaleRange = 10_000, 350, 5*time.Second
-	cfg.visTrials, cfg.hotRate, cfg.hotDuration = 200, 10_000, 10*time.Second
-	cfg.catchupIncs, cfg.catchupCounters, cfg.rangePreload = 1_200_000, 1000, 28_800
-	cfg.pushPullSlots = 1_000_000
-	cfg.promCounters = 1000
-	cfg.idemRate, cfg.idemDrain = 1_000, 2*time.Minute
-	if cfg.quick {
-		cfg.pushPullSlots = 100_000
-		cfg.promCounters = 100
-		cfg.scaleCounters, cfg.scaleRange = 35, 2*time.Second
-		cfg.visTrials, cfg.hotDuration = 20, 2*time.Second
-		cfg.idemRate, cfg.idemDrain = 200, time.Minute
-		cfg.catchupIncs, cfg.catchupCounters = 120_000, 100
-	}
+	cfg.setLoads()
 	var err error
 	if cfg.only, err = scenarioSet(only); err != nil {
 		fmt.Fprintln(os.Stderr, "abacus-perf: --only:", err)
@@ -198,6 +187,25 @@ func realMain() int {
 		return 130
 	}
 	return code
+}
+
+// setLoads sets the scenarios' loads, smaller with --quick.
+func (cfg *config) setLoads() {
+	cfg.wideCounters, cfg.scaleRange = 10_000, 5*time.Second
+	cfg.scaleCounters, cfg.scale10mCounters = 350, 3500
+	cfg.visTrials, cfg.hotRate, cfg.hotDuration = 200, 10_000, 10*time.Second
+	cfg.catchupIncs, cfg.catchupCounters, cfg.rangePreload = 1_200_000, 1000, 28_800
+	cfg.pushPullSlots = 1_000_000
+	cfg.promCounters = 1000
+	cfg.idemRate, cfg.idemDrain = 1_000, 2*time.Minute
+	if cfg.quick {
+		cfg.pushPullSlots = 100_000
+		cfg.promCounters = 100
+		cfg.scaleCounters, cfg.scale10mCounters, cfg.scaleRange = 35, 70, 2*time.Second
+		cfg.visTrials, cfg.hotDuration = 20, 2*time.Second
+		cfg.idemRate, cfg.idemDrain = 200, time.Minute
+		cfg.catchupIncs, cfg.catchupCounters = 120_000, 100
+	}
 }
 
 func scenarioSet(list string) (map[string]bool, error) {
@@ -312,9 +320,11 @@ func (s *suite) main() int {
 func (s *suite) notes() []string {
 	n := []string{
 		fmt.Sprintf("- median and min–max over %d run(s) of %v each; p99 is the median of the runs' p99s. wrk scenarios start with one unmeasured %v run; abacus-bench warms up %v before each run.", s.cfg.runs, s.cfg.duration, s.cfg.warmup, s.cfg.warmup),
-		"- Redis figures are redis-benchmark's INCR on one key (the work of INCRBY 1), against a fresh redis-server per run; ratios compare medians measured in this invocation.",
+		"- ratios (×) compare medians measured in this invocation: a target whose reference row did not run here reads n/a.",
+		"- Redis figures are redis-benchmark's INCR on one key (the work of INCRBY 1), against a fresh redis-server per run.",
 		"- write runs are verified: each node's totals must rise by the increments acknowledged (wrk: at least its 2xx responses, at most that plus its connections); a failed check fails the scenario.",
 		"- server CPU is the node's user+system time from /proc per request (per increment for batches).",
+		"- scale rows: per-slot figures divide by the slots the load created; memory is VmRSS, RssAnon and RssFile from /proc/<pid>/status, read once abacus_store_pending_slots and abacus_store_journal_records are both 0 after the load, and again after the restart, the timed range run and one 48 h read of every counter.",
 		"- cluster gossip bytes are gossip payload bytes from abacus_gossip_bytes_total (sent by all nodes, before memberlist framing and encryption); gossip-bench's figures are transport bytes from Go benchmarks (framing, membership and encryption included).",
 	}
 	if s.cfg.quick {

@@ -255,27 +255,36 @@ func TestWrkSeconds(t *testing.T) {
 }
 
 // sampleRows is a small suite's worth of rows: absolute targets, ratios to
-// Redis, an info ratio, a failed scenario.
+// Redis and to rows of other scenarios, an info ratio, a failed scenario.
 func sampleRows() ([]*Row, map[string]string, []string) {
 	rows := []*Row{
 		{Scenario: "trivial", Key: "trivial", What: "req/s: GET / of a trivial chi handler", Unit: "req/s",
 			Values: []float64{52895, 49621, 61514}, P99: []float64{6.5, 6.1, 7}},
+		{Scenario: "trivial", Key: "trivial/cpu", What: "server CPU per request", Unit: "µs", Values: []float64{14.0, 13.8, 17.1}},
 		{Scenario: "inc64-hot", Key: "inc64-hot", What: "durable inc/s, 64 connections", Unit: "inc/s",
 			Values: []float64{27025, 24106, 29438}, P99: []float64{5.2, 5.0, 6.1},
 			Target: &Target{Bound: 1, Ref: "redis-aof/c64", Desc: "≥ 1.0× Redis AOF-always c64"}},
 		{Scenario: "inc64-hot", Key: "inc64-hot/p99", What: "p99 latency", Unit: "ms", Values: []float64{5.2, 5.0, 6.1},
 			Target: &Target{AtMost: true, Bound: 2, Ref: "redis-aof/c64", RefP99: true, Desc: "≤ 2× Redis AOF-always c64 p99"}},
+		{Scenario: "inc64-hot", Key: "inc64-hot/cpu", What: "server CPU per increment", Unit: "µs", Values: []float64{32.1, 31.3, 35.4},
+			Target: &Target{AtMost: true, Bound: 1.6, Ref: "trivial/cpu", Desc: "≤ 1.6× trivial's CPU per request"}},
+		{Scenario: "inc64-wide", Key: "inc64-wide/vs-hot", What: "… the same rate against one hot counter", Unit: "inc/s",
+			Values: []float64{26553, 25038, 26670}, Target: &Target{Bound: 0.9, Ref: "inc64-hot", Desc: "≥ 0.9× inc64-hot"}},
 		{Scenario: "inc1", Key: "inc1/p50", What: "p50 latency, 1 connection", Unit: "ms", Values: []float64{0.54, 0.5, 0.6},
 			Target: &Target{AtMost: true, Bound: 0.5, Desc: "≤ 0.5 ms"}},
 		{Scenario: "inc64-async", Key: "inc64-async", What: "async inc/s", Unit: "inc/s", Values: []float64{36715},
 			Target: &Target{Info: true, Ref: "redis-none/c64", Desc: "ratio to Redis no-persistence c64"}},
 		{Scenario: "scale", Key: "scale/ready", What: "restart → ready", Unit: "s", Values: []float64{0.41, 0.39, 0.45},
 			Target: &Target{AtMost: true, Bound: 2, Desc: "≤ 2 s"}},
+		{Scenario: "scale-10m", Key: "scale-10m/rss", What: "resident memory per slot after the load and a checkpoint", Unit: "B",
+			Values: []float64{382, 358, 465}, Target: &Target{AtMost: true, Bound: 64, Desc: "≤ 64 B/slot"}},
+		{Scenario: "scale-10m", Key: "scale-10m/disk", What: "disk per slot", Unit: "B",
+			Values: []float64{21.5, 22, 23.9}, Target: &Target{AtMost: true, Bound: 24, Desc: "≤ 24 B/slot"}},
 		{Scenario: "redis-aof", Key: "redis-aof/c64", What: "INCR ops/s, -c 64, AOF always", Unit: "ops/s",
 			Values: []float64{52813, 50100, 55000}, P99: []float64{2.83, 2.5, 3}},
 	}
 	failed := map[string]string{"cluster": "node c not ready after 1m0s"}
-	order := []string{"trivial", "inc64-hot", "inc1", "inc64-async", "scale", "cluster", "redis-aof"}
+	order := []string{"trivial", "inc64-hot", "inc64-wide", "inc1", "inc64-async", "scale", "scale-10m", "cluster", "redis-aof"}
 	return rows, failed, order
 }
 
@@ -293,8 +302,116 @@ func TestTable_Golden(t *testing.T) {
 		t.Errorf("table differs from %s (go test -run Golden -update to accept):\n%s", path, got)
 	}
 	missed := missedTargets(rows)
-	wantMissed := []string{"inc64-hot: durable inc/s, 64 connections", "inc1: p50 latency, 1 connection"}
+	wantMissed := []string{"inc64-hot: durable inc/s, 64 connections", "inc64-hot: server CPU per increment",
+		"inc1: p50 latency, 1 connection",
+		"scale-10m: resident memory per slot after the load and a checkpoint"}
 	if strings.Join(missed, "|") != strings.Join(wantMissed, "|") {
 		t.Errorf("missed targets %q, want %q", missed, wantMissed)
+	}
+}
+
+// TestScaleRows_Targets: both scale scenarios carry issue 14's targets under
+// their own keys.
+func TestScaleRows_Targets(t *testing.T) {
+	for _, sc := range []string{"scale", "scale-10m"} {
+		t.Run(sc, func(t *testing.T) {
+			s := &suite{cur: sc}
+			s.newScaleRows(3500)
+			byKey := map[string]*Row{}
+			for _, r := range s.rows {
+				if r.Scenario != sc || !strings.HasPrefix(r.Key, sc+"/") {
+					t.Errorf("row %q of scenario %q", r.Key, r.Scenario)
+				}
+				byKey[r.Key] = r
+			}
+			for _, tc := range []struct {
+				key, unit string
+				want      Target
+			}{
+				{"disk", "B", Target{AtMost: true, Bound: 24}},
+				{"rss", "B", Target{AtMost: true, Bound: 64}},
+				{"rss-after", "B", Target{AtMost: true, Bound: 64}},
+				{"ready", "s", Target{AtMost: true, Bound: 2}},
+				{"range", "req/s", Target{AtMost: true, Bound: 5, OnP99: true}},
+			} {
+				r := byKey[sc+"/"+tc.key]
+				if r == nil || r.Target == nil {
+					t.Errorf("%s/%s: no row or no target", sc, tc.key)
+					continue
+				}
+				got := *r.Target
+				got.Desc = ""
+				if got != tc.want || r.Unit != tc.unit {
+					t.Errorf("%s/%s: target %+v in %s, want %+v in %s", sc, tc.key, got, r.Unit, tc.want, tc.unit)
+				}
+			}
+			for _, key := range []string{"load", "slots", "rss-anon", "rss-file", "rss-after-anon", "rss-after-file", "rss-ready", "range-p50"} {
+				if byKey[sc+"/"+key] == nil {
+					t.Errorf("no row %s/%s", sc, key)
+				}
+			}
+		})
+	}
+}
+
+// TestIncRows_Targets: the hot counter's CPU is held to the trivial
+// handler's, the wide rate to the hot one's, both in the same invocation.
+func TestIncRows_Targets(t *testing.T) {
+	s := &suite{cur: "inc64-hot"}
+	hot := s.newIncRows(incHot)
+	if hot.vsHot != nil {
+		t.Error("inc64-hot has a row against itself")
+	}
+	if tg := hot.cpu.Target; tg == nil || *tg != (Target{AtMost: true, Bound: 1.6, Ref: "trivial/cpu", Desc: tg.Desc}) {
+		t.Errorf("inc64-hot/cpu target %+v", tg)
+	}
+	s.cur = "inc64-wide"
+	wide := s.newIncRows(incWide)
+	if wide.vsHot == nil || wide.vsHot.Key != "inc64-wide/vs-hot" {
+		t.Fatalf("inc64-wide: no vs-hot row")
+	}
+	if tg := wide.vsHot.Target; *tg != (Target{Bound: 0.9, Ref: "inc64-hot", Desc: tg.Desc}) {
+		t.Errorf("inc64-wide/vs-hot target %+v", tg)
+	}
+	if wide.cpu.Target != nil {
+		t.Errorf("inc64-wide/cpu target %+v", wide.cpu.Target)
+	}
+	// Every reference names a row some scenario makes.
+	for _, k := range []incKind{incOne, incAsync} {
+		s.cur = "x"
+		s.newIncRows(k)
+	}
+	s.cur = "trivial"
+	s.row("trivial/cpu", "", "µs")
+	keys := map[string]bool{}
+	for _, r := range s.rows {
+		keys[r.Key] = true
+	}
+	for _, r := range s.rows {
+		if r.Target != nil && r.Target.Ref != "" && !strings.HasPrefix(r.Target.Ref, "redis-") && !keys[r.Target.Ref] {
+			t.Errorf("%s refers to %s, which no row has", r.Key, r.Target.Ref)
+		}
+	}
+}
+
+// TestLoads_ScaleSizes: the scale scenarios hold about 1,000,000 and
+// 10,000,000 slots; --quick keeps them small.
+func TestLoads_ScaleSizes(t *testing.T) {
+	slots := func(counters int) int64 {
+		to := 1795429815.0 // as in TestSlotsOf
+		return slotsOf(counters, to-2879*60, to)
+	}
+	var full config
+	full.setLoads()
+	if got := slots(full.scaleCounters); got < 1_000_000 || got > 1_100_000 {
+		t.Errorf("scale: %d slots", got)
+	}
+	if got := slots(full.scale10mCounters); got < 10_000_000 || got > 11_000_000 {
+		t.Errorf("scale-10m: %d slots", got)
+	}
+	quick := config{quick: true}
+	quick.setLoads()
+	if got := slots(quick.scale10mCounters); got > 250_000 || quick.scaleCounters > quick.scale10mCounters {
+		t.Errorf("quick: scale %d counters, scale-10m %d counters (%d slots)", quick.scaleCounters, quick.scale10mCounters, got)
 	}
 }
