@@ -28,12 +28,16 @@ type Gossip struct {
 	ml    *memberlist.Memberlist
 	addr  string // this node's gossip address
 
-	out            *outbox
-	recs           *recordbox
-	pushMu         sync.Mutex
-	pushing        map[string]bool // peers a records push is under way to
-	transmits      atomic.Int32    // how often each broadcast value is sent
-	bigDigest      atomic.Bool     // a digest too big for a packet is being sent over streams
+	out       *outbox
+	recs      *recordbox
+	pushMu    sync.Mutex
+	pushing   map[string]bool // peers a records push is under way to
+	transmits atomic.Int32    // how often each broadcast value is sent
+	// peerCount is len(peers), for Committed, which takes no lock: a node
+	// that knows no other queues nothing to broadcast (a node that joins
+	// later gets everything by anti-entropy).
+	peerCount      atomic.Int32
+	bigDigest      atomic.Bool // a digest too big for a packet is being sent over streams
 	retransmitMult int
 
 	// Inbound work, filled by delegates without blocking.
@@ -296,14 +300,20 @@ func (g *Gossip) Committed(ds []crdt.Delta) {
 	g.mu.Lock()
 	g.commits.add(top, g.cfg.Now())
 	g.mu.Unlock()
-	g.out.add(ds, int(g.transmits.Load()))
 	g.stats.committedEntries.Add(uint64(len(ds)))
+	if g.peerCount.Load() == 0 {
+		return // nobody to send them to
+	}
+	g.out.add(ds, int(g.transmits.Load()))
 }
 
 // CommittedRecords queues this replica's freshly committed key records for
 // the next push to every peer, so that a retry at another node finds them.
 // The store's OnKeyRecords calls it; it does not block.
 func (g *Gossip) CommittedRecords(rs []crdt.KeyRecord) {
+	if g.peerCount.Load() == 0 {
+		return // nobody to push them to (see peerCount)
+	}
 	g.recs.add(rs)
 }
 

@@ -451,6 +451,7 @@ func (g *Gossip) missing() []string {
 			alive[name] = true
 		case now.Sub(p.changed) > forgetAfter:
 			delete(g.peers, name) // gone for days: removed, not partitioned
+			g.peerCount.Store(int32(len(g.peers)))
 		}
 	}
 	for name, t := range g.forgot {

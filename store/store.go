@@ -59,6 +59,7 @@ type Store struct {
 	stopped chan struct{} // closed when the checkpointer has stopped
 	// Checkpointer-only state.
 	truncated     uint64 // journal records up to here are deleted
+	burst         int    // slots written since mem was last empty
 	truncatedSeen atomic.Uint64
 
 	stats  statCounters
