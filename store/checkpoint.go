@@ -122,16 +122,14 @@ type checkpointSnap struct {
 func (s *Store) checkpoint() error {
 	s.mu.RLock()
 	snap := checkpointSnap{
-		mem:   make(map[crdt.Slot]*crdt.GCounter, len(s.mem)),
+		mem:   make(map[crdt.Slot]*crdt.GCounter, s.mem.len()),
 		idem:  make(map[string][]crdt.KeyRecord, len(s.idem)),
 		comps: make(map[crdt.Slot]crdt.Comps, len(s.compsDirty)),
 		vv:    make(map[crdt.ReplicaID]uint64, len(s.vv)),
 		seq:   s.seq,
 		jlast: s.jlast,
 	}
-	for slot, g := range s.mem {
-		snap.mem[slot] = g
-	}
+	s.mem.each(func(slot crdt.Slot, g *crdt.GCounter) { snap.mem[slot] = g })
 	for k, r := range s.idem {
 		snap.idem[k] = r[:len(r):len(r)]
 	}
@@ -193,7 +191,7 @@ func (s *Store) checkpoint() error {
 		}
 		s.mu.Lock()
 		for _, slot := range chunk {
-			if s.mem[slot] == snap.mem[slot] {
+			if s.mem.get(slot) == snap.mem[slot] {
 				s.deleteMem(slot)
 			}
 		}
@@ -275,7 +273,7 @@ const burstSlots = 50_000
 func (s *Store) releaseAfterBurst(written int) {
 	s.burst += written
 	s.mu.RLock()
-	empty := len(s.mem) == 0
+	empty := s.mem.len() == 0
 	s.mu.RUnlock()
 	if !empty || s.burst < burstSlots {
 		return
@@ -480,11 +478,11 @@ func (s *Store) expire() error {
 	var slots, compSlots []crdt.Slot
 	var idemKeys []string
 	s.mu.RLock()
-	for slot := range s.mem {
+	s.mem.each(func(slot crdt.Slot, _ *crdt.GCounter) {
 		if !s.keep(slot, now) {
 			slots = append(slots, slot)
 		}
-	}
+	})
 	for k, rs := range s.idem {
 		for _, r := range rs {
 			if retainUntil(&r) <= now.UnixNano() {

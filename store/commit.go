@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -369,7 +370,7 @@ func (o *op) size() int {
 func (s *Store) waitForRoom() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(s.mem) >= s.cfg.MaxPendingSlots && s.refusalLocked() == nil && !s.stopping.Load() {
+	for s.mem.len() >= s.cfg.MaxPendingSlots && s.refusalLocked() == nil && !s.stopping.Load() {
 		s.kickCheckpoint()
 		s.roomCond.Wait()
 	}
@@ -386,16 +387,17 @@ type staging struct {
 	txGen uint64 // s.evictGen when tx was opened
 
 	// Per commit: with Async, across the batches it gathers.
-	slots   map[crdt.Slot]int32 // into arena
-	arena   []stagedSlot
-	dirty   []int32          // arena entries raised
-	other   map[deltaKey]int // merged entries of other replicas: index into deltas
-	touched []int32          // per request: arena entries it adds to
-	totalAt []int32          // per request: arena entry of each increment's total
-	reqNo   uint32
-	deltas  []crdt.Delta     // raised entries, absolute values
-	idem    []crdt.KeyRecord // key records new in this commit
-	idemAt  map[string][]int // their indexes in idem, by key
+	counters map[string]*stagedCounter // the staged slots of each counter
+	arena    []stagedSlot
+	dirty    []int32          // arena entries raised
+	other    map[deltaKey]int // merged entries of other replicas: index into deltas
+	touched  []int32          // per request: arena entries it adds to
+	idx      []int32          // per increment: arena entries of its slots
+	totalAt  []int32          // per request: arena entry of each increment's total
+	reqNo    uint32
+	deltas   []crdt.Delta     // raised entries, absolute values
+	idem     []crdt.KeyRecord // key records new in this commit
+	idemAt   map[string][]int // their indexes in idem, by key
 	// compSet holds the staged compensation sets of slots this commit adds
 	// to; compAdds lists the additions, for the journal.
 	compSet  map[crdt.Slot]crdt.Comps
@@ -417,6 +419,31 @@ type staging struct {
 	ownRecs    []crdt.KeyRecord
 }
 
+// stagedCounter indexes one counter's staged slots in the arena.
+type stagedCounter struct {
+	total   int32 // or -1
+	windows map[memWin]int32
+}
+
+func (sc *stagedCounter) find(slot crdt.Slot) (int32, bool) {
+	if slot.IsTotal() {
+		return sc.total, sc.total >= 0
+	}
+	i, ok := sc.windows[memWin{slot.Res, slot.Start}]
+	return i, ok
+}
+
+func (sc *stagedCounter) set(slot crdt.Slot, i int32) {
+	if slot.IsTotal() {
+		sc.total = i
+		return
+	}
+	if sc.windows == nil {
+		sc.windows = make(map[memWin]int32, 4)
+	}
+	sc.windows[memWin{slot.Res, slot.Start}] = i
+}
+
 type stagedSlot struct {
 	slot  crdt.Slot
 	g     *crdt.GCounter
@@ -433,18 +460,18 @@ type deltaKey struct {
 
 func newStaging(s *Store) *staging {
 	return &staging{
-		s:       s,
-		slots:   make(map[crdt.Slot]int32),
-		other:   make(map[deltaKey]int),
-		vv:      make(map[crdt.ReplicaID]uint64),
-		compSet: make(map[crdt.Slot]crdt.Comps),
-		idemAt:  make(map[string][]int),
+		s:        s,
+		counters: make(map[string]*stagedCounter),
+		other:    make(map[deltaKey]int),
+		vv:       make(map[crdt.ReplicaID]uint64),
+		compSet:  make(map[crdt.Slot]crdt.Comps),
+		idemAt:   make(map[string][]int),
 	}
 }
 
 // reset empties st after a commit.
 func (st *staging) reset() {
-	clear(st.slots)
+	clear(st.counters)
 	clear(st.other)
 	st.arena = st.arena[:0]
 	st.dirty = st.dirty[:0]
@@ -506,29 +533,70 @@ func (s *Store) stage(st *staging, ops []*op) {
 // stageSlot returns the arena index of slot's private counter, loading it
 // from mem or state.db on first use in this commit.
 func (st *staging) stageSlot(slot crdt.Slot) (int32, error) {
-	if i, ok := st.slots[slot]; ok {
-		return i, nil
+	var out [1]int32
+	err := st.stageSlots(slot.Name, []crdt.Slot{slot}, out[:])
+	return out[0], err
+}
+
+// stageSlots sets idx[k] to the arena index of slots[k]'s private counter,
+// loading those not staged yet from mem or state.db. Every slot is one of
+// counter name's: its name is hashed once here and once in mem.
+func (st *staging) stageSlots(name string, slots []crdt.Slot, idx []int32) error {
+	sc := st.counters[name]
+	if sc == nil {
+		sc = &stagedCounter{total: -1}
+		st.counters[name] = sc
+	}
+	missing := false
+	for k, slot := range slots {
+		i, ok := sc.find(slot)
+		if !ok {
+			i, missing = -1, true
+		}
+		idx[k] = i
+	}
+	if !missing {
+		return nil
 	}
 	s := st.s
+	first := int32(len(st.arena))
 	s.mu.RLock()
-	g := s.mem[slot]
+	mc := s.mem.counter(name)
+	for k, slot := range slots {
+		if idx[k] >= 0 {
+			continue
+		}
+		if i, ok := sc.find(slot); ok { // slot twice in slots
+			idx[k] = i
+			continue
+		}
+		var g *crdt.GCounter
+		if m := mc.get(slot); m != nil {
+			g = m.Clone()
+		}
+		i := int32(len(st.arena))
+		st.arena = append(st.arena, stagedSlot{slot: slot, g: g, own: -1})
+		sc.set(slot, i)
+		idx[k] = i
+	}
 	gen := s.evictGen
 	s.mu.RUnlock()
-	if g != nil {
-		g = g.Clone()
-	} else {
+	// What mem did not hold is in state.db, as of the eviction generation
+	// read with mem.
+	for i := first; i < int32(len(st.arena)); i++ {
+		ss := &st.arena[i]
+		if ss.g != nil {
+			continue
+		}
 		err := st.read(gen, func(tx *bolt.Tx) (err error) {
-			g, err = s.loadCounter(tx, slot)
+			ss.g, err = s.loadCounter(tx, ss.slot)
 			return err
 		})
 		if err != nil {
-			return 0, err
+			return err
 		}
 	}
-	i := int32(len(st.arena))
-	st.arena = append(st.arena, stagedSlot{slot: slot, g: g, own: -1})
-	st.slots[slot] = i
-	return i, nil
+	return nil
 }
 
 // readTx returns a read transaction on state.db that sees everything mem held
@@ -676,34 +744,31 @@ func (st *staging) apply(o *op) error {
 	touched := st.touched[:0]
 	totals := st.totalAt[:0]
 	var wins [8]window.Window
-	add := func(slot crdt.Slot, amount uint64) (int32, error) {
-		i, err := st.stageSlot(slot)
-		if err != nil {
-			st.err = err
-			return 0, err
-		}
-		ss := &st.arena[i]
-		if ss.req != st.reqNo {
-			ss.req, ss.pend = st.reqNo, 0
-			touched = append(touched, i)
-		}
-		if ss.pend > math.MaxUint64-amount {
-			return 0, ErrOverflow
-		}
-		ss.pend += amount
-		return i, nil
-	}
+	var slots [9]crdt.Slot
 	defer func() { st.touched, st.totalAt = touched, totals }()
 	for _, inc := range req.Increments {
-		i, err := add(crdt.TotalSlot(inc.Name), inc.Amount)
-		if err != nil {
+		// The increment's total and windows, staged in one go.
+		ss := append(slots[:0], crdt.TotalSlot(inc.Name))
+		for _, w := range s.cfg.Windows.AppendWindows(wins[:0], inc.TS, st.now) {
+			ss = append(ss, crdt.Slot{Name: inc.Name, Res: w.Res, Start: w.Start})
+		}
+		idx := slices.Grow(st.idx[:0], len(ss))[:len(ss)]
+		st.idx = idx
+		if err := st.stageSlots(inc.Name, ss, idx); err != nil {
+			st.err = err
 			return err
 		}
-		totals = append(totals, i)
-		for _, w := range s.cfg.Windows.AppendWindows(wins[:0], inc.TS, st.now) {
-			if _, err := add(crdt.Slot{Name: inc.Name, Res: w.Res, Start: w.Start}, inc.Amount); err != nil {
-				return err
+		totals = append(totals, idx[0])
+		for _, i := range idx {
+			a := &st.arena[i]
+			if a.req != st.reqNo {
+				a.req, a.pend = st.reqNo, 0
+				touched = append(touched, i)
 			}
+			if a.pend > math.MaxUint64-inc.Amount {
+				return ErrOverflow
+			}
+			a.pend += inc.Amount
 		}
 	}
 	// Second pass: refuse the whole request if any slot would overflow.
@@ -880,8 +945,16 @@ func (s *Store) install(st *staging, n uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.jlast = n // every record up to n is now in mem
+	// A request's slots are staged one after another: look each counter up
+	// once per run of its slots.
+	var c *memCounter
+	var name string
 	for _, i := range st.dirty {
-		s.putMem(st.arena[i].slot, st.arena[i].g)
+		ss := &st.arena[i]
+		if c == nil || ss.slot.Name != name {
+			c, name = s.mem.counterFor(ss.slot.Name), ss.slot.Name
+		}
+		s.mem.putIn(c, ss.slot, ss.g)
 	}
 	for _, x := range st.idem {
 		s.idem[x.Key] = append(s.idem[x.Key], x)

@@ -155,10 +155,11 @@ func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 	}
 	defer tx.Rollback()
 	defer s.mu.RUnlock()
-	inMem := s.memNames[name] > 0
+	mc := s.mem.counter(name)
+	inMem := mc != nil
 	totalInMem := false
 	if inMem {
-		if g := s.mem[crdt.TotalSlot(name)]; g != nil {
+		if g := mc.total; g != nil {
 			addGC(g, -1, 0)
 			totalInMem = true
 		}
@@ -171,7 +172,7 @@ func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 		if !inMem || sp.From >= sp.To {
 			continue
 		}
-		s.eachMemWindow(name, sp.Res, sp.From, sp.To, func(start int64, g *crdt.GCounter) {
+		mc.eachWindow(sp.Res, sp.From, sp.To, func(start int64, g *crdt.GCounter) {
 			addGC(g, i, start)
 			memStarts[i][start] = true
 		})

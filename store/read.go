@@ -18,7 +18,7 @@ import (
 func (s *Store) Total(name string) (uint64, error) {
 	slot := crdt.TotalSlot(name)
 	s.mu.RLock()
-	g := s.mem[slot]
+	g := s.mem.get(slot)
 	cs := s.comps[slot]
 	s.mu.RUnlock()
 	if g != nil {
@@ -50,7 +50,7 @@ type ReplicaCount struct {
 func (s *Store) Replicas(name string) ([]ReplicaCount, error) {
 	slot := crdt.TotalSlot(name)
 	s.mu.RLock()
-	g := s.mem[slot]
+	g := s.mem.get(slot)
 	cs := s.comps[slot]
 	s.mu.RUnlock()
 	if g == nil {
@@ -110,9 +110,9 @@ func (s *Store) Range(name string, plan window.Plan) ([]uint64, error) {
 			}
 		}
 	}
-	if s.memNames[name] > 0 {
+	if mc := s.mem.counter(name); mc != nil {
 		inMem = make(map[int64]uint64)
-		s.eachMemWindow(name, res, from, to, func(start int64, g *crdt.GCounter) {
+		mc.eachWindow(res, from, to, func(start int64, g *crdt.GCounter) {
 			inMem[start] = comps[start].Value(g)
 		})
 	}
@@ -154,23 +154,23 @@ func (s *Store) Range(name string, plan window.Plan) ([]uint64, error) {
 	return points, nil
 }
 
-// eachMemWindow calls fn for each window of counter name at resolution res
-// starting in [from, to) that mem holds, from a multiple of res; the caller
-// holds mu. It looks the windows up one by one or scans mem, whichever is
-// fewer. (Slots in mem are aligned: merges refuse any other.)
-func (s *Store) eachMemWindow(name string, res uint32, from, to int64, fn func(start int64, g *crdt.GCounter)) {
+// eachWindow calls fn for each window of c at resolution res starting in
+// [from, to), from a multiple of res; the caller holds mu. It looks the
+// windows up one by one or scans c's, whichever is fewer. (Slots in mem are
+// aligned: merges refuse any other.)
+func (c *memCounter) eachWindow(res uint32, from, to int64, fn func(start int64, g *crdt.GCounter)) {
 	size := int64(res)
-	if n := (to - from) / size; n <= int64(len(s.mem)) {
+	if n := (to - from) / size; n <= int64(len(c.windows)) {
 		for start := from; start < to; start += size {
-			if g := s.mem[crdt.Slot{Name: name, Res: res, Start: start}]; g != nil {
+			if g := c.windows[memWin{res, start}]; g != nil {
 				fn(start, g)
 			}
 		}
 		return
 	}
-	for slot, g := range s.mem {
-		if slot.Name == name && slot.Res == res && slot.Start >= from && slot.Start < to {
-			fn(slot.Start, g)
+	for w, g := range c.windows {
+		if w.res == res && w.start >= from && w.start < to {
+			fn(w.start, g)
 		}
 	}
 }
@@ -192,10 +192,10 @@ func (s *Store) List(prefix, after string, limit int) ([]NameTotal, string, erro
 	var out []NameTotal
 	seen := make(map[string]bool)
 	s.mu.RLock()
-	for slot, g := range s.mem {
-		if slot.IsTotal() && match(slot.Name) {
-			out = append(out, NameTotal{slot.Name, s.comps[slot].Value(g)})
-			seen[slot.Name] = true
+	for name, c := range s.mem.counters {
+		if c.total != nil && match(name) {
+			out = append(out, NameTotal{name, s.comps[crdt.TotalSlot(name)].Value(c.total)})
+			seen[name] = true
 		}
 	}
 	totalComps := make(map[string]crdt.Comps)

@@ -123,12 +123,12 @@ func (s *Store) ChainChunk(origin crdt.ReplicaID, base, after uint64, maxBytes i
 	if origin == s.replica {
 		top = s.seq
 	}
-	for slot, g := range s.mem {
+	s.mem.each(func(slot crdt.Slot, g *crdt.GCounter) {
 		inMem[slot] = g
 		if e, ok := g.Get(origin); ok && e.Seq > after && e.Seq > base {
 			fromMem = append(fromMem, carried{pos: e.Seq, d: crdt.Delta{Slot: slot, Entry: e}})
 		}
-	}
+	})
 	s.mu.RUnlock()
 	slices.SortFunc(fromMem, func(a, b carried) int {
 		if a.pos != b.pos {

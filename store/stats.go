@@ -40,7 +40,7 @@ type statCounters struct {
 func (s *Store) Stats() Stats {
 	s.mu.RLock()
 	st := Stats{
-		PendingSlots:     len(s.mem),
+		PendingSlots:     s.mem.len(),
 		Seq:              s.seq,
 		IdempotencyKeys:  len(s.idem),
 		CompensatedSlots: len(s.comps),

@@ -74,9 +74,8 @@ type Store struct {
 	// counters (state.db's entries merged with the changes). A counter in mem
 	// is never modified: the committer replaces it, so the checkpointer can
 	// compare pointers to see whether a slot changed while it was writing.
-	mem      map[crdt.Slot]*crdt.GCounter
-	memNames map[string]int              // slots in mem per counter name
-	idem     map[string][]crdt.KeyRecord // committed key records not yet checkpointed
+	mem  memtable
+	idem map[string][]crdt.KeyRecord // committed key records not yet checkpointed
 	// comps holds every compensation this store has (they are few: one per
 	// slot a duplicate raised), so that reads never look for them on disk.
 	// compsDirty are the slots whose set changed since the last checkpoint;
@@ -129,8 +128,7 @@ func Open(cfg Config) (*Store, error) {
 		ckptReq:    make(chan job),
 		stopped:    make(chan struct{}),
 		kick:       make(chan struct{}, 1),
-		mem:        make(map[crdt.Slot]*crdt.GCounter),
-		memNames:   make(map[string]int),
+		mem:        newMemtable(),
 		idem:       make(map[string][]crdt.KeyRecord),
 		comps:      make(map[crdt.Slot]crdt.Comps),
 		compsDirty: make(map[crdt.Slot]bool),
@@ -413,7 +411,7 @@ func (s *Store) replay() error {
 		s.jnext = 1
 	}
 	if records > 0 {
-		s.log.Info("replayed journal", "records", records, "slots", len(s.mem), "seq", s.seq)
+		s.log.Info("replayed journal", "records", records, "slots", s.mem.len(), "seq", s.seq)
 	}
 	s.publishDigestLocked(true)
 	return nil
@@ -426,7 +424,7 @@ func (s *Store) applyRecord(stx *bolt.Tx, r *record, now time.Time) error {
 		if !s.keep(d.Slot, now) {
 			continue
 		}
-		g := s.mem[d.Slot]
+		g := s.mem.get(d.Slot)
 		if g == nil {
 			loaded, err := s.loadCounter(stx, d.Slot)
 			if err != nil {
@@ -490,24 +488,11 @@ func (s *Store) keep(slot crdt.Slot, now time.Time) bool {
 	return slot.IsTotal() || s.cfg.Windows.Retained(slot.Res, slot.Start, now)
 }
 
-func (s *Store) putMem(slot crdt.Slot, g *crdt.GCounter) {
-	n := len(s.mem)
-	s.mem[slot] = g // one map operation on the hot path; the length says if it was new
-	if len(s.mem) > n {
-		s.memNames[slot.Name]++
-	}
-}
+func (s *Store) putMem(slot crdt.Slot, g *crdt.GCounter) { s.mem.put(slot, g) }
 
 func (s *Store) deleteMem(slot crdt.Slot) {
-	if _, ok := s.mem[slot]; !ok {
-		return
-	}
-	s.evictGen++
-	delete(s.mem, slot)
-	if n := s.memNames[slot.Name] - 1; n > 0 {
-		s.memNames[slot.Name] = n
-	} else {
-		delete(s.memNames, slot.Name)
+	if s.mem.delete(slot) {
+		s.evictGen++
 	}
 }
 
