@@ -73,6 +73,9 @@ func ParseProfile(s string) (Profile, error) {
 	return "", fmt.Errorf("gossip profile %q: want lan, wan or local", s)
 }
 
+// defaultOutboxLimit is Config.OutboxLimit's default.
+const defaultOutboxLimit = 100_000
+
 // Config configures a node's gossip.
 type Config struct {
 	// NodeName is this node's name; unique in the cluster.
@@ -120,6 +123,9 @@ type Config struct {
 	// records waiting to be pushed; past it the oldest are dropped
 	// (anti-entropy delivers them). Zero means 100,000.
 	OutboxLimit int
+	// Outbox is where the store leaves this node's commits (see Outbox). Nil
+	// makes one of OutboxLimit; Committed and CommittedRecords then feed it.
+	Outbox *Outbox
 	// RecordsInterval is how often this node pushes its fresh key records
 	// to every peer over a stream. Zero means 50ms.
 	RecordsInterval time.Duration
@@ -169,7 +175,7 @@ func (c *Config) setDefaults() error {
 		c.PullTimeout = def[2]
 	}
 	if c.OutboxLimit == 0 {
-		c.OutboxLimit = 100_000
+		c.OutboxLimit = defaultOutboxLimit
 	}
 	if c.RecordsInterval <= 0 {
 		c.RecordsInterval = 50 * time.Millisecond

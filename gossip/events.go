@@ -37,7 +37,7 @@ func (g *Gossip) noteMember(n *memberlist.Node, state string) {
 		if state != "alive" {
 			// Forced out (force-leave): its death does not list it again.
 			delete(g.peers, n.Name)
-			g.peerCount.Store(int32(len(g.peers)))
+			g.box.peers.Store(int32(len(g.peers)))
 			g.mu.Unlock()
 			return
 		}
@@ -72,7 +72,7 @@ func (g *Gossip) peerLocked(name string) *peer {
 	if p == nil {
 		p = &peer{digest: make(map[crdt.ReplicaID]uint64)}
 		g.peers[name] = p
-		g.peerCount.Store(int32(len(g.peers)))
+		g.box.peers.Store(int32(len(g.peers)))
 	}
 	return p
 }

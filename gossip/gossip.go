@@ -28,16 +28,12 @@ type Gossip struct {
 	ml    *memberlist.Memberlist
 	addr  string // this node's gossip address
 
-	out       *outbox
-	recs      *recordbox
-	pushMu    sync.Mutex
-	pushing   map[string]bool // peers a records push is under way to
-	transmits atomic.Int32    // how often each broadcast value is sent
-	// peerCount is len(peers), for Committed, which takes no lock: a node
-	// that knows no other queues nothing to broadcast (a node that joins
-	// later gets everything by anti-entropy).
-	peerCount      atomic.Int32
-	bigDigest      atomic.Bool // a digest too big for a packet is being sent over streams
+	box            *Outbox // the store's commits, waiting to be sent
+	out            *outbox // box.entries
+	recs           *recordbox
+	pushMu         sync.Mutex
+	pushing        map[string]bool // peers a records push is under way to
+	bigDigest      atomic.Bool     // a digest too big for a packet is being sent over streams
 	retransmitMult int
 
 	// Inbound work, filled by delegates without blocking.
@@ -53,7 +49,6 @@ type Gossip struct {
 	pulls   map[pullKey]*pullState
 	chains  uint64                 // the last pull chain ID handed out
 	known   map[string]knownMember // every member ever seen, for rejoining
-	commits commitLog
 	recover recovery
 	forgot  map[string]time.Time // members removed by force-leave, and when
 	// syncBase holds, until the node has caught up once after joining, the
@@ -143,8 +138,6 @@ func New(cfg Config, st Store) (*Gossip, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		store:    st,
-		out:      newOutbox(cfg.OutboxLimit),
-		recs:     newRecordbox(cfg.OutboxLimit),
 		pushing:  make(map[string]bool),
 		mergeCh:  make(chan inbound, 1024),
 		chunkCh:  make(chan chunkMsg, 16),
@@ -168,14 +161,18 @@ func New(cfg Config, st Store) (*Gossip, error) {
 		httpAddr: cfg.HTTPAddr,
 		started:  cfg.Now().UnixNano(),
 	}
-	g.commits.init(1 << 16)
+	g.box = cfg.Outbox
+	if g.box == nil {
+		g.box = NewOutbox(cfg.OutboxLimit, cfg.Now)
+	}
+	g.out, g.recs = g.box.entries, g.box.recs
 	mc, err := g.memberlistConfig()
 	if err != nil {
 		cancel()
 		return nil, err
 	}
 	g.retransmitMult = mc.RetransmitMult
-	g.transmits.Store(int32(retransmits(g.retransmitMult, 1)))
+	g.box.transmits.Store(int32(retransmits(g.retransmitMult, 1)))
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		cancel()
@@ -289,33 +286,13 @@ func retransmits(mult, n int) int {
 	return mult * int(math.Ceil(math.Log10(float64(n+1))))
 }
 
-// Committed queues this replica's freshly committed entries for broadcast and
-// notes when each seq committed. The store's OnCommit calls it; it does not
-// block.
-func (g *Gossip) Committed(ds []crdt.Delta) {
-	var top uint64
-	for _, d := range ds {
-		top = max(top, d.Entry.Seq)
-	}
-	g.mu.Lock()
-	g.commits.add(top, g.cfg.Now())
-	g.mu.Unlock()
-	g.stats.committedEntries.Add(uint64(len(ds)))
-	if g.peerCount.Load() == 0 {
-		return // nobody to send them to
-	}
-	g.out.add(ds, int(g.transmits.Load()))
-}
+// Committed queues this replica's freshly committed entries for broadcast:
+// Outbox.Committed on the node's outbox.
+func (g *Gossip) Committed(ds []crdt.Delta) { g.box.Committed(ds) }
 
-// CommittedRecords queues this replica's freshly committed key records for
-// the next push to every peer, so that a retry at another node finds them.
-// The store's OnKeyRecords calls it; it does not block.
-func (g *Gossip) CommittedRecords(rs []crdt.KeyRecord) {
-	if g.peerCount.Load() == 0 {
-		return // nobody to push them to (see peerCount)
-	}
-	g.recs.add(rs)
-}
+// CommittedRecords queues this replica's freshly committed key records:
+// Outbox.CommittedRecords on the node's outbox.
+func (g *Gossip) CommittedRecords(rs []crdt.KeyRecord) { g.box.CommittedRecords(rs) }
 
 // recordsPusher sends this node's fresh key records to every peer that
 // speaks them, one stream message per peer every RecordsInterval. A peer

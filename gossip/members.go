@@ -78,7 +78,7 @@ func (g *Gossip) lagLocked(p *peer, own uint64, now time.Time) *Lag {
 		return &Lag{}
 	}
 	l := &Lag{Seqs: own - have}
-	if t, _ := g.commits.since(have + 1); !t.IsZero() {
+	if t := g.box.committedSince(have + 1); !t.IsZero() {
 		l.Seconds = now.Sub(t).Seconds()
 	}
 	return l
@@ -140,7 +140,7 @@ func (g *Gossip) forgetFromPeer(name string) {
 // tombstone, so that a late "dead" from memberlist does not bring it back.
 func (g *Gossip) forgetLocked(name string) {
 	delete(g.peers, name)
-	g.peerCount.Store(int32(len(g.peers)))
+	g.box.peers.Store(int32(len(g.peers)))
 	delete(g.known, name)
 	if g.syncBase != nil {
 		delete(g.syncBase, name)

@@ -9,19 +9,18 @@ type stats struct {
 	msgsIn, msgsOut   [msgLast + 1]atomic.Uint64
 	bytesIn, bytesOut [msgLast + 1]atomic.Uint64
 
-	decodeErrors     atomic.Uint64
-	dropped          atomic.Uint64 // inbound work dropped for full queues
-	refused          atomic.Uint64 // nodes refused: wrong cluster, windows or a duplicate replica
-	rejected         atomic.Uint64 // packets dropped: undecryptable, wrong label, not from a member
-	echoes           atomic.Uint64 // deltas messages of nothing but this node's own entries
-	exchanges        atomic.Uint64 // push/pull states merged
-	pullsStarted     atomic.Uint64
-	pullsDone        atomic.Uint64
-	chunksServed     atomic.Uint64
-	chunksMerged     atomic.Uint64
-	entriesPulled    atomic.Uint64
-	entriesLearned   atomic.Uint64 // from broadcasts, relayed on
-	committedEntries atomic.Uint64 // this replica's entries queued for broadcast
+	decodeErrors   atomic.Uint64
+	dropped        atomic.Uint64 // inbound work dropped for full queues
+	refused        atomic.Uint64 // nodes refused: wrong cluster, windows or a duplicate replica
+	rejected       atomic.Uint64 // packets dropped: undecryptable, wrong label, not from a member
+	echoes         atomic.Uint64 // deltas messages of nothing but this node's own entries
+	exchanges      atomic.Uint64 // push/pull states merged
+	pullsStarted   atomic.Uint64
+	pullsDone      atomic.Uint64
+	chunksServed   atomic.Uint64
+	chunksMerged   atomic.Uint64
+	entriesPulled  atomic.Uint64
+	entriesLearned atomic.Uint64 // from broadcasts, relayed on
 }
 
 func (s *stats) sent(t msgType, n int) {
@@ -83,7 +82,7 @@ func (g *Gossip) Stats() Stats {
 	s.ChunksMerged = g.stats.chunksMerged.Load()
 	s.EntriesPulled = g.stats.entriesPulled.Load()
 	s.EntriesLearned = g.stats.entriesLearned.Load()
-	s.EntriesCommited = g.stats.committedEntries.Load()
+	s.EntriesCommited = g.box.committed.Load()
 	s.OutboxEntries = g.out.len()
 	g.out.mu.Lock()
 	s.OutboxDropped = g.out.dropped

@@ -415,7 +415,7 @@ type staging struct {
 	err        error                     // a read of state.db failed
 	nops       int
 	buf        []byte       // journal record encoding
-	ownBuf     []crdt.Delta // this replica's deltas, for OnCommit
+	ownBuf     []crdt.Delta // this replica's deltas, for the sink
 	ownRecs    []crdt.KeyRecord
 }
 
@@ -871,7 +871,8 @@ func (st *staging) record() *record {
 	return &record{seq: st.lastSeq, deltas: st.deltas, records: st.idem, covers: st.covers, comps: st.compAdds}
 }
 
-// commit writes st's journal record, publishes it to mem and calls OnCommit.
+// commit writes st's journal record, publishes it to mem and hands this
+// replica's news to the sink.
 func (s *Store) commit(st *staging) {
 	if st.err != nil {
 		err := s.fail(st.err)
@@ -910,7 +911,7 @@ func (s *Store) commit(st *staging) {
 			}
 		}
 	}
-	if s.cfg.OnCommit != nil {
+	if s.cfg.Sink != nil {
 		own := st.ownBuf[:0]
 		for _, d := range st.deltas {
 			if d.Entry.Replica == s.replica {
@@ -919,19 +920,17 @@ func (s *Store) commit(st *staging) {
 		}
 		st.ownBuf = own
 		if len(own) > 0 {
-			s.cfg.OnCommit(own) // it must not keep the slice: st reuses it
+			s.cfg.Sink.Committed(own) // it must not keep the slice: st reuses it
 		}
-	}
-	if s.cfg.OnKeyRecords != nil {
-		own := st.ownRecs[:0]
+		recs := st.ownRecs[:0]
 		for _, r := range st.idem {
 			if r.Origin == s.replica {
-				own = append(own, r)
+				recs = append(recs, r)
 			}
 		}
-		st.ownRecs = own
-		if len(own) > 0 {
-			s.cfg.OnKeyRecords(own)
+		st.ownRecs = recs
+		if len(recs) > 0 {
+			s.cfg.Sink.CommittedRecords(recs)
 		}
 	}
 	// Answer last: an acknowledged increment is already on its way to peers.

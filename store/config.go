@@ -89,23 +89,16 @@ type Config struct {
 	RefuseLostJournal bool
 	// Logger receives the store's logs. Nil discards them.
 	Logger *slog.Logger
-	// OnCommit is called after each commit, from the committing goroutine, with
-	// the entries of this replica the commit raised: what the gossip layer
-	// sends to peers. Every value it sees is already on disk. (Entries learned
-	// from peers are returned by Merge instead.) It must not block, call back
-	// into the store, or keep the slice after returning.
-	OnCommit func([]crdt.Delta)
-	// OnKeyRecords is called after each commit that stored key records of
-	// this replica's own keyed requests, with those records, under the same
-	// rules as OnCommit: the gossip layer broadcasts them.
-	OnKeyRecords func([]crdt.KeyRecord)
+	// Sink, if set, receives what each commit makes known to other nodes:
+	// the gossip layer's outbox (gossip.Outbox).
+	Sink Sink
 	// ObserveResolution, if set, is called when this store compensates a
 	// losing copy of a keyed request, with the time since that copy was
-	// accepted at its origin. Same rules as OnCommit.
+	// accepted at its origin. Same rules as Sink's methods.
 	ObserveResolution func(time.Duration)
 	// ObserveCommit, if set, is called after each journal commit with the
 	// requests and merges it carried and how long the commit took. Same rules
-	// as OnCommit.
+	// as Sink's methods.
 	ObserveCommit func(ops int, took time.Duration)
 	// ObserveCheckpoint, if set, is called after each checkpoint with the slots
 	// it wrote and how long it took.
@@ -133,6 +126,19 @@ type hooks struct {
 	// journalRotateSize: a journal file above it is replaced by a new one
 	// once a checkpoint leaves it without records. Zero means 4 MiB.
 	journalRotateSize int64
+}
+
+// Sink receives what each commit makes known to other nodes. Its methods are
+// called after the commit, from the committing goroutine: every value they
+// see is already on disk. They must not block, call back into the store, or
+// keep the slices after returning.
+type Sink interface {
+	// Committed receives the entries of this replica the commit raised.
+	// (Entries learned from peers are returned by Merge instead.)
+	Committed([]crdt.Delta)
+	// CommittedRecords receives the key records of this replica's own
+	// keyed requests the commit stored.
+	CommittedRecords([]crdt.KeyRecord)
 }
 
 // DefaultConfig returns the defaults for a data directory.

@@ -33,7 +33,7 @@
 // durability it answers before the commit and commits at least every
 // AsyncFlushInterval.
 //
-// After each commit, Config.OnCommit receives this replica's raised entries,
+// After each commit, Config.Sink receives this replica's raised entries,
 // and Merge returns the entries it learned, so the gossip layer only ever
 // sends values that are on disk.
 //
@@ -50,7 +50,7 @@
 // # Idempotency keys
 //
 // A keyed request's record is committed with it and handed to
-// Config.OnKeyRecords for the gossip layer to push. A retry that finds a
+// Config.Sink for the gossip layer to push. A retry that finds a
 // record of its key (this replica's or another's) is a replay. When a record
 // arrives whose request another record already applied, the committer settles
 // which copies lose and writes their compensations in the same commit; every

@@ -176,4 +176,10 @@ func syncSome(tb testing.TB, from, to *store.Store, chunkBytes, maxChunks int) {
 	}
 }
 
-var _ = crdt.ReplicaID{}
+
+// entrySink is a store.Sink that hands this replica's committed entries to a
+// function and drops key records.
+type entrySink func([]crdt.Delta)
+
+func (f entrySink) Committed(ds []crdt.Delta)         { f(ds) }
+func (f entrySink) CommittedRecords([]crdt.KeyRecord) {}

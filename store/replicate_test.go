@@ -104,11 +104,11 @@ func TestStore_Replicate_Model(t *testing.T) {
 		var wire []crdt.Delta // every committed delta, as broadcast
 		open := func(dir string) *store.Store {
 			cfg := testConfig(dir, c)
-			cfg.OnCommit = func(ds []crdt.Delta) {
+			cfg.Sink = entrySink(func(ds []crdt.Delta) {
 				mu.Lock()
 				wire = append(wire, ds...)
 				mu.Unlock()
-			}
+			})
 			s, err := store.Open(cfg)
 			if err != nil {
 				rt.Fatal(err)
@@ -187,11 +187,11 @@ func TestStore_Merge_ReturnsWhatItLearned(t *testing.T) {
 	cfg := testConfig(t.TempDir(), c)
 	var mu sync.Mutex
 	var own []crdt.Delta
-	cfg.OnCommit = func(ds []crdt.Delta) {
+	cfg.Sink = entrySink(func(ds []crdt.Delta) {
 		mu.Lock()
 		own = append(own, ds...)
 		mu.Unlock()
-	}
+	})
 	s := mustOpen(t, cfg)
 	ctx := context.Background()
 	peer := crdt.ReplicaID{9}
@@ -211,11 +211,11 @@ func TestStore_Merge_ReturnsWhatItLearned(t *testing.T) {
 	defer mu.Unlock()
 	for _, o := range own {
 		if o.Entry.Replica != s.Replica() {
-			t.Fatalf("OnCommit saw another replica's entry %+v", o)
+			t.Fatalf("the sink saw another replica's entry %+v", o)
 		}
 	}
 	if len(own) != 4 {
-		t.Fatalf("OnCommit saw %d entries, want 4", len(own))
+		t.Fatalf("the sink saw %d entries, want 4", len(own))
 	}
 	if got := mustTotal(t, s, "m"); got != 6 {
 		t.Fatalf("total = %d, want 6", got)

@@ -296,14 +296,14 @@ func TestStore_Async_FlushesOnItsOwn(t *testing.T) {
 	cfg.AsyncFlushInterval = time.Millisecond
 	var mu sync.Mutex
 	committed := make(chan struct{}, 1)
-	cfg.OnCommit = func([]crdt.Delta) {
+	cfg.Sink = entrySink(func([]crdt.Delta) {
 		mu.Lock()
 		defer mu.Unlock()
 		select {
 		case committed <- struct{}{}:
 		default:
 		}
-	}
+	})
 	s := mustOpen(t, cfg)
 	mustApply(t, s, inc("a", 1, c.Now()))
 	select {
@@ -313,17 +313,17 @@ func TestStore_Async_FlushesOnItsOwn(t *testing.T) {
 	}
 }
 
-func TestStore_OnCommit_SeesOnlyDurableValues(t *testing.T) {
+func TestStore_Sink_SeesOnlyDurableValues(t *testing.T) {
 	dir := t.TempDir()
 	c := newClock(t0)
 	cfg := testConfig(dir, c)
 	var mu sync.Mutex
 	var seen []crdt.Delta
-	cfg.OnCommit = func(ds []crdt.Delta) {
+	cfg.Sink = entrySink(func(ds []crdt.Delta) {
 		mu.Lock()
 		seen = append(seen, ds...)
 		mu.Unlock()
-	}
+	})
 	s := mustOpen(t, cfg)
 	mustApply(t, s, inc("a", 2, c.Now()))
 	crashed := copyDir(t, dir)
@@ -331,7 +331,7 @@ func TestStore_OnCommit_SeesOnlyDurableValues(t *testing.T) {
 	got := append([]crdt.Delta(nil), seen...)
 	mu.Unlock()
 	if len(got) != 4 {
-		t.Fatalf("OnCommit saw %d deltas, want 4 (total and three windows)", len(got))
+		t.Fatalf("the sink saw %d deltas, want 4 (total and three windows)", len(got))
 	}
 	r := mustOpen(t, testConfig(crashed, c))
 	for _, d := range got {
@@ -340,7 +340,7 @@ func TestStore_OnCommit_SeesOnlyDurableValues(t *testing.T) {
 		}
 		if d.Slot.IsTotal() {
 			if v := mustTotal(t, r, d.Slot.Name); v != d.Entry.Value {
-				t.Fatalf("OnCommit sent %d before the disk held it (disk: %d)", d.Entry.Value, v)
+				t.Fatalf("the sink got %d before the disk held it (disk: %d)", d.Entry.Value, v)
 			}
 		}
 	}

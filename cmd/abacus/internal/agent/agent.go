@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/abacus-counter/abacus/api"
-	"github.com/abacus-counter/abacus/crdt"
 	"github.com/abacus-counter/abacus/gossip"
 	"github.com/abacus-counter/abacus/store"
 	"github.com/abacus-counter/abacus/ui"
@@ -159,19 +158,28 @@ func New(cfg Config) (*Agent, error) {
 	// With no --join, no peer is sure to give back what a lost journal held.
 	scfg.RefuseLostJournal = len(cfg.Join) == 0
 	newStoreMetrics(a.reg).hook(&scfg)
-	// The store exists before the gossip layer that needs it; its commits
-	// reach gossip once gossip exists (nothing is committed before).
-	var g atomic.Pointer[gossip.Gossip]
-	scfg.OnCommit = func(ds []crdt.Delta) {
-		if gg := g.Load(); gg != nil {
-			gg.Committed(ds)
-		}
+	gcfg := gossip.Config{
+		NodeName:      cfg.NodeName,
+		BindAddr:      cfg.GossipAddr,
+		AdvertiseAddr: cfg.Advertise,
+		Join:          cfg.Join,
+		Profile:       cfg.Profile,
+		Keys:          cfg.GossipKeys,
+		ClusterName:   cfg.ClusterName,
+		DC:            cfg.DC,
+		Windows:       cfg.Windows.String(),
+		HTTPAddr:      ln.Addr().String(),
+		Logger:        cfg.Logger.With("component", "gossip"),
+		Now:           cfg.Now,
 	}
-	scfg.OnKeyRecords = func(rs []crdt.KeyRecord) {
-		if gg := g.Load(); gg != nil {
-			gg.CommittedRecords(rs)
-		}
+	if cfg.Gossip != nil {
+		cfg.Gossip(&gcfg)
 	}
+	// The outbox links store and gossip: the store fills it after each
+	// commit, and gossip, which starts once the store is open, drains it.
+	outbox := gossip.NewOutbox(gcfg.OutboxLimit, gcfg.Now)
+	gcfg.Outbox = outbox
+	scfg.Sink = outbox
 	if cfg.Store != nil {
 		cfg.Store(&scfg)
 	}
@@ -190,30 +198,12 @@ func New(cfg Config) (*Agent, error) {
 	}
 	st.SetReplicaInfo(store.ReplicaInfo{ID: st.Replica(), Node: cfg.NodeName, DC: cfg.DC})
 
-	gcfg := gossip.Config{
-		NodeName:      cfg.NodeName,
-		BindAddr:      cfg.GossipAddr,
-		AdvertiseAddr: cfg.Advertise,
-		Join:          cfg.Join,
-		Profile:       cfg.Profile,
-		Keys:          cfg.GossipKeys,
-		ClusterName:   cfg.ClusterName,
-		DC:            cfg.DC,
-		Windows:       cfg.Windows.String(),
-		HTTPAddr:      ln.Addr().String(),
-		Logger:        cfg.Logger.With("component", "gossip"),
-		Now:           cfg.Now,
-	}
-	if cfg.Gossip != nil {
-		cfg.Gossip(&gcfg)
-	}
 	gs, err := gossip.New(gcfg, replicator{st})
 	if err != nil {
 		ln.Close()
 		st.Close(context.Background())
 		return nil, err
 	}
-	g.Store(gs)
 	a.gossip = gs
 	a.reg.MustRegister(gossipCollector{gs}, nodeCollector{a})
 	if st.Restored() {
