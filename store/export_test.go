@@ -26,3 +26,11 @@ func SetAfterSlotTx(f func()) { afterSlotTx = f }
 // SetCleanCheckMax sets the size above which state.db is checked on open
 // only after an unclean shutdown; it returns the previous value.
 func SetCleanCheckMax(n int64) int64 { old := cleanCheckMax; cleanCheckMax = n; return old }
+
+// SetAfterIdemLookup makes f run after an idempotency key's lookup found no
+// record, before the request reaches the committer.
+func SetAfterIdemLookup(f func()) { afterIdemLookup = f }
+
+// StoredReadsSkipped is how many keyed requests the committer settled
+// without reading state.db for records of their key (see idemLookup).
+func (s *Store) StoredReadsSkipped() uint64 { return s.stats.storedReadsSkipped.Load() }
