@@ -238,6 +238,7 @@ func (s *Store) checkpoint() error {
 	}
 	if len(snap.idem) > 0 {
 		s.evictGen++ // a staging's read transaction may predate these records
+		s.idemGen++  // and so may idemBegin's
 	}
 	for slot, cs := range snap.comps {
 		// A set only grows, but Add may also raise a held value: compare

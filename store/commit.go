@@ -72,6 +72,7 @@ type op struct {
 	covers  []Cover
 	records []crdt.KeyRecord
 	comps   []crdt.CompDelta
+	look    idemLookup // opApply with a key: what idemBegin saw of state.db
 
 	// done receives one value when the op is decided. It is buffered, so the
 	// committer never blocks on a caller that stopped waiting, and reusable,
@@ -122,14 +123,16 @@ func (s *Store) Apply(ctx context.Context, req *Request) (Result, error) {
 	if err := s.validate(req); err != nil {
 		return Result{}, err
 	}
+	var look idemLookup
 	if req.IdempotencyKey != "" {
-		res, replayed, err := s.idemBegin(ctx, req)
+		res, l, replayed, err := s.idemBegin(ctx, req)
 		if err != nil || replayed {
 			return res, err
 		}
+		look = l
 	}
 	o := getOp()
-	o.kind, o.req = opApply, req
+	o.kind, o.req, o.look = opApply, req, look
 	if submitted, err := s.run(ctx, o); err != nil {
 		if !submitted && req.IdempotencyKey != "" {
 			s.idemEnd(req.IdempotencyKey) // else the committer releases it
@@ -633,8 +636,9 @@ func (st *staging) read(gen uint64, fn func(*bolt.Tx) error) error {
 }
 
 // records returns every record of key: staged in this commit, in mem, and in
-// state.db.
-func (st *staging) records(key string) ([]crdt.KeyRecord, error) {
+// state.db. With look of a lookup that found no record of key in state.db,
+// state.db is read only if records have moved there from mem since.
+func (st *staging) records(key string, look *idemLookup) ([]crdt.KeyRecord, error) {
 	var recs []crdt.KeyRecord
 	for _, i := range st.idemAt[key] {
 		recs = append(recs, st.idem[i])
@@ -645,9 +649,14 @@ func (st *staging) records(key string) ([]crdt.KeyRecord, error) {
 		recs = addRecord(recs, r)
 	}
 	gen := s.evictGen
+	skip := look != nil && look.storedNone && look.gen == s.idemGen
 	s.mu.RUnlock()
+	if skip {
+		s.stats.storedReadsSkipped.Add(1)
+		return recs, nil
+	}
 	err := st.read(gen, func(tx *bolt.Tx) (err error) {
-		recs, err = s.storedRecords(tx, key, recs)
+		recs, _, err = s.storedRecords(tx, key, recs)
 		return err
 	})
 	return recs, err
@@ -679,9 +688,10 @@ func (st *staging) addComp(slot crdt.Slot, c crdt.Comp) bool {
 
 // addRecord stages a key record new to this store and settles which copies
 // of its request lose: every node holding the same records settles the same
-// (see docs/ARCHITECTURE.md, "Idempotency keys across the cluster").
-func (st *staging) addRecord(r crdt.KeyRecord) error {
-	group, err := st.records(r.Key)
+// (see docs/ARCHITECTURE.md, "Idempotency keys across the cluster"). look,
+// if not nil, is what idemBegin saw of state.db for r's request.
+func (st *staging) addRecord(r crdt.KeyRecord, look *idemLookup) error {
+	group, err := st.records(r.Key, look)
 	if err != nil {
 		return err
 	}
@@ -806,7 +816,7 @@ func (st *staging) apply(o *op) error {
 		}
 		// A record of this key from a peer may have arrived since idemBegin
 		// looked: then this copy is a duplicate, settled like any other.
-		if err := st.addRecord(r); err != nil {
+		if err := st.addRecord(r, &o.look); err != nil {
 			st.err = err
 			return err
 		}
@@ -841,7 +851,7 @@ func (st *staging) merge(o *op) ([]crdt.Delta, error) {
 			continue // records past their retention are dropped, as expired windows are
 		}
 		n := len(st.idem)
-		if err := st.addRecord(r); err != nil {
+		if err := st.addRecord(r, nil); err != nil {
 			st.err = err
 			return learned, err
 		}

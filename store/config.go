@@ -126,6 +126,9 @@ type hooks struct {
 	// journalRotateSize: a journal file above it is replaced by a new one
 	// once a checkpoint leaves it without records. Zero means 4 MiB.
 	journalRotateSize int64
+	// afterIdemLookup runs after idemBegin found no record of a key: the
+	// instant before the request reaches the committer.
+	afterIdemLookup func()
 }
 
 // Sink receives what each commit makes known to other nodes. Its methods are

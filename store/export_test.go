@@ -24,11 +24,12 @@ type Hooks struct {
 	CheckpointTxSlots int
 	CleanCheckMax     int64
 	JournalRotateSize int64
+	AfterIdemLookup   func()
 }
 
 // WithHooks returns cfg with the hooks h.
 func WithHooks(cfg Config, h Hooks) Config {
-	cfg.hooks = hooks{afterSlotTx: h.AfterSlotTx, checkpointTxSlots: h.CheckpointTxSlots, cleanCheckMax: h.CleanCheckMax, journalRotateSize: h.JournalRotateSize}
+	cfg.hooks = hooks{afterSlotTx: h.AfterSlotTx, checkpointTxSlots: h.CheckpointTxSlots, cleanCheckMax: h.CleanCheckMax, journalRotateSize: h.JournalRotateSize, afterIdemLookup: h.AfterIdemLookup}
 	return cfg
 }
 
@@ -67,3 +68,7 @@ func CompactFile(dst, src string) error {
 	}
 	return to.Close()
 }
+
+// StoredReadsSkipped is how many keyed requests the committer settled
+// without reading state.db for records of their key (see idemLookup).
+func (s *Store) StoredReadsSkipped() uint64 { return s.stats.storedReadsSkipped.Load() }

@@ -176,7 +176,6 @@ func syncSome(tb testing.TB, from, to *store.Store, chunkBytes, maxChunks int) {
 	}
 }
 
-
 // entrySink is a store.Sink that hands this replica's committed entries to a
 // function and drops key records.
 type entrySink func([]crdt.Delta)

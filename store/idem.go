@@ -15,10 +15,15 @@ import (
 
 // idemBegin looks req's idempotency key up. If a record of the key is known —
 // from this replica or any other — it returns the original response
-// (replayed) or ErrIdempotencyMismatch. Otherwise it marks the key in flight,
-// so that a concurrent retry here waits for this request instead of applying
-// twice; the committer clears the mark once the request is decided.
-func (s *Store) idemBegin(ctx context.Context, req *Request) (Result, bool, error) {
+// (replayed) or ErrIdempotencyMismatch. Otherwise it leaves the key marked in
+// flight, so that a concurrent retry here waits for this request instead of
+// applying twice; the committer clears the mark once the request is decided.
+// The mark is taken before the lookup, so lookups of different keys run in
+// parallel rather than one at a time under idemMu.
+//
+// When the key is not known, the lookup it returns lets the committer skip
+// reading state.db again (see idemLookup).
+func (s *Store) idemBegin(ctx context.Context, req *Request) (Result, idemLookup, bool, error) {
 	key := req.IdempotencyKey
 	for {
 		s.idemMu.Lock()
@@ -28,27 +33,45 @@ func (s *Store) idemBegin(ctx context.Context, req *Request) (Result, bool, erro
 			case <-wait:
 				continue
 			case <-ctx.Done():
-				return Result{}, false, ctx.Err()
+				return Result{}, idemLookup{}, false, ctx.Err()
 			}
-		}
-		recs, err := s.lookupIdem(key)
-		if err != nil {
-			s.idemMu.Unlock()
-			return Result{}, false, err
-		}
-		if len(recs) > 0 {
-			s.idemMu.Unlock()
-			w, ok := winnerOf(recs, req.Fingerprint)
-			if !ok {
-				return Result{}, false, ErrIdempotencyMismatch
-			}
-			s.stats.replays.Add(1)
-			return Result{Replayed: true, Response: w.Response}, true, nil
 		}
 		s.inflight[key] = make(chan struct{})
 		s.idemMu.Unlock()
-		return Result{}, false, nil
+		break
 	}
+	recs, look, err := s.lookupIdem(key)
+	if err != nil {
+		s.idemEnd(key)
+		return Result{}, idemLookup{}, false, err
+	}
+	if len(recs) > 0 {
+		s.idemEnd(key)
+		w, ok := winnerOf(recs, req.Fingerprint)
+		if !ok {
+			return Result{}, idemLookup{}, false, ErrIdempotencyMismatch
+		}
+		s.stats.replays.Add(1)
+		return Result{Replayed: true, Response: w.Response}, idemLookup{}, true, nil
+	}
+	if f := s.cfg.hooks.afterIdemLookup; f != nil {
+		f()
+	}
+	return Result{}, look, false, nil
+}
+
+// idemLookup is what lookupIdem learned about state.db: whether it held no
+// record of the key at all (expired ones included), as of idemGen gen.
+//
+// state.db gains records only from mem, at a checkpoint, which moves them
+// out of mem and bumps idemGen in one critical section after its write
+// transaction committed. So while idemGen is still gen, every record of the
+// key in state.db is either one that lookup's read transaction saw or one
+// still in mem: if state.db had none, the committer needs to look only in
+// mem for records of the key that arrived since.
+type idemLookup struct {
+	gen        uint64
+	storedNone bool
 }
 
 func (s *Store) idemEnd(key string) {
@@ -76,18 +99,19 @@ func winnerOf(recs []crdt.KeyRecord, fp [32]byte) (crdt.KeyRecord, bool) {
 }
 
 // lookupIdem returns the unexpired records of key in mem and state.db.
-func (s *Store) lookupIdem(key string) ([]crdt.KeyRecord, error) {
+func (s *Store) lookupIdem(key string) ([]crdt.KeyRecord, idemLookup, error) {
 	now := s.cfg.Now().UnixNano()
 	s.mu.RLock()
 	recs := append([]crdt.KeyRecord(nil), s.idem[key]...)
+	look := idemLookup{gen: s.idemGen}
 	s.mu.RUnlock()
 	err := s.state.View(func(tx *bolt.Tx) error {
 		var err error
-		recs, err = s.storedRecords(tx, key, recs)
+		recs, look.storedNone, err = s.storedRecords(tx, key, recs)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("look up idempotency key: %w", err)
+		return nil, idemLookup{}, fmt.Errorf("look up idempotency key: %w", err)
 	}
 	out := recs[:0]
 	for _, r := range recs {
@@ -95,29 +119,32 @@ func (s *Store) lookupIdem(key string) ([]crdt.KeyRecord, error) {
 			out = append(out, r)
 		}
 	}
-	return out, nil
+	return out, look, nil
 }
 
 // storedRecords adds to recs the records of key in state.db that recs does
-// not hold yet.
-func (s *Store) storedRecords(tx *bolt.Tx, key string, recs []crdt.KeyRecord) ([]crdt.KeyRecord, error) {
+// not hold yet, and reports whether state.db held none.
+func (s *Store) storedRecords(tx *bolt.Tx, key string, recs []crdt.KeyRecord) ([]crdt.KeyRecord, bool, error) {
+	none := true
 	if v := tx.Bucket(bucketKeyRecs).Get([]byte(key)); v != nil {
+		none = false
 		stored, err := decodeKeyRecords(v)
 		if err != nil {
-			return nil, fmt.Errorf("key %q: %w", key, err)
+			return nil, false, fmt.Errorf("key %q: %w", key, err)
 		}
 		for _, r := range stored {
 			recs = addRecord(recs, r)
 		}
 	}
 	if v := tx.Bucket(bucketIdem).Get([]byte(key)); v != nil {
+		none = false
 		r, err := legacyIdemRecord(key, v, s.replica)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		recs = addRecord(recs, r)
 	}
-	return recs, nil
+	return recs, none, nil
 }
 
 // retainUntil is when a store lets go of r: one TTL after it expires. Until

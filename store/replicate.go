@@ -301,7 +301,7 @@ func (s *Store) addKeyRecords(c *Chunk, positions []uint64, room int) error {
 				return fmt.Errorf("keyseq key %x: %w", k, ErrIncompatible)
 			}
 			seq, key := binary.BigEndian.Uint64(k[16:]), string(k[24:])
-			stored, err := s.storedRecords(tx, key, nil)
+			stored, _, err := s.storedRecords(tx, key, nil)
 			if err != nil {
 				return err
 			}

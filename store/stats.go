@@ -34,6 +34,7 @@ type statCounters struct {
 	commits, committedOps, commitNanos, checkpoints atomic.Uint64
 	recordsMerged, replays, duplicates              atomic.Uint64
 	journalRotations                                atomic.Uint64
+	storedReadsSkipped                              atomic.Uint64 // see idemLookup; for tests
 }
 
 // Stats returns the store's current figures.

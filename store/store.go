@@ -94,7 +94,10 @@ type Store struct {
 	// evictGen counts evictions from mem. A read transaction on state.db
 	// opened before an eviction may miss the value that eviction wrote.
 	evictGen uint64
-	failed   error
+	// idemGen counts the checkpoints that moved key records from mem to
+	// state.db (see idemLookup).
+	idemGen uint64
+	failed  error
 	// roomCond wakes a committer waiting for a checkpoint to shrink mem.
 	roomCond *sync.Cond
 
