@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -18,9 +19,26 @@ import (
 	"github.com/abacus-counter/abacus/store/block"
 )
 
-// runCheckpointer folds mem into state.db every CheckpointInterval, sooner
-// when mem grows past CheckpointSlots, and runs the retention janitor.
-func (s *Store) runCheckpointer(ctx context.Context) {
+// checkpointer is the goroutine that writes state.db, and the only one: it
+// folds mem into it, runs the retention janitor, and runs the jobs others
+// hand it (Checkpoint, Expire, snapshots). It owns the journal's trim point.
+type checkpointer struct {
+	s       *Store
+	req     chan job
+	kick    chan struct{}
+	stopped chan struct{} // closed when the checkpointer has stopped
+	// truncated: journal records up to here are deleted (truncatedSeen
+	// publishes it for Stats); burst: slots written since mem was last
+	// empty (releaseAfterBurst).
+	truncated     uint64
+	truncatedSeen atomic.Uint64
+	burst         int
+}
+
+// run folds mem into state.db every CheckpointInterval, sooner when mem
+// grows past CheckpointSlots, and runs the retention janitor.
+func (k *checkpointer) run(ctx context.Context) {
+	s := k.s
 	defer s.wg.Done()
 	var tick, janitor <-chan time.Time
 	if s.cfg.CheckpointInterval > 0 {
@@ -34,7 +52,7 @@ func (s *Store) runCheckpointer(ctx context.Context) {
 		janitor = t.C
 	}
 	run := func() {
-		if err := s.checkpoint(); err != nil {
+		if err := k.checkpoint(); err != nil {
 			s.log.Error("checkpoint failed", "err", err)
 			// A committer waiting for room waits for nothing now: wake
 			// it to see the refusal (it holds mu until it waits).
@@ -43,29 +61,29 @@ func (s *Store) runCheckpointer(ctx context.Context) {
 			s.mu.Unlock()
 		}
 	}
-	defer close(s.stopped)
+	defer close(k.stopped)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick:
 			run()
-		case <-s.kick:
+		case <-k.kick:
 			run()
-		case job := <-s.ckptReq:
+		case job := <-k.req:
 			job.reply <- job.fn()
 		case <-janitor:
-			if err := s.expire(); err != nil {
+			if err := k.expire(); err != nil {
 				s.log.Error("expiring old windows failed", "err", err)
 			}
 		}
 	}
 }
 
-// kickCheckpoint asks for a checkpoint without waiting for it.
-func (s *Store) kickCheckpoint() {
+// kickNow asks for a checkpoint without waiting for it.
+func (k *checkpointer) kickNow() {
 	select {
-	case s.kick <- struct{}{}:
+	case k.kick <- struct{}{}:
 	default:
 	}
 }
@@ -76,12 +94,12 @@ type job struct {
 	reply chan error
 }
 
-// onCheckpointer runs fn on the checkpointer goroutine and waits for it.
-func (s *Store) onCheckpointer(ctx context.Context, fn func() error) error {
+// do runs fn on the checkpointer goroutine and waits for it.
+func (k *checkpointer) do(ctx context.Context, fn func() error) error {
 	j := job{fn: fn, reply: make(chan error, 1)}
 	select {
-	case s.ckptReq <- j:
-	case <-s.stopped:
+	case k.req <- j:
+	case <-k.stopped:
 		return ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
@@ -98,13 +116,13 @@ func (s *Store) onCheckpointer(ctx context.Context, fn func() error) error {
 // journal. The background checkpointer does this on its own; tests and
 // snapshots call it to reach a known state.
 func (s *Store) Checkpoint(ctx context.Context) error {
-	return s.onCheckpointer(ctx, s.checkpoint)
+	return s.ckpt.do(ctx, s.ckpt.checkpoint)
 }
 
 // Expire deletes expired windows and idempotency keys now. The janitor does
 // this every JanitorInterval.
 func (s *Store) Expire(ctx context.Context) error {
-	return s.onCheckpointer(ctx, s.expire)
+	return s.ckpt.do(ctx, s.ckpt.expire)
 }
 
 type checkpointSnap struct {
@@ -119,7 +137,8 @@ type checkpointSnap struct {
 
 // checkpoint runs on the checkpointer goroutine, or in Close once that has
 // stopped: never twice at once.
-func (s *Store) checkpoint() error {
+func (k *checkpointer) checkpoint() error {
+	s := k.s
 	s.mu.RLock()
 	snap := checkpointSnap{
 		mem:   make(map[crdt.Slot]*crdt.GCounter, s.mem.len()),
@@ -144,7 +163,7 @@ func (s *Store) checkpoint() error {
 	if failed != nil {
 		return failed
 	}
-	if len(snap.mem) == 0 && len(snap.idem) == 0 && len(snap.comps) == 0 && snap.jlast == s.truncated && !s.reps.pending() {
+	if len(snap.mem) == 0 && len(snap.idem) == 0 && len(snap.comps) == 0 && snap.jlast == k.truncated && !s.reps.pending() {
 		return nil
 	}
 	snap.slots = make([]crdt.Slot, 0, len(snap.mem))
@@ -249,10 +268,10 @@ func (s *Store) checkpoint() error {
 	}
 	s.mu.Unlock()
 
-	if err := s.truncateJournal(snap.jlast); err != nil {
+	if err := k.truncateJournal(snap.jlast); err != nil {
 		return s.fail(err)
 	}
-	s.releaseAfterBurst(len(snap.slots))
+	k.releaseAfterBurst(len(snap.slots))
 	s.stats.checkpoints.Add(1)
 	if s.cfg.ObserveCheckpoint != nil {
 		s.cfg.ObserveCheckpoint(len(snap.slots), time.Since(start))
@@ -271,21 +290,23 @@ const burstSlots = 50_000
 // mem's counters, staging and the journal's buffers (hundreds of megabytes
 // under a load of batches) would otherwise stay resident while the node
 // idles. Checkpointer only.
-func (s *Store) releaseAfterBurst(written int) {
-	s.burst += written
+func (k *checkpointer) releaseAfterBurst(written int) {
+	s := k.s
+	k.burst += written
 	s.mu.RLock()
 	empty := s.mem.len() == 0
 	s.mu.RUnlock()
-	if !empty || s.burst < burstSlots {
+	if !empty || k.burst < burstSlots {
 		return
 	}
-	s.burst = 0
+	k.burst = 0
 	go debug.FreeOSMemory()
 }
 
 // truncateJournal deletes the records up to n, whose effects are in state.db.
-func (s *Store) truncateJournal(n uint64) error {
-	if n <= s.truncated {
+func (k *checkpointer) truncateJournal(n uint64) error {
+	s := k.s
+	if n <= k.truncated {
 		return nil
 	}
 	s.jmu.Lock()
@@ -305,10 +326,10 @@ func (s *Store) truncateJournal(n uint64) error {
 	if err != nil {
 		return fmt.Errorf("trim journal to %d: %w", n, err)
 	}
-	s.truncated = n
-	s.truncatedSeen.Store(n)
+	k.truncated = n
+	k.truncatedSeen.Store(n)
 	if empty && fileSize(s.journal.path) > s.cfg.hooks.journalRotateSize {
-		return s.rotateJournal()
+		return k.rotateJournal()
 	}
 	return nil
 }
@@ -318,7 +339,8 @@ func (s *Store) truncateJournal(n uint64) error {
 // as big as the most it ever held between two checkpoints (tens of megabytes
 // under a load of batches). A crash at any point leaves either file, each
 // holding no record. The caller holds jmu.
-func (s *Store) rotateJournal() error {
+func (k *checkpointer) rotateJournal() error {
+	s := k.s
 	path := s.journal.path
 	tmp := path + ".new"
 	if err := os.Remove(tmp); err != nil && !os.IsNotExist(err) {
@@ -472,7 +494,8 @@ func (w *slotWriter) flush() error {
 
 // expire deletes windows past retention and idempotency keys past their TTL,
 // from mem and from state.db.
-func (s *Store) expire() error {
+func (k *checkpointer) expire() error {
+	s := k.s
 	now := s.cfg.Now()
 	// Find what expired under the read lock, which commits and reads share;
 	// take the write lock only to delete it, a bounded group at a time.
@@ -545,7 +568,7 @@ func (s *Store) expire() error {
 		// A block ending at or before the cutoff has no window left.
 		upto := expiryKey(r.Seconds(), r.Cutoff(now)+1, "")
 		for {
-			n, more, err := s.expireBatch(bucketExpiry, upto[:4], upto, s.deleteBlock)
+			n, more, err := k.expireBatch(bucketExpiry, upto[:4], upto, s.deleteBlock)
 			blocks += n
 			if err != nil {
 				return err
@@ -557,7 +580,7 @@ func (s *Store) expire() error {
 	}
 	upto := idemExpKey(now.UnixNano()+1, "")
 	for {
-		n, more, err := s.expireBatch(bucketIdemExp, nil, upto, s.deleteIdem)
+		n, more, err := k.expireBatch(bucketIdemExp, nil, upto, s.deleteIdem)
 		keys += n
 		if err != nil {
 			return err
@@ -577,7 +600,8 @@ const expireBatchSize = 10_000
 // expireBatch deletes up to expireBatchSize keys in [from, upto) from the
 // index bucket, calling del for each, in one transaction, so that one janitor
 // run never holds the writer for long.
-func (s *Store) expireBatch(index, from, upto []byte, del func(tx *bolt.Tx, k []byte) error) (n int, more bool, err error) {
+func (cp *checkpointer) expireBatch(index, from, upto []byte, del func(tx *bolt.Tx, k []byte) error) (n int, more bool, err error) {
+	s := cp.s
 	err = s.state.Update(func(tx *bolt.Tx) error {
 		c := tx.Bucket(index).Cursor()
 		for k, _ := c.Seek(from); k != nil && bytes.Compare(k, upto) < 0; k, _ = c.Seek(from) {

@@ -231,10 +231,28 @@ func (s *Store) validate(req *Request) error {
 	return nil
 }
 
-func (s *Store) submit(ctx context.Context, o *op) error {
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
-	if s.closed {
+// committer is the goroutine that writes journal.db records and changes
+// mem's counters: it owns the request channel, the staging and the journal's
+// record numbers. Everything else reaches it through submit.
+type committer struct {
+	s   *Store
+	ops chan *op
+	// closeMu guards sends against close: a sender holds it for reading,
+	// close takes it for writing and then closes ops.
+	closeMu sync.RWMutex
+	closed  bool
+	jnext   uint64 // next journal record number
+}
+
+func (s *Store) submit(ctx context.Context, o *op) error { return s.com.submit(ctx, o) }
+
+// submit hands o to the committer, unless the store is closed or refuses
+// writes.
+func (c *committer) submit(ctx context.Context, o *op) error {
+	s := c.s
+	c.closeMu.RLock()
+	defer c.closeMu.RUnlock()
+	if c.closed {
 		return ErrClosed
 	}
 	s.mu.RLock()
@@ -244,17 +262,31 @@ func (s *Store) submit(ctx context.Context, o *op) error {
 		return failed
 	}
 	select {
-	case s.ops <- o:
+	case c.ops <- o:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-// runCommitter is the only goroutine that writes journal.db records and
-// changes mem. It takes every op waiting, stages them together, and commits
-// them in one transaction: group commit.
-func (s *Store) runCommitter() {
+// close stops taking ops; the committer drains those sent and ends.
+func (c *committer) close() {
+	c.closeMu.Lock()
+	c.closed = true
+	close(c.ops)
+	c.closeMu.Unlock()
+}
+
+func (c *committer) isClosed() bool {
+	c.closeMu.RLock()
+	defer c.closeMu.RUnlock()
+	return c.closed
+}
+
+// run is the committer's goroutine. It takes every op waiting, stages them
+// together, and commits them in one transaction: group commit.
+func (c *committer) run() {
+	s := c.s
 	defer s.wg.Done()
 	st := newStaging(s)
 	var (
@@ -265,7 +297,7 @@ func (s *Store) runCommitter() {
 	)
 	flushPending := func() {
 		if pending {
-			s.commit(st)
+			c.commit(st)
 			st.reset()
 			pending = false
 		}
@@ -279,7 +311,7 @@ func (s *Store) runCommitter() {
 	var linger *time.Timer
 	for {
 		select {
-		case o, ok := <-s.ops:
+		case o, ok := <-c.ops:
 			if !ok {
 				return
 			}
@@ -288,7 +320,7 @@ func (s *Store) runCommitter() {
 		drain:
 			for len(batch) < maxOpsPerCommit && changes < maxChangesPerCommit {
 				select {
-				case o, ok := <-s.ops:
+				case o, ok := <-c.ops:
 					if !ok {
 						break drain
 					}
@@ -311,7 +343,7 @@ func (s *Store) runCommitter() {
 			wait:
 				for len(batch) < prevBatch && changes < maxChangesPerCommit {
 					select {
-					case o, ok := <-s.ops:
+					case o, ok := <-c.ops:
 						if !ok {
 							break wait
 						}
@@ -324,10 +356,10 @@ func (s *Store) runCommitter() {
 				linger.Stop()
 			}
 			prevBatch = len(batch)
-			s.waitForRoom()
-			s.stage(st, batch)
+			c.waitForRoom()
+			c.stage(st, batch)
 			if s.cfg.Durability == Fsync || hasFlush(batch) {
-				s.commit(st)
+				c.commit(st)
 				st.reset()
 				pending = false
 				continue
@@ -370,11 +402,12 @@ func (o *op) size() int {
 }
 
 // waitForRoom holds the committer while too many slots wait for a checkpoint.
-func (s *Store) waitForRoom() {
+func (c *committer) waitForRoom() {
+	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.mem.len() >= s.cfg.MaxPendingSlots && s.refusalLocked() == nil && !s.stopping.Load() {
-		s.kickCheckpoint()
+		s.ckpt.kickNow()
 		s.roomCond.Wait()
 	}
 }
@@ -493,7 +526,8 @@ func (st *staging) reset() {
 // stage computes the effect of ops on top of what st already holds: with
 // Async, the batches acknowledged since the last commit, which live only in
 // st until they commit together, under one seq.
-func (s *Store) stage(st *staging, ops []*op) {
+func (c *committer) stage(st *staging, ops []*op) {
+	s := c.s
 	st.now = s.cfg.Now()
 	st.ops = append(st.ops[:0], ops...)
 	st.nops += len(ops)
@@ -883,7 +917,8 @@ func (st *staging) record() *record {
 
 // commit writes st's journal record, publishes it to mem and hands this
 // replica's news to the sink.
-func (s *Store) commit(st *staging) {
+func (c *committer) commit(st *staging) {
+	s := c.s
 	if st.err != nil {
 		err := s.fail(st.err)
 		st.failAll(err)
@@ -891,7 +926,7 @@ func (s *Store) commit(st *staging) {
 	}
 	r := st.record()
 	if !r.empty() {
-		n := s.jnext
+		n := c.jnext
 		start := time.Now()
 		st.buf = r.appendTo(st.buf[:0])
 		s.jmu.Lock()
@@ -911,8 +946,8 @@ func (s *Store) commit(st *staging) {
 			st.failAll(err)
 			return
 		}
-		s.jnext++
-		s.install(st, n)
+		c.jnext++
+		c.install(st, n)
 		s.stats.recordsMerged.Add(uint64(st.recsMerged))
 		s.stats.duplicates.Add(uint64(len(st.resolved)))
 		if s.cfg.ObserveResolution != nil {
@@ -950,20 +985,21 @@ func (s *Store) commit(st *staging) {
 
 // install publishes st's changes, committed in journal record n, to mem,
 // where reads, gossip and later stagings see them.
-func (s *Store) install(st *staging, n uint64) {
+func (c *committer) install(st *staging, n uint64) {
+	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.jlast = n // every record up to n is now in mem
 	// A request's slots are staged one after another: look each counter up
 	// once per run of its slots.
-	var c *memCounter
+	var mc *memCounter
 	var name string
 	for _, i := range st.dirty {
 		ss := &st.arena[i]
-		if c == nil || ss.slot.Name != name {
-			c, name = s.mem.counterFor(ss.slot.Name), ss.slot.Name
+		if mc == nil || ss.slot.Name != name {
+			mc, name = s.mem.counterFor(ss.slot.Name), ss.slot.Name
 		}
-		s.mem.putIn(c, ss.slot, ss.g)
+		s.mem.putIn(mc, ss.slot, ss.g)
 	}
 	for _, x := range st.idem {
 		s.idem[x.Key] = append(s.idem[x.Key], x)

@@ -34,7 +34,7 @@ func WithHooks(cfg Config, h Hooks) Config {
 }
 
 // QueuedOps is the number of requests and merges waiting for the committer.
-func (s *Store) QueuedOps() int { return len(s.ops) }
+func (s *Store) QueuedOps() int { return len(s.com.ops) }
 
 // Schema is the schema state.db records, for tests that check what a data
 // directory reports.

@@ -44,7 +44,7 @@ func (s *Store) publishDigestLocked(vvChanged bool) {
 // SetReplicaInfo records where a replica lives, for per-replica detail.
 func (s *Store) SetReplicaInfo(info ReplicaInfo) {
 	if !info.ID.IsZero() && s.reps.setInfo(info) {
-		s.kickCheckpoint()
+		s.ckpt.kickNow()
 	}
 }
 

@@ -56,7 +56,7 @@ func (s *Store) Stats() Stats {
 	st.Replays = s.stats.replays.Load()
 	st.DuplicatesResolved = s.stats.duplicates.Load()
 	st.JournalRotations = s.stats.journalRotations.Load()
-	if t := s.truncatedSeen.Load(); jlast > t {
+	if t := s.ckpt.truncatedSeen.Load(); jlast > t {
 		st.JournalRecords = jlast - t
 	}
 	st.ReplicasKnown = len(s.reps.table().infos)

@@ -47,20 +47,12 @@ type Store struct {
 
 	reps replicas
 
-	// ops feeds the committer. closeMu guards sends against Close: a sender
-	// holds it for reading, Close takes it for writing and then closes ops.
-	ops      chan *op
-	closeMu  sync.RWMutex
-	closed   bool
+	// The two goroutines that write, each a type owning its state: the
+	// committer (requests, staging, journal records) and the checkpointer
+	// (the only writer of state.db).
+	com      *committer
+	ckpt     *checkpointer
 	stopping atomic.Bool // set first thing in Close, read without locks
-
-	ckptReq chan job
-	kick    chan struct{}
-	stopped chan struct{} // closed when the checkpointer has stopped
-	// Checkpointer-only state.
-	truncated     uint64 // journal records up to here are deleted
-	burst         int    // slots written since mem was last empty
-	truncatedSeen atomic.Uint64
 
 	stats  statCounters
 	cancel context.CancelFunc
@@ -101,7 +93,6 @@ type Store struct {
 	// roomCond wakes a committer waiting for a checkpoint to shrink mem.
 	roomCond *sync.Cond
 
-	jnext uint64 // next journal record number; committer only
 	// jmu guards the journal handle: the committer appends under it, the
 	// checkpointer trims and replaces the file under it (rotateJournal).
 	jmu sync.Mutex
@@ -127,10 +118,6 @@ func Open(cfg Config) (*Store, error) {
 	s := &Store{
 		cfg:        cfg,
 		log:        cfg.Logger,
-		ops:        make(chan *op, 4096),
-		ckptReq:    make(chan job),
-		stopped:    make(chan struct{}),
-		kick:       make(chan struct{}, 1),
 		mem:        newMemtable(),
 		idem:       make(map[string][]crdt.KeyRecord),
 		comps:      make(map[crdt.Slot]crdt.Comps),
@@ -140,6 +127,8 @@ func Open(cfg Config) (*Store, error) {
 		inflight:   make(map[string]chan struct{}),
 	}
 	s.roomCond = sync.NewCond(&s.mu)
+	s.com = &committer{s: s, ops: make(chan *op, 4096)}
+	s.ckpt = &checkpointer{s: s, req: make(chan job), stopped: make(chan struct{}), kick: make(chan struct{}, 1)}
 	statePath, journalPath := filepath.Join(cfg.Dir, StateFile), filepath.Join(cfg.Dir, JournalFile)
 	_, errState := os.Stat(statePath)
 	_, errJournal := os.Stat(journalPath)
@@ -209,8 +198,8 @@ func Open(cfg Config) (*Store, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(2)
-	go s.runCommitter()
-	go s.runCheckpointer(ctx)
+	go s.com.run()
+	go s.ckpt.run(ctx)
 	return s, nil
 }
 
@@ -401,7 +390,7 @@ func (s *Store) replay() error {
 				if err := s.applyRecord(stx, &r, now); err != nil {
 					return fmt.Errorf("journal record %d: %w", n, err)
 				}
-				s.jlast, s.jnext = n, n+1
+				s.jlast, s.com.jnext = n, n+1
 				records++
 			}
 			return nil
@@ -410,8 +399,8 @@ func (s *Store) replay() error {
 	if err != nil {
 		return fmt.Errorf("replay journal: %w", err)
 	}
-	if s.jnext == 0 {
-		s.jnext = 1
+	if s.com.jnext == 0 {
+		s.com.jnext = 1
 	}
 	if records > 0 {
 		s.log.Info("replayed journal", "records", records, "slots", s.mem.len(), "seq", s.seq)
@@ -548,10 +537,7 @@ func (s *Store) Close(ctx context.Context) error {
 		s.mu.Lock()
 		s.roomCond.Broadcast()
 		s.mu.Unlock()
-		s.closeMu.Lock()
-		s.closed = true
-		close(s.ops)
-		s.closeMu.Unlock()
+		s.com.close()
 
 		done := make(chan struct{})
 		go func() {
@@ -565,7 +551,7 @@ func (s *Store) Close(ctx context.Context) error {
 			s.closeErr = fmt.Errorf("close store: %w", ctx.Err())
 			return
 		}
-		err := s.checkpoint()
+		err := s.ckpt.checkpoint()
 		if err != nil && !errors.Is(err, ErrFailed) {
 			s.closeErr = fmt.Errorf("final checkpoint: %w", err)
 		}
@@ -620,10 +606,7 @@ func (s *Store) refusalLocked() error {
 
 // Err is nil while the store takes writes, and says why once it does not.
 func (s *Store) Err() error {
-	s.closeMu.RLock()
-	closed := s.closed
-	s.closeMu.RUnlock()
-	if closed {
+	if s.com.isClosed() {
 		return ErrClosed
 	}
 	if d := s.damage.Load(); d != nil {
