@@ -160,8 +160,7 @@ func TestStore_Retention_DeletesExpiredWindows(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Blocks hold 64 windows: the minute blocks of 11:50 … 11:59, one hour
-	// block and one day block, each with one expiry key and one seq index
-	// key (one replica).
+	// block and one day block.
 	minuteBlocks := func(from, to time.Time) int {
 		seen := map[int64]bool{}
 		for m := from.Truncate(time.Minute); m.Before(to); m = m.Add(time.Minute) {
@@ -169,16 +168,17 @@ func TestStore_Retention_DeletesExpiredWindows(t *testing.T) {
 		}
 		return len(seen)
 	}
-	before := minuteBlocks(now.Add(-10*time.Minute), now)
-	if n := s.KeyCount("blocks"); n != before+2 {
-		t.Fatalf("blocks on disk = %d, want %d", n, before+2)
+	// Each block has an expiry key and a seq index key (one replica), and
+	// the total a seq index key.
+	onDisk := func(when string, blocks int) {
+		t.Helper()
+		for bucket, want := range map[string]int{"blocks": blocks, "expiry": blocks, "seqidx": blocks + 1} {
+			if n := s.KeyCount(bucket); n != want {
+				t.Fatalf("%s: %s holds %d keys, want %d", when, bucket, n, want)
+			}
+		}
 	}
-	if n := s.KeyCount("expiry"); n != before+2 {
-		t.Fatalf("expiry index = %d, want %d", n, before+2)
-	}
-	if n := s.KeyCount("seqidx"); n != before+2+1 {
-		t.Fatalf("seq index = %d, want %d (blocks and the total)", n, before+2+1)
-	}
+	onDisk("after the checkpoint", minuteBlocks(now.Add(-10*time.Minute), now)+2)
 	// A fresh window in mem that will also expire.
 	mustApply(t, s, inc("r", 1, now.Add(-20*time.Minute)))
 
@@ -192,16 +192,7 @@ func TestStore_Retention_DeletesExpiredWindows(t *testing.T) {
 	}
 	// Left: the blocks of the minute windows 11:55 … 11:59 (a block goes
 	// when its last window expires), the hour and day blocks.
-	after := minuteBlocks(now.Add(-5*time.Minute), now)
-	if n := s.KeyCount("blocks"); n != after+2 {
-		t.Fatalf("blocks on disk after expiry = %d, want %d", n, after+2)
-	}
-	if n := s.KeyCount("expiry"); n != after+2 {
-		t.Fatalf("expiry index after expiry = %d, want %d", n, after+2)
-	}
-	if n := s.KeyCount("seqidx"); n != after+2+1 {
-		t.Fatalf("seq index after expiry = %d, want %d", n, after+2+1)
-	}
+	onDisk("after expiry", minuteBlocks(now.Add(-5*time.Minute), now)+2)
 	if got := mustTotal(t, s, "r"); got != 11 {
 		t.Fatalf("total = %d, want 11: the total never expires", got)
 	}

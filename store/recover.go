@@ -123,9 +123,8 @@ func Recover(cfg RecoverConfig) (RecoverReport, error) {
 		}
 		rep.Kept = append(rep.Kept, kept(journalPath))
 	}
-	if d, err := os.Open(cfg.Dir); err == nil {
-		d.Sync()
-		d.Close()
+	if err := syncDir(cfg.Dir); err != nil {
+		return rep, fmt.Errorf("recover: %w", err)
 	}
 	return rep, nil
 }
