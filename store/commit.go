@@ -33,7 +33,8 @@ type Request struct {
 	// a different request is refused.
 	Fingerprint [32]byte
 	// Render builds the response stored with the idempotency key. It is called
-	// once, from the committer, and must be quick and must not call the store.
+	// once, from the committer once the request is staged (no read of
+	// state.db is open then), and must be quick and must not call the store.
 	Render func(Result) []byte
 }
 
@@ -429,6 +430,7 @@ type staging struct {
 	other    map[deltaKey]int // merged entries of other replicas: index into deltas
 	touched  []int32          // per request: arena entries it adds to
 	idx      []int32          // per increment: arena entries of its slots
+	render   []pendingRender  // per batch: responses to render once staged
 	totalAt  []int32          // per request: arena entry of each increment's total
 	reqNo    uint32
 	deltas   []crdt.Delta     // raised entries, absolute values
@@ -565,6 +567,18 @@ func (c *committer) stage(st *staging, ops []*op) {
 		st.tx.Rollback()
 		st.tx = nil
 	}
+	// Responses are rendered with no read of state.db open: the API's code
+	// never holds a transaction that a checkpoint's remap would wait for.
+	for _, p := range st.render {
+		if p.o.err != nil {
+			continue
+		}
+		p.o.res.Response = p.o.req.Render(p.o.res)
+		if p.rec >= 0 {
+			st.idem[p.rec].Response = p.o.res.Response
+		}
+	}
+	st.render = st.render[:0]
 }
 
 // stageSlot returns the arena index of slot's private counter, loading it
@@ -832,9 +846,6 @@ func (st *staging) apply(o *op) error {
 		o.res.Totals[k] = st.comps(st.arena[i].slot).Value(st.arena[i].g)
 	}
 	if req.IdempotencyKey != "" {
-		if req.Render != nil {
-			o.res.Response = req.Render(o.res)
-		}
 		r := crdt.KeyRecord{
 			Key:         req.IdempotencyKey,
 			Fingerprint: req.Fingerprint,
@@ -843,19 +854,32 @@ func (st *staging) apply(o *op) error {
 			Accepted:    st.now.UnixNano(),
 			Expires:     st.now.Add(s.cfg.IdempotencyTTL).UnixNano(),
 			Increments:  make([]crdt.KeyedIncrement, len(req.Increments)),
-			Response:    o.res.Response,
 		}
 		for k, inc := range req.Increments {
 			r.Increments[k] = crdt.KeyedIncrement{Name: inc.Name, Amount: inc.Amount, TS: inc.TS.UnixNano()}
 		}
 		// A record of this key from a peer may have arrived since idemBegin
 		// looked: then this copy is a duplicate, settled like any other.
+		rec := len(st.idem)
 		if err := st.addRecord(r, &o.look); err != nil {
 			st.err = err
 			return err
 		}
+		if len(st.idem) == rec {
+			rec = -1
+		}
+		if req.Render != nil {
+			st.render = append(st.render, pendingRender{o: o, rec: rec})
+		}
 	}
 	return nil
+}
+
+// pendingRender is a keyed request whose response is rendered once the batch
+// is staged: the response goes into its record, at st.idem[rec] (if any).
+type pendingRender struct {
+	o   *op
+	rec int
 }
 
 func (st *staging) merge(o *op) ([]crdt.Delta, error) {
