@@ -33,6 +33,9 @@ type checkpointer struct {
 	truncated     uint64
 	truncatedSeen atomic.Uint64
 	burst         int
+	// journaledAt is committer.journaled as of the last checkpoint's
+	// snapshot: the committer asks for a checkpoint once it is far behind.
+	journaledAt atomic.Int64
 }
 
 // run folds mem into state.db every CheckpointInterval, sooner when mem
@@ -149,15 +152,16 @@ func (k *checkpointer) checkpoint() error {
 		jlast: s.jlast,
 	}
 	s.mem.each(func(slot crdt.Slot, g *crdt.GCounter) { snap.mem[slot] = g })
-	for k, r := range s.idem {
-		snap.idem[k] = r[:len(r):len(r)]
+	for key, r := range s.idem {
+		snap.idem[key] = r[:len(r):len(r)]
 	}
 	for slot := range s.compsDirty {
 		snap.comps[slot] = s.comps[slot]
 	}
-	for k, v := range s.vv {
-		snap.vv[k] = v
+	for id, v := range s.vv {
+		snap.vv[id] = v
 	}
+	journaled := s.com.journaled.Load()
 	failed := s.refusalLocked()
 	s.mu.RUnlock()
 	if failed != nil {
@@ -272,6 +276,7 @@ func (k *checkpointer) checkpoint() error {
 		return s.fail(err)
 	}
 	k.releaseAfterBurst(len(snap.slots))
+	k.journaledAt.Store(journaled)
 	s.stats.checkpoints.Add(1)
 	if s.cfg.ObserveCheckpoint != nil {
 		s.cfg.ObserveCheckpoint(len(snap.slots), time.Since(start))

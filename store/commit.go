@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -243,6 +244,9 @@ type committer struct {
 	closeMu sync.RWMutex
 	closed  bool
 	jnext   uint64 // next journal record number
+	// journaled counts the entry changes written to the journal since open
+	// (checkpointer.journaledAt: as of the last checkpoint).
+	journaled atomic.Int64
 }
 
 func (s *Store) submit(ctx context.Context, o *op) error { return s.com.submit(ctx, o) }
@@ -971,7 +975,11 @@ func (c *committer) commit(st *staging) {
 			return
 		}
 		c.jnext++
-		c.install(st, n)
+		pending := c.install(st, n)
+		journaled := c.journaled.Add(int64(len(st.deltas)))
+		if s.cfg.CheckpointInterval > 0 && (pending >= s.cfg.CheckpointSlots || journaled-s.ckpt.journaledAt.Load() >= int64(s.cfg.CheckpointDeltas)) {
+			s.ckpt.kickNow()
+		}
 		s.stats.recordsMerged.Add(uint64(st.recsMerged))
 		s.stats.duplicates.Add(uint64(len(st.resolved)))
 		if s.cfg.ObserveResolution != nil {
@@ -1009,7 +1017,8 @@ func (c *committer) commit(st *staging) {
 
 // install publishes st's changes, committed in journal record n, to mem,
 // where reads, gossip and later stagings see them.
-func (c *committer) install(st *staging, n uint64) {
+// It returns the slots mem holds then.
+func (c *committer) install(st *staging, n uint64) int {
 	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -1037,6 +1046,7 @@ func (c *committer) install(st *staging, n uint64) {
 	}
 	s.seq = max(s.seq, st.lastSeq)
 	s.publishDigestLocked(len(st.vv) > 0)
+	return s.mem.len()
 }
 
 // ack answers the ops of st's current batch. Their idempotency keys stay

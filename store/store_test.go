@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/internal/testenv"
 	"github.com/abacus-counter/abacus/store"
 	"github.com/abacus-counter/abacus/window"
 )
@@ -481,5 +482,41 @@ func TestStore_JournalRotates(t *testing.T) {
 	s = mustOpen(t, store.WithHooks(testConfig(crashed, c), store.Hooks{CheckpointTxSlots: 7}))
 	if got := mustTotal(t, s, "c000"); got != 105 {
 		t.Fatalf("c000 = %d after the crash, want 105", got)
+	}
+}
+
+// TestStore_CheckpointTriggers: with a long checkpoint interval, a
+// checkpoint still comes once the journal holds CheckpointDeltas changes, or
+// mem CheckpointSlots slots, since the last one.
+func TestStore_CheckpointTriggers(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(*store.Config)
+	}{
+		{"deltas", func(cfg *store.Config) { cfg.CheckpointDeltas = 200 }},
+		{"slots", func(cfg *store.Config) { cfg.CheckpointSlots = 100 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock(t0)
+			cfg := testConfig(t.TempDir(), c)
+			cfg.CheckpointInterval = time.Hour
+			tc.set(&cfg)
+			s := mustOpen(t, cfg)
+			// 10 increments of one counter: 40 changes, 4 slots.
+			for range 10 {
+				mustApply(t, s, inc("hot", 1, c.Now()))
+			}
+			if n := s.Stats().Checkpoints; n != 0 {
+				t.Fatalf("%d checkpoints before either bound was reached", n)
+			}
+			// 100 counters: 400 more changes and slots.
+			for k := range 100 {
+				mustApply(t, s, inc(fmt.Sprintf("c%03d", k), 1, c.Now()))
+			}
+			testenv.WaitFor(t, 10*time.Second, func() (bool, string) {
+				st := s.Stats()
+				return st.Checkpoints > 0, fmt.Sprintf("no checkpoint after the bound was passed: %+v", st)
+			})
+		})
 	}
 }
