@@ -175,13 +175,10 @@ func (s *Store) ChainChunk(origin crdt.ReplicaID, base, after uint64, maxBytes i
 					if err != nil {
 						return 0, nil, false, err
 					}
-					if !ok || e.Seq != seq {
+					if !ok || e.Seq != seq || e.Seq <= base {
 						continue // the index lags the total; its own seq is found elsewhere
 					}
 					k, _ = cur.Next()
-					if e.Seq <= base {
-						continue
-					}
 					return seq, []crdt.Delta{{Slot: ref, Entry: e}}, true, nil
 				}
 				key := blockKey(nil, ref.Name, ref.Res, ref.Start)
@@ -196,7 +193,6 @@ func (s *Store) ChainChunk(origin crdt.ReplicaID, base, after uint64, maxBytes i
 				if col == nil || col.Seq != seq {
 					continue // the index lags the block
 				}
-				k, _ = cur.Next()
 				fromDB = fromDB[:0]
 				now := s.cfg.Now()
 				for i := 0; i < block.Width; i++ {
@@ -213,8 +209,9 @@ func (s *Store) ChainChunk(origin crdt.ReplicaID, base, after uint64, maxBytes i
 					}
 				}
 				if len(fromDB) == 0 {
-					continue
+					continue // nothing above base left, or only expired windows
 				}
+				k, _ = cur.Next()
 				return seq, fromDB, true, nil
 			}
 			return 0, nil, false, nil

@@ -221,3 +221,56 @@ func TestStore_Merge_ReturnsWhatItLearned(t *testing.T) {
 		t.Fatalf("total = %d, want 6", got)
 	}
 }
+
+// TestStore_ChainChunk_ColumnWithNothingAboveBase: a block column whose seq
+// is above a chain's base, but whose entries are not (the entry that gave
+// the column its seq expired and was dropped), gives nothing, and the chunk
+// goes on to the next key of the seq index.
+func TestStore_ChainChunk_ColumnWithNothingAboveBase(t *testing.T) {
+	c := newClock(t0)
+	s := mustOpen(t, testConfig(t.TempDir(), c))
+	ctx := context.Background()
+	now := c.Now()
+	const span = 64 * 60 // a block of minutes
+	w0 := time.Unix((now.Add(-2*time.Hour).Unix()/span)*span, 0)
+	w60 := w0.Add(60 * time.Minute)
+	// seq 1 raises window 60 of the block, seq 2 window 0: the column's
+	// seq is 2.
+	mustApply(t, s, inc("a", 1, w60))
+	mustApply(t, s, inc("a", 1, w0))
+	mustApply(t, s, inc("b", 1, now)) // seq 3: the next keys of the index
+	if err := s.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Window 0 expires, window 60 not; another replica's entry in the
+	// block makes the next checkpoint rewrite it without window 0.
+	c.Advance(w0.Add(48*time.Hour + 30*time.Minute).Sub(now))
+	other := crdt.Delta{Slot: crdt.Slot{Name: "a", Res: 60, Start: w0.Add(61 * time.Minute).Unix()}, Entry: crdt.Entry{Replica: crdt.ReplicaID{9}, Value: 1, Seq: 1}}
+	if _, err := s.Merge(ctx, []crdt.Delta{other}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := s.ChainChunk(s.Replica(), 1, 1, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every entry of this replica above the base: a's total, hour and day
+	// (seq 2), and b's four slots (seq 3); window 60 of a (seq 1) is not.
+	got := map[string]bool{}
+	for _, d := range ch.Deltas {
+		if d.Entry.Seq <= 1 {
+			t.Errorf("chunk holds %+v, at or below the base", d)
+		}
+		got[fmt.Sprintf("%s/%d", d.Slot.Name, d.Slot.Res)] = true
+	}
+	for _, want := range []string{"a/0", "a/3600", "a/86400", "b/0", "b/60", "b/3600", "b/86400"} {
+		if !got[want] {
+			t.Errorf("chunk lacks %s: a key after a's empty column was skipped? (has %v)", want, got)
+		}
+	}
+	if !ch.Done {
+		t.Error("chunk not done")
+	}
+}
