@@ -72,3 +72,6 @@ func CompactFile(dst, src string) error {
 // StoredReadsSkipped is how many keyed requests the committer settled
 // without reading state.db for records of their key (see idemLookup).
 func (s *Store) StoredReadsSkipped() uint64 { return s.stats.storedReadsSkipped.Load() }
+
+// CopyFile copies src to dst, which must not exist, and syncs it.
+var CopyFile = copyFile

@@ -369,13 +369,13 @@ func writeFixture(t *testing.T, name, dir string, exp fixtureExpect) {
 	// state.db is compacted: a quarter of the size, the same keys and
 	// values. (It is copied first: an open store holds its lock.)
 	tmp := filepath.Join(t.TempDir(), store.StateFile)
-	if err := copyFile(tmp, filepath.Join(dir, store.StateFile)); err != nil {
+	if err := store.CopyFile(tmp, filepath.Join(dir, store.StateFile)); err != nil {
 		t.Fatal(err)
 	}
 	if err := store.CompactFile(filepath.Join(to, store.StateFile), tmp); err != nil {
 		t.Fatal(err)
 	}
-	if err := copyFile(filepath.Join(to, store.JournalFile), filepath.Join(dir, store.JournalFile)); err != nil {
+	if err := store.CopyFile(filepath.Join(to, store.JournalFile), filepath.Join(dir, store.JournalFile)); err != nil {
 		t.Fatal(err)
 	}
 	b, err := json.MarshalIndent(exp, "", "\t")

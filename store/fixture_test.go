@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -163,29 +162,13 @@ func copyFixture(tb testing.TB, name string) string {
 		tb.Fatal(err)
 	}
 	for _, e := range ents {
-		if err := copyFile(filepath.Join(dir, e.Name()), filepath.Join(fixtureDir, name, e.Name())); err != nil {
+		if err := store.CopyFile(filepath.Join(dir, e.Name()), filepath.Join(fixtureDir, name, e.Name())); err != nil {
 			tb.Fatal(err)
 		}
 	}
 	return dir
 }
 
-func copyFile(dst, src string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
 
 // fixtureSpans are, per resolution, the windows retained at now and up to
 // window.MaxFuture ahead of it: every window a read can see.
