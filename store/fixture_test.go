@@ -169,7 +169,6 @@ func copyFixture(tb testing.TB, name string) string {
 	return dir
 }
 
-
 // fixtureSpans are, per resolution, the windows retained at now and up to
 // window.MaxFuture ahead of it: every window a read can see.
 func fixtureSpans(w window.Config, now time.Time) []store.Span {

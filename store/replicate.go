@@ -33,7 +33,7 @@ func (s *Store) Seq() uint64 { return s.pubSeq.Load() }
 
 // publishDigestLocked publishes seq, and vv if it changed, for Digest. The
 // caller holds mu for writing.
-func (s *Store) publishDigestLocked(vvChanged bool) {
+func (s *memState) publishDigestLocked(vvChanged bool) {
 	s.pubSeq.Store(s.seq)
 	if vvChanged || s.pubVV.Load() == nil {
 		vv := maps.Clone(s.vv)

@@ -61,37 +61,9 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu sync.RWMutex // guards the fields below
-	// mem holds every slot changed since the last checkpoint, as complete
-	// counters (state.db's entries merged with the changes). A counter in mem
-	// is never modified: the committer replaces it, so the checkpointer can
-	// compare pointers to see whether a slot changed while it was writing.
-	mem  memtable
-	idem map[string][]crdt.KeyRecord // committed key records not yet checkpointed
-	// comps holds every compensation this store has (they are few: one per
-	// slot a duplicate raised), so that reads never look for them on disk.
-	// compsDirty are the slots whose set changed since the last checkpoint;
-	// compNames counts the slots with compensations per counter name.
-	comps      map[crdt.Slot]crdt.Comps
-	compsDirty map[crdt.Slot]bool
-	compNames  map[string]int
-	vv         map[crdt.ReplicaID]uint64 // other replicas: complete up to seq
-	seq        uint64                    // this replica's last committed seq
-	jlast      uint64                    // last journal record whose effects are in mem
-	// pubSeq and pubVV publish seq and vv for Digest, which gossip calls
-	// from memberlist's callbacks: those never wait for mu. pubVV is
-	// replaced, never modified.
-	pubSeq atomic.Uint64
-	pubVV  atomic.Pointer[map[crdt.ReplicaID]uint64]
-	// evictGen counts evictions from mem. A read transaction on state.db
-	// opened before an eviction may miss the value that eviction wrote.
-	evictGen uint64
-	// idemGen counts the checkpoints that moved key records from mem to
-	// state.db (see idemLookup).
-	idemGen uint64
-	failed  error
-	// roomCond wakes a committer waiting for a checkpoint to shrink mem.
-	roomCond *sync.Cond
+	// memState: mem, the key records and compensations not yet
+	// checkpointed, the version vector and seq, under mu (memtable.go).
+	memState
 
 	// jmu guards the journal handle: the committer appends under it, the
 	// checkpointer trims and replaces the file under it (rotateJournal).
@@ -116,15 +88,10 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("create data directory %s: %w", cfg.Dir, err)
 	}
 	s := &Store{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		mem:        newMemtable(),
-		idem:       make(map[string][]crdt.KeyRecord),
-		comps:      make(map[crdt.Slot]crdt.Comps),
-		compsDirty: make(map[crdt.Slot]bool),
-		compNames:  make(map[string]int),
-		vv:         make(map[crdt.ReplicaID]uint64),
-		inflight:   make(map[string]chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		memState: newMemState(),
+		inflight: make(map[string]chan struct{}),
 	}
 	s.roomCond = sync.NewCond(&s.mu)
 	s.com = &committer{s: s, ops: make(chan *op, 4096)}
@@ -452,7 +419,7 @@ func (s *Store) applyRecord(stx *bolt.Tx, r *record, now time.Time) error {
 
 // setComps replaces the compensations of slot. The caller holds mu for
 // writing, or owns the store alone (load).
-func (s *Store) setComps(slot crdt.Slot, cs crdt.Comps) {
+func (s *memState) setComps(slot crdt.Slot, cs crdt.Comps) {
 	if _, ok := s.comps[slot]; !ok {
 		s.compNames[slot.Name]++
 	}
@@ -461,7 +428,7 @@ func (s *Store) setComps(slot crdt.Slot, cs crdt.Comps) {
 
 // deleteComps forgets the compensations of an expired slot. The caller holds
 // mu for writing.
-func (s *Store) deleteComps(slot crdt.Slot) {
+func (s *memState) deleteComps(slot crdt.Slot) {
 	if _, ok := s.comps[slot]; !ok {
 		return
 	}
@@ -480,9 +447,9 @@ func (s *Store) keep(slot crdt.Slot, now time.Time) bool {
 	return slot.IsTotal() || s.cfg.Windows.Retained(slot.Res, slot.Start, now)
 }
 
-func (s *Store) putMem(slot crdt.Slot, g *crdt.GCounter) { s.mem.put(slot, g) }
+func (s *memState) putMem(slot crdt.Slot, g *crdt.GCounter) { s.mem.put(slot, g) }
 
-func (s *Store) deleteMem(slot crdt.Slot) {
+func (s *memState) deleteMem(slot crdt.Slot) {
 	if s.mem.delete(slot) {
 		s.evictGen++
 	}
