@@ -6,19 +6,25 @@ import (
 	"github.com/abacus-counter/abacus/crdt"
 )
 
-// outbox holds fresh entries waiting to be broadcast. It replaces memberlist's
+// outbox holds the entries waiting to be broadcast. It replaces memberlist's
 // TransmitLimitedQueue, which keeps everything queued (unbounded) and can lose
-// a message to a same-length replacement (upstream PR #263). Here an entry is
-// keyed by (slot, origin): a newer value replaces the waiting one in place, so
-// a hot counter costs one entry, however often it changes. Each value is handed
-// out transmits times (one per gossip target), then dropped. GetBroadcasts
-// drains it into messages that fit the size it is given.
+// a message to a same-length replacement (upstream PR #263). It holds
+// references, not values: a (slot, origin) key and how many transmissions it
+// has left. The value goes in when a message is built, read from the store
+// (lookup): the entry as it is then, which is on disk, and at least as new as
+// the one that was queued. A hot counter costs one key however often it
+// changes. Each key is handed out transmits times (one per gossip target),
+// then dropped. GetBroadcasts drains it into messages that fit the size it is
+// given.
 type outbox struct {
 	mu      sync.Mutex
-	entries map[outKey]*outEntry
-	queue   []outKey // round-robin order; may hold keys already gone
+	entries map[outKey]int32 // transmissions left
+	queue   []outKey         // round-robin order; may hold keys already gone
 	limit   int
 	dropped uint64 // entries dropped for the limit
+	// lookup returns origin's current entry of slot (Store.Entry); set by
+	// the Gossip that drains the outbox, before anything is taken.
+	lookup func(crdt.Slot, crdt.ReplicaID) (crdt.Entry, bool)
 }
 
 type outKey struct {
@@ -26,13 +32,8 @@ type outKey struct {
 	origin crdt.ReplicaID
 }
 
-type outEntry struct {
-	e    entry
-	left int // transmissions left
-}
-
 func newOutbox(limit int) *outbox {
-	return &outbox{entries: make(map[outKey]*outEntry), limit: limit}
+	return &outbox{entries: make(map[outKey]int32), limit: limit}
 }
 
 // add queues deltas to be sent transmits times each.
@@ -41,16 +42,10 @@ func (o *outbox) add(ds []crdt.Delta, transmits int) {
 	defer o.mu.Unlock()
 	for _, d := range ds {
 		k := outKey{d.Slot, d.Entry.Replica}
-		e := entry{slot: d.Slot, value: d.Entry.Value, seq: d.Entry.Seq}
-		if cur, ok := o.entries[k]; ok {
-			if e.value > cur.e.value || (e.value == cur.e.value && e.seq > cur.e.seq) {
-				cur.e = e
-			}
-			cur.left = transmits
-			continue
+		if _, ok := o.entries[k]; !ok {
+			o.queue = append(o.queue, k)
 		}
-		o.entries[k] = &outEntry{e: e, left: transmits}
-		o.queue = append(o.queue, k)
+		o.entries[k] = int32(transmits)
 	}
 	// The queue holds each waiting key once, oldest first.
 	for len(o.entries) > o.limit {
@@ -77,7 +72,7 @@ func (o *outbox) take(size int) []byte {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	const header = 2 + 1 // type, version, group count (fits a byte for < 128 groups)
-	if size <= header+16+1+minEntrySize || len(o.entries) == 0 {
+	if size <= header+16+1+minEntrySize || len(o.entries) == 0 || o.lookup == nil {
 		return nil
 	}
 	var (
@@ -89,11 +84,16 @@ func (o *outbox) take(size int) []byte {
 	)
 	for i = 0; i < len(o.queue); i++ {
 		k := o.queue[i]
-		oe, ok := o.entries[k]
-		if !ok {
+		if _, ok := o.entries[k]; !ok {
 			continue
 		}
-		n := entrySize(oe.e)
+		cur, ok := o.lookup(k.slot, k.origin)
+		if !ok {
+			delete(o.entries, k) // expired, or gone with its window
+			continue
+		}
+		e := entry{slot: k.slot, value: cur.Value, seq: cur.Seq}
+		n := entrySize(e)
 		g := -1
 		for j := range groups {
 			if groups[j].origin == k.origin {
@@ -124,7 +124,7 @@ func (o *outbox) take(size int) []byte {
 			groups = append(groups, originGroup{origin: k.origin})
 			g = len(groups) - 1
 		}
-		groups[g].entries = append(groups[g].entries, oe.e)
+		groups[g].entries = append(groups[g].entries, e)
 		taken = append(taken, k)
 		if len(groups) >= 127 {
 			i++
@@ -138,12 +138,12 @@ func (o *outbox) take(size int) []byte {
 		return nil
 	}
 	for _, k := range taken {
-		oe := o.entries[k]
-		oe.left--
-		if oe.left <= 0 {
+		left := o.entries[k] - 1
+		if left <= 0 {
 			delete(o.entries, k)
 			continue
 		}
+		o.entries[k] = left
 		o.queue = append(o.queue, k)
 	}
 	m := deltasMsg{groups: groups}
@@ -156,8 +156,13 @@ func (o *outbox) drain() []crdt.Delta {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	out := make([]crdt.Delta, 0, len(o.entries))
-	for k, oe := range o.entries {
-		out = append(out, crdt.Delta{Slot: oe.e.slot, Entry: crdt.Entry{Replica: k.origin, Value: oe.e.value, Seq: oe.e.seq}})
+	for k := range o.entries {
+		if o.lookup == nil {
+			break
+		}
+		if e, ok := o.lookup(k.slot, k.origin); ok {
+			out = append(out, crdt.Delta{Slot: k.slot, Entry: e})
+		}
 	}
 	clear(o.entries)
 	o.queue = o.queue[:0]
