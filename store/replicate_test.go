@@ -274,3 +274,128 @@ func TestStore_ChainChunk_ColumnWithNothingAboveBase(t *testing.T) {
 		t.Error("chunk not done")
 	}
 }
+
+// TestStore_Replicate_ModelWithExpiry: random histories over two days of
+// event times at three stores, with the clock moving on so that windows (and
+// the windows a block holds) expire while increments, broadcasts, crashes,
+// checkpoints and anti-entropy chains in small chunks go on. After a final
+// anti-entropy round every store holds exactly the acknowledged counts: every
+// total, and every minute window still retained.
+func TestStore_Replicate_ModelWithExpiry(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		c := newClock(t0)
+		var mu sync.Mutex
+		var wire []crdt.Delta
+		open := func(dir string) *store.Store {
+			cfg := testConfig(dir, c)
+			cfg.Sink = entrySink(func(ds []crdt.Delta) {
+				mu.Lock()
+				wire = append(wire, ds...)
+				mu.Unlock()
+			})
+			s, err := store.Open(cfg)
+			if err != nil {
+				rt.Fatal(err)
+			}
+			return s
+		}
+		type node struct {
+			dir string
+			s   *store.Store
+		}
+		nodes := make([]*node, 3)
+		for i := range nodes {
+			dir := t.TempDir()
+			nodes[i] = &node{dir: dir, s: open(dir)}
+		}
+		defer func() {
+			for _, n := range nodes {
+				n.s.Close(context.Background())
+			}
+		}()
+		names := []string{"x", "y"}
+		type win struct {
+			name  string
+			start int64
+		}
+		want := map[string]uint64{}
+		minutes := map[win]uint64{}
+		ctx := context.Background()
+		for i, steps := 0, rapid.IntRange(1, 50).Draw(rt, "steps"); i < steps; i++ {
+			n := nodes[rapid.IntRange(0, 2).Draw(rt, "node")]
+			switch rapid.IntRange(0, 6).Draw(rt, "action") {
+			case 0, 1:
+				name := rapid.SampledFrom(names).Draw(rt, "name")
+				amt := rapid.Uint64Range(1, 50).Draw(rt, "amount")
+				ts := c.Now().Add(-time.Duration(rapid.IntRange(0, 47*60).Draw(rt, "ago")) * time.Minute)
+				if _, err := n.s.Apply(ctx, &store.Request{Increments: []store.Increment{inc(name, amt, ts)}}); err != nil {
+					rt.Fatal(err)
+				}
+				want[name] += amt
+				minutes[win{name, ts.Truncate(time.Minute).Unix()}] += amt
+			case 2:
+				mu.Lock()
+				var d crdt.Delta
+				ok := len(wire) > 0
+				if ok {
+					d = wire[rapid.IntRange(0, len(wire)-1).Draw(rt, "delta")]
+				}
+				mu.Unlock()
+				if ok {
+					if _, err := n.s.Merge(ctx, []crdt.Delta{d}, nil); err != nil {
+						rt.Fatal(err)
+					}
+				}
+			case 3:
+				if err := n.s.Checkpoint(ctx); err != nil {
+					rt.Fatal(err)
+				}
+			case 4:
+				crashed := copyDir(t, n.dir)
+				n.s.Close(ctx)
+				n.dir, n.s = crashed, open(crashed)
+			case 5:
+				from := nodes[rapid.IntRange(0, 2).Draw(rt, "from")]
+				if from != n {
+					syncSome(t, from.s, n.s, rapid.IntRange(1, 400).Draw(rt, "chunk"), rapid.IntRange(-1, 3).Draw(rt, "chunks"))
+				}
+			case 6: // time passes; windows expire
+				c.Advance(time.Duration(rapid.IntRange(1, 12*60).Draw(rt, "minutes")) * time.Minute)
+				for _, n := range nodes {
+					if err := n.s.Expire(ctx); err != nil {
+						rt.Fatal(err)
+					}
+				}
+			}
+		}
+		for round := 0; round < 2; round++ {
+			for _, from := range nodes {
+				for _, to := range nodes {
+					if from != to {
+						syncAll(t, from.s, to.s, 256)
+					}
+				}
+			}
+		}
+		now := c.Now()
+		q := window.Query{From: now.Add(-48 * time.Hour), To: now.Add(time.Minute), Step: time.Minute}
+		for i, n := range nodes {
+			for _, name := range names {
+				if got := mustTotal(t, n.s, name); got != want[name] {
+					rt.Fatalf("store %d: total of %s = %d, want %d", i, name, got, want[name])
+				}
+				pts, plan := mustRange(t, n.s, name, q, now)
+				for j, got := range pts {
+					start := plan.From.Add(time.Duration(j) * time.Minute).Unix()
+					w := minutes[win{name, start}]
+					if !n.s.Config().Windows.Retained(60, start, now) {
+						w = 0 // past retention: no longer served
+					}
+					if got != w {
+						rt.Fatalf("store %d: %s minute %s = %d, want %d", i, name, time.Unix(start, 0).UTC().Format(time.RFC3339), got, w)
+					}
+				}
+			}
+		}
+	})
+}
