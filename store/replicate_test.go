@@ -96,90 +96,121 @@ func TestStore_Replicate_Model(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		c := newClock(t0)
 		now := c.Now()
-		type node struct {
-			dir string
-			s   *store.Store
-		}
-		var mu sync.Mutex
-		var wire []crdt.Delta // every committed delta, as broadcast
-		open := func(dir string) *store.Store {
-			cfg := testConfig(dir, c)
-			cfg.Sink = entrySink(func(ds []crdt.Delta) {
-				mu.Lock()
-				wire = append(wire, ds...)
-				mu.Unlock()
-			})
-			s, err := store.Open(cfg)
-			if err != nil {
-				rt.Fatal(err)
-			}
-			return s
-		}
-		nodes := make([]*node, 3)
-		for i := range nodes {
-			dir := t.TempDir()
-			nodes[i] = &node{dir: dir, s: open(dir)}
-		}
-		defer func() {
-			for _, n := range nodes {
-				n.s.Close(context.Background())
-			}
-		}()
+		m := newModelCluster(t, rt, c)
+		defer m.close()
 		names := []string{"x", "y", "z"}
 		want := map[string]uint64{}
 		ctx := context.Background()
 		steps := rapid.IntRange(1, 40).Draw(rt, "steps")
 		for i := 0; i < steps; i++ {
-			n := nodes[rapid.IntRange(0, 2).Draw(rt, "node")]
-			switch rapid.IntRange(0, 5).Draw(rt, "action") {
-			case 0, 1:
-				name := rapid.SampledFrom(names).Draw(rt, "name")
-				amt := rapid.Uint64Range(1, 50).Draw(rt, "amount")
-				ago := time.Duration(rapid.IntRange(0, 120).Draw(rt, "ago")) * time.Minute
-				if _, err := n.s.Apply(ctx, &store.Request{Increments: []store.Increment{inc(name, amt, now.Add(-ago))}}); err != nil {
-					rt.Fatal(err)
-				}
-				want[name] += amt
-			case 2: // deliver a broadcast, possibly stale or repeated
-				mu.Lock()
-				var d crdt.Delta
-				ok := len(wire) > 0
-				if ok {
-					d = wire[rapid.IntRange(0, len(wire)-1).Draw(rt, "delta")]
-				}
-				mu.Unlock()
-				if ok {
-					if _, err := n.s.Merge(ctx, []crdt.Delta{d}, nil); err != nil {
-						rt.Fatal(err)
-					}
-				}
-			case 3:
-				if err := n.s.Checkpoint(ctx); err != nil {
-					rt.Fatal(err)
-				}
-			case 4: // crash: restart from what is on disk right now
-				crashed := copyDir(t, n.dir)
-				n.s.Close(ctx)
-				n.dir, n.s = crashed, open(crashed)
-			case 5:
-				from := nodes[rapid.IntRange(0, 2).Draw(rt, "from")]
-				if from != n {
-					syncSome(t, from.s, n.s, rapid.IntRange(1, 400).Draw(rt, "chunk"), rapid.IntRange(-1, 3).Draw(rt, "chunks"))
-				}
+			n := m.nodes[rapid.IntRange(0, 2).Draw(rt, "node")]
+			if rapid.IntRange(0, 2).Draw(rt, "increment") > 0 {
+				m.step(rt, n)
+				continue
 			}
-		}
-		for round := 0; round < 2; round++ {
-			for _, from := range nodes {
-				for _, to := range nodes {
-					if from != to {
-						syncAll(t, from.s, to.s, 256)
-					}
-				}
+			name := rapid.SampledFrom(names).Draw(rt, "name")
+			amt := rapid.Uint64Range(1, 50).Draw(rt, "amount")
+			ago := time.Duration(rapid.IntRange(0, 120).Draw(rt, "ago")) * time.Minute
+			if _, err := n.s.Apply(ctx, &store.Request{Increments: []store.Increment{inc(name, amt, now.Add(-ago))}}); err != nil {
+				rt.Fatal(err)
 			}
+			want[name] += amt
 		}
-		stores := []*store.Store{nodes[0].s, nodes[1].s, nodes[2].s}
-		sameCounters(t, names, want, now, stores...)
+		m.syncAll()
+		sameCounters(t, names, want, now, m.nodes[0].s, m.nodes[1].s, m.nodes[2].s)
 	})
+}
+
+// modelCluster is three stores for the replication model tests, with every
+// delta they commit kept as broadcast (wire).
+type modelCluster struct {
+	t     *testing.T
+	c     *clock
+	mu    sync.Mutex
+	wire  []crdt.Delta
+	nodes []*modelNode
+}
+
+type modelNode struct {
+	dir string
+	s   *store.Store
+}
+
+func newModelCluster(t *testing.T, rt *rapid.T, c *clock) *modelCluster {
+	m := &modelCluster{t: t, c: c}
+	for range 3 {
+		dir := t.TempDir()
+		m.nodes = append(m.nodes, &modelNode{dir: dir, s: m.open(rt, dir)})
+	}
+	return m
+}
+
+func (m *modelCluster) open(rt *rapid.T, dir string) *store.Store {
+	cfg := testConfig(dir, m.c)
+	cfg.Sink = entrySink(func(ds []crdt.Delta) {
+		m.mu.Lock()
+		m.wire = append(m.wire, ds...)
+		m.mu.Unlock()
+	})
+	s, err := store.Open(cfg)
+	if err != nil {
+		rt.Fatal(err)
+	}
+	return s
+}
+
+func (m *modelCluster) close() {
+	for _, n := range m.nodes {
+		n.s.Close(context.Background())
+	}
+}
+
+// step runs one of the actions both model tests share at n: deliver a
+// broadcast (possibly stale or repeated), checkpoint, crash (restart from
+// what is on disk right now), or anti-entropy from another node cut short.
+func (m *modelCluster) step(rt *rapid.T, n *modelNode) {
+	ctx := context.Background()
+	switch rapid.IntRange(0, 3).Draw(rt, "shared action") {
+	case 0:
+		m.mu.Lock()
+		var d crdt.Delta
+		ok := len(m.wire) > 0
+		if ok {
+			d = m.wire[rapid.IntRange(0, len(m.wire)-1).Draw(rt, "delta")]
+		}
+		m.mu.Unlock()
+		if ok {
+			if _, err := n.s.Merge(ctx, []crdt.Delta{d}, nil); err != nil {
+				rt.Fatal(err)
+			}
+		}
+	case 1:
+		if err := n.s.Checkpoint(ctx); err != nil {
+			rt.Fatal(err)
+		}
+	case 2:
+		crashed := copyDir(m.t, n.dir)
+		n.s.Close(ctx)
+		n.dir, n.s = crashed, m.open(rt, crashed)
+	case 3:
+		from := m.nodes[rapid.IntRange(0, 2).Draw(rt, "from")]
+		if from != n {
+			syncSome(m.t, from.s, n.s, rapid.IntRange(1, 400).Draw(rt, "chunk"), rapid.IntRange(-1, 3).Draw(rt, "chunks"))
+		}
+	}
+}
+
+// syncAll runs a full anti-entropy round between every ordered pair, twice.
+func (m *modelCluster) syncAll() {
+	for range 2 {
+		for _, from := range m.nodes {
+			for _, to := range m.nodes {
+				if from != to {
+					syncAll(m.t, from.s, to.s, 256)
+				}
+			}
+		}
+	}
 }
 
 func TestStore_Merge_ReturnsWhatItLearned(t *testing.T) {
@@ -284,35 +315,9 @@ func TestStore_ChainChunk_ColumnWithNothingAboveBase(t *testing.T) {
 func TestStore_Replicate_ModelWithExpiry(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		c := newClock(t0)
-		var mu sync.Mutex
-		var wire []crdt.Delta
-		open := func(dir string) *store.Store {
-			cfg := testConfig(dir, c)
-			cfg.Sink = entrySink(func(ds []crdt.Delta) {
-				mu.Lock()
-				wire = append(wire, ds...)
-				mu.Unlock()
-			})
-			s, err := store.Open(cfg)
-			if err != nil {
-				rt.Fatal(err)
-			}
-			return s
-		}
-		type node struct {
-			dir string
-			s   *store.Store
-		}
-		nodes := make([]*node, 3)
-		for i := range nodes {
-			dir := t.TempDir()
-			nodes[i] = &node{dir: dir, s: open(dir)}
-		}
-		defer func() {
-			for _, n := range nodes {
-				n.s.Close(context.Background())
-			}
-		}()
+		m := newModelCluster(t, rt, c)
+		defer m.close()
+		nodes := m.nodes
 		names := []string{"x", "y"}
 		type win struct {
 			name  string
@@ -323,8 +328,8 @@ func TestStore_Replicate_ModelWithExpiry(t *testing.T) {
 		ctx := context.Background()
 		for i, steps := 0, rapid.IntRange(1, 50).Draw(rt, "steps"); i < steps; i++ {
 			n := nodes[rapid.IntRange(0, 2).Draw(rt, "node")]
-			switch rapid.IntRange(0, 6).Draw(rt, "action") {
-			case 0, 1:
+			switch rapid.IntRange(0, 3).Draw(rt, "action") {
+			case 0:
 				name := rapid.SampledFrom(names).Draw(rt, "name")
 				amt := rapid.Uint64Range(1, 50).Draw(rt, "amount")
 				ts := c.Now().Add(-time.Duration(rapid.IntRange(0, 47*60).Draw(rt, "ago")) * time.Minute)
@@ -333,50 +338,18 @@ func TestStore_Replicate_ModelWithExpiry(t *testing.T) {
 				}
 				want[name] += amt
 				minutes[win{name, ts.Truncate(time.Minute).Unix()}] += amt
-			case 2:
-				mu.Lock()
-				var d crdt.Delta
-				ok := len(wire) > 0
-				if ok {
-					d = wire[rapid.IntRange(0, len(wire)-1).Draw(rt, "delta")]
-				}
-				mu.Unlock()
-				if ok {
-					if _, err := n.s.Merge(ctx, []crdt.Delta{d}, nil); err != nil {
-						rt.Fatal(err)
-					}
-				}
-			case 3:
-				if err := n.s.Checkpoint(ctx); err != nil {
-					rt.Fatal(err)
-				}
-			case 4:
-				crashed := copyDir(t, n.dir)
-				n.s.Close(ctx)
-				n.dir, n.s = crashed, open(crashed)
-			case 5:
-				from := nodes[rapid.IntRange(0, 2).Draw(rt, "from")]
-				if from != n {
-					syncSome(t, from.s, n.s, rapid.IntRange(1, 400).Draw(rt, "chunk"), rapid.IntRange(-1, 3).Draw(rt, "chunks"))
-				}
-			case 6: // time passes; windows expire
+			case 1: // time passes; windows expire
 				c.Advance(time.Duration(rapid.IntRange(1, 12*60).Draw(rt, "minutes")) * time.Minute)
 				for _, n := range nodes {
 					if err := n.s.Expire(ctx); err != nil {
 						rt.Fatal(err)
 					}
 				}
+			default:
+				m.step(rt, n)
 			}
 		}
-		for round := 0; round < 2; round++ {
-			for _, from := range nodes {
-				for _, to := range nodes {
-					if from != to {
-						syncAll(t, from.s, to.s, 256)
-					}
-				}
-			}
-		}
+		m.syncAll()
 		now := c.Now()
 		q := window.Query{From: now.Add(-48 * time.Hour), To: now.Add(time.Minute), Step: time.Minute}
 		for i, n := range nodes {

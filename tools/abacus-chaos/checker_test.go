@@ -82,12 +82,7 @@ func TestCheck_Consistent(t *testing.T) {
 }
 
 func TestCheck_Fails(t *testing.T) {
-	tests := []struct {
-		name   string
-		doctor func(ops []Op, obs *Observation) []Op
-		want   string // in a failure message
-		check  func(t *testing.T, r Result)
-	}{
+	tests := []doctored{
 		{
 			name: "lost acked increment",
 			doctor: func(ops []Op, obs *Observation) []Op {
@@ -225,22 +220,7 @@ func TestCheck_Fails(t *testing.T) {
 			want: "reuses the idempotency key",
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			ops, obs := fixture()
-			ops = tc.doctor(ops, &obs)
-			r := Check(ops, obs)
-			if r.Pass {
-				t.Fatal("the checker passed a doctored run")
-			}
-			if !strings.Contains(strings.Join(r.Failures, "\n"), tc.want) {
-				t.Errorf("failures do not mention %q:\n%s", tc.want, strings.Join(r.Failures, "\n"))
-			}
-			if tc.check != nil {
-				tc.check(t, r)
-			}
-		})
-	}
+	checkDoctored(t, fixture, tests)
 }
 
 func wantEq(t *testing.T, what string, got, want uint64) {
@@ -380,12 +360,7 @@ func TestCheck_Roaming_Consistent(t *testing.T) {
 // two nodes and counted twice is a double count, whether the client got an
 // answer or not; and the other ways a roaming run can go wrong are caught.
 func TestCheck_Roaming_Fails(t *testing.T) {
-	tests := []struct {
-		name   string
-		doctor func(ops []Op, obs *Observation) []Op
-		want   string
-		check  func(t *testing.T, r Result)
-	}{
+	tests := []doctored{
 		{
 			name: "acked op applied at two nodes counted twice",
 			doctor: func(ops []Op, obs *Observation) []Op {
@@ -507,22 +482,7 @@ func TestCheck_Roaming_Fails(t *testing.T) {
 			want: "sent without ts to 3 nodes",
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			ops, obs := roamFixture()
-			ops = tc.doctor(ops, &obs)
-			r := Check(ops, obs)
-			if r.Pass {
-				t.Fatal("the checker passed a doctored run")
-			}
-			if !strings.Contains(strings.Join(r.Failures, "\n"), tc.want) {
-				t.Errorf("failures do not mention %q:\n%s", tc.want, strings.Join(r.Failures, "\n"))
-			}
-			if tc.check != nil {
-				tc.check(t, r)
-			}
-		})
-	}
+	checkDoctored(t, roamFixture, tests)
 }
 
 // TestHistory_RoundTrip_Tries: a roaming op's tries survive the history.
@@ -550,5 +510,34 @@ func TestHistory_RoundTrip_Tries(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, ops) {
 		t.Errorf("read back:\n%+v\nwant:\n%+v", got, ops)
+	}
+}
+
+// doctored is a history the checker must fail: a fixture changed by doctor,
+// whose failures must mention want (and pass check, if any).
+type doctored struct {
+	name   string
+	doctor func(ops []Op, obs *Observation) []Op
+	want   string // in a failure message
+	check  func(t *testing.T, r Result)
+}
+
+// checkDoctored runs each doctored history of fixture through the checker.
+func checkDoctored(t *testing.T, fixture func() ([]Op, Observation), tests []doctored) {
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ops, obs := fixture()
+			ops = tc.doctor(ops, &obs)
+			r := Check(ops, obs)
+			if r.Pass {
+				t.Fatal("the checker passed a doctored run")
+			}
+			if !strings.Contains(strings.Join(r.Failures, "\n"), tc.want) {
+				t.Errorf("failures do not mention %q:\n%s", tc.want, strings.Join(r.Failures, "\n"))
+			}
+			if tc.check != nil {
+				tc.check(t, r)
+			}
+		})
 	}
 }
