@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"cmp"
 	"hash/fnv"
 	"math"
 	"slices"
@@ -29,20 +30,7 @@ func KeyHash(key string) uint64 {
 }
 
 func (c Comp) compareID(o Comp) int {
-	if x := c.Loser.Compare(o.Loser); x != 0 {
-		return x
-	}
-	switch {
-	case c.Seq < o.Seq:
-		return -1
-	case c.Seq > o.Seq:
-		return 1
-	case c.Key < o.Key:
-		return -1
-	case c.Key > o.Key:
-		return 1
-	}
-	return 0
+	return cmp.Or(c.Loser.Compare(o.Loser), cmp.Compare(c.Seq, o.Seq), cmp.Compare(c.Key, o.Key))
 }
 
 // Comps is the set of compensations of one slot, sorted by (Loser, Seq, Key).
