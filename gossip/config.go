@@ -20,10 +20,6 @@ type Store interface {
 	// ChainChunk returns about maxBytes of a chain of origin's entries with
 	// a seq above base: the chunk after cursor after (store.ChainChunk).
 	ChainChunk(origin crdt.ReplicaID, base, after uint64, maxBytes int) (Chunk, error)
-	// Entry returns origin's current entry of slot, if any: what a broadcast
-	// of that key sends. It must be quick (it runs as packets are built) and
-	// return only values on disk.
-	Entry(slot crdt.Slot, origin crdt.ReplicaID) (crdt.Entry, bool)
 	// Merge applies entries, covers, key records and compensations durably,
 	// in one commit, and returns the entries it learned.
 	Merge(ctx context.Context, c Changes) ([]crdt.Delta, error)

@@ -166,9 +166,6 @@ func New(cfg Config, st Store) (*Gossip, error) {
 		g.box = NewOutbox(cfg.OutboxLimit, cfg.Now)
 	}
 	g.out, g.recs = g.box.entries, g.box.recs
-	g.out.mu.Lock()
-	g.out.lookup = st.Entry
-	g.out.mu.Unlock()
 	mc, err := g.memberlistConfig()
 	if err != nil {
 		cancel()

@@ -327,7 +327,6 @@ func (nopStore) ReplicaInfo(crdt.ReplicaID) (string, string, bool) {
 func (nopStore) ChainChunk(crdt.ReplicaID, uint64, uint64, int) (Chunk, error) {
 	return Chunk{Done: true}, nil
 }
-func (nopStore) Entry(crdt.Slot, crdt.ReplicaID) (crdt.Entry, bool) { return crdt.Entry{}, false }
 func (nopStore) Merge(context.Context, Changes) ([]crdt.Delta, error) {
 	return nil, nil
 }

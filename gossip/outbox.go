@@ -8,23 +8,27 @@ import (
 
 // outbox holds the entries waiting to be broadcast. It replaces memberlist's
 // TransmitLimitedQueue, which keeps everything queued (unbounded) and can lose
-// a message to a same-length replacement (upstream PR #263). It holds
-// references, not values: a (slot, origin) key and how many transmissions it
-// has left. The value goes in when a message is built, read from the store
-// (lookup): the entry as it is then, which is on disk, and at least as new as
-// the one that was queued. A hot counter costs one key however often it
-// changes. Each key is handed out transmits times (one per gossip target),
+// a message to a same-length replacement (upstream PR #263). An entry is kept
+// under its (slot, origin) key as its value, seq and transmissions left, in
+// the map itself (no allocation per entry): a newer value replaces the
+// waiting one in place, so a hot counter costs one entry however often it
+// changes. Each value is handed out transmits times (one per gossip target),
 // then dropped. GetBroadcasts drains it into messages that fit the size it is
-// given.
+// given. (It keeps values rather than reading them from the store when a
+// message is built: GetBroadcasts runs on memberlist's packet path, which
+// must never wait on state.db.)
 type outbox struct {
 	mu      sync.Mutex
-	entries map[outKey]int32 // transmissions left
-	queue   []outKey         // round-robin order; may hold keys already gone
+	entries map[outKey]outVal
+	queue   []outKey // round-robin order: each waiting key once
 	limit   int
 	dropped uint64 // entries dropped for the limit
-	// lookup returns origin's current entry of slot (Store.Entry); set by
-	// the Gossip that drains the outbox, before anything is taken.
-	lookup func(crdt.Slot, crdt.ReplicaID) (crdt.Entry, bool)
+}
+
+// outVal is a waiting entry's value and the transmissions it has left.
+type outVal struct {
+	value, seq uint64
+	left       int32
 }
 
 type outKey struct {
@@ -33,7 +37,7 @@ type outKey struct {
 }
 
 func newOutbox(limit int) *outbox {
-	return &outbox{entries: make(map[outKey]int32), limit: limit}
+	return &outbox{entries: make(map[outKey]outVal), limit: limit}
 }
 
 // add queues deltas to be sent transmits times each.
@@ -42,10 +46,14 @@ func (o *outbox) add(ds []crdt.Delta, transmits int) {
 	defer o.mu.Unlock()
 	for _, d := range ds {
 		k := outKey{d.Slot, d.Entry.Replica}
-		if _, ok := o.entries[k]; !ok {
+		v := outVal{value: d.Entry.Value, seq: d.Entry.Seq, left: int32(transmits)}
+		cur, ok := o.entries[k]
+		if !ok {
 			o.queue = append(o.queue, k)
+		} else if cur.value > v.value || (cur.value == v.value && cur.seq > v.seq) {
+			v.value, v.seq = cur.value, cur.seq // a stale value never replaces a newer one
 		}
-		o.entries[k] = int32(transmits)
+		o.entries[k] = v
 	}
 	// The queue holds each waiting key once, oldest first.
 	for len(o.entries) > o.limit {
@@ -72,7 +80,7 @@ func (o *outbox) take(size int) []byte {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	const header = 2 + 1 // type, version, group count (fits a byte for < 128 groups)
-	if size <= header+16+1+minEntrySize || len(o.entries) == 0 || o.lookup == nil {
+	if size <= header+16+1+minEntrySize || len(o.entries) == 0 {
 		return nil
 	}
 	var (
@@ -84,15 +92,11 @@ func (o *outbox) take(size int) []byte {
 	)
 	for i = 0; i < len(o.queue); i++ {
 		k := o.queue[i]
-		if _, ok := o.entries[k]; !ok {
-			continue
-		}
-		cur, ok := o.lookup(k.slot, k.origin)
+		v, ok := o.entries[k]
 		if !ok {
-			delete(o.entries, k) // expired, or gone with its window
 			continue
 		}
-		e := entry{slot: k.slot, value: cur.Value, seq: cur.Seq}
+		e := entry{slot: k.slot, value: v.value, seq: v.seq}
 		n := entrySize(e)
 		g := -1
 		for j := range groups {
@@ -138,12 +142,12 @@ func (o *outbox) take(size int) []byte {
 		return nil
 	}
 	for _, k := range taken {
-		left := o.entries[k] - 1
-		if left <= 0 {
+		v := o.entries[k]
+		if v.left--; v.left <= 0 {
 			delete(o.entries, k)
 			continue
 		}
-		o.entries[k] = left
+		o.entries[k] = v
 		o.queue = append(o.queue, k)
 	}
 	m := deltasMsg{groups: groups}
@@ -156,13 +160,8 @@ func (o *outbox) drain() []crdt.Delta {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	out := make([]crdt.Delta, 0, len(o.entries))
-	for k := range o.entries {
-		if o.lookup == nil {
-			break
-		}
-		if e, ok := o.lookup(k.slot, k.origin); ok {
-			out = append(out, crdt.Delta{Slot: k.slot, Entry: e})
-		}
+	for k, v := range o.entries {
+		out = append(out, crdt.Delta{Slot: k.slot, Entry: crdt.Entry{Replica: k.origin, Value: v.value, Seq: v.seq}})
 	}
 	clear(o.entries)
 	o.queue = o.queue[:0]

@@ -18,35 +18,6 @@ func delta(name string, origin byte, value, seq uint64) crdt.Delta {
 	return crdt.Delta{Slot: crdt.TotalSlot(name), Entry: crdt.Entry{Replica: crdt.ReplicaID{origin}, Value: value, Seq: seq}}
 }
 
-// fakeValues stands in for the store behind an outbox: the newest value of
-// each key it was given (put), for the outbox's lookup.
-type fakeValues map[outKey]crdt.Entry
-
-func (f fakeValues) put(ds []crdt.Delta) {
-	for _, d := range ds {
-		k := outKey{d.Slot, d.Entry.Replica}
-		if cur, ok := f[k]; !ok || !cur.Covers(d.Entry) {
-			f[k] = d.Entry
-		}
-	}
-}
-
-func (f fakeValues) get(slot crdt.Slot, origin crdt.ReplicaID) (crdt.Entry, bool) {
-	e, ok := f[outKey{slot, origin}]
-	return e, ok
-}
-
-// newTestOutbox is an outbox over fakeValues; commit puts values in both,
-// as the store's commit and its sink do.
-func newTestOutbox(limit int) (*outbox, func(ds []crdt.Delta, transmits int)) {
-	o, f := newOutbox(limit), fakeValues{}
-	o.lookup = f.get
-	return o, func(ds []crdt.Delta, transmits int) {
-		f.put(ds)
-		o.add(ds, transmits)
-	}
-}
-
 func decodeTaken(t *testing.T, b []byte) []crdt.Delta {
 	t.Helper()
 	typ, d, err := header(b)
@@ -61,12 +32,12 @@ func decodeTaken(t *testing.T, b []byte) []crdt.Delta {
 }
 
 func TestOutbox_MessagesFitTheLimit(t *testing.T) {
-	o, commit := newTestOutbox(10_000)
+	o := newOutbox(10_000)
 	var ds []crdt.Delta
 	for i := 0; i < 500; i++ {
 		ds = append(ds, delta(fmt.Sprintf("counter-%03d", i), byte(i%3), uint64(i+1), uint64(i+1)))
 	}
-	commit(ds, 1)
+	o.add(ds, 1)
 	seen := map[string]bool{}
 	for _, limit := range []int{1360, 200, 64} {
 		for {
@@ -88,11 +59,11 @@ func TestOutbox_MessagesFitTheLimit(t *testing.T) {
 }
 
 func TestOutbox_Coalesces(t *testing.T) {
-	o, commit := newTestOutbox(100)
+	o := newOutbox(100)
 	for v := uint64(1); v <= 1000; v++ {
-		commit([]crdt.Delta{delta("hot", 1, v, v)}, 3)
+		o.add([]crdt.Delta{delta("hot", 1, v, v)}, 3)
 	}
-	commit([]crdt.Delta{delta("hot", 1, 5, 5)}, 3) // a stale value never replaces a newer one
+	o.add([]crdt.Delta{delta("hot", 1, 5, 5)}, 3) // a stale value never replaces a newer one
 	if o.len() != 1 {
 		t.Fatalf("%d entries for one hot slot", o.len())
 	}
@@ -108,9 +79,9 @@ func TestOutbox_Coalesces(t *testing.T) {
 }
 
 func TestOutbox_Bounded(t *testing.T) {
-	o, commit := newTestOutbox(50)
+	o := newOutbox(50)
 	for i := 0; i < 200; i++ {
-		commit([]crdt.Delta{delta(fmt.Sprintf("c%d", i), 1, 1, 1)}, 2)
+		o.add([]crdt.Delta{delta(fmt.Sprintf("c%d", i), 1, 1, 1)}, 2)
 	}
 	if o.len() != 50 || o.dropped != 150 {
 		t.Fatalf("len %d dropped %d, want 50 and 150", o.len(), o.dropped)
@@ -147,9 +118,8 @@ func TestCommitLog(t *testing.T) {
 // TestGetBroadcasts_OneCopyPerCall: one call is one target; it must not carry
 // the same entry twice, or a value's transmissions are spent on one peer.
 func TestGetBroadcasts_OneCopyPerCall(t *testing.T) {
-	out, commit := newTestOutbox(100)
-	g := &Gossip{out: out, recs: newRecordbox(10)}
-	commit([]crdt.Delta{delta("a", 1, 1, 1), delta("b", 1, 1, 1)}, 4)
+	g := &Gossip{out: newOutbox(100), recs: newRecordbox(10)}
+	g.out.add([]crdt.Delta{delta("a", 1, 1, 1), delta("b", 1, 1, 1)}, 4)
 	for call := 1; call <= 4; call++ {
 		msgs := (*delegate)(g).GetBroadcasts(3, 1400)
 		seen := map[string]int{}
@@ -171,13 +141,13 @@ func TestGetBroadcasts_OneCopyPerCall(t *testing.T) {
 // do not fit, not the whole queue, and rotates them to the back, so that an
 // entry that fits further back is reached by later calls.
 func TestOutbox_TakeLooksAtFewEntriesThatDoNotFit(t *testing.T) {
-	o, commit := newTestOutbox(100_000)
+	o := newOutbox(100_000)
 	var ds []crdt.Delta
 	for i := 0; i < 10_000; i++ {
 		ds = append(ds, delta(fmt.Sprintf("a-rather-long-counter-name-%05d", i), 1, 1, 1))
 	}
 	ds = append(ds, delta("s", 1, 1, 1))
-	commit(ds, 1)
+	o.add(ds, 1)
 	const room = 40 // fits "s" alone, none of the long names
 	calls := 0
 	for {
@@ -240,22 +210,32 @@ func TestRecordbox_Messages(t *testing.T) {
 	}
 }
 
-// TestOutbox_SendsTheStoresValue: the outbox holds keys only; a message
-// carries the store's entry as it is when the message is built (newer than
-// the one queued), and a key the store no longer has is dropped.
-func TestOutbox_SendsTheStoresValue(t *testing.T) {
-	o, f := newOutbox(100), fakeValues{}
-	o.lookup = f.get
-	queued := []crdt.Delta{delta("a", 1, 1, 1), delta("b", 1, 1, 1)}
-	f.put(queued)
-	o.add(queued, 2)
-	f.put([]crdt.Delta{delta("a", 1, 7, 4)}) // committed since, not queued again
-	delete(f, outKey{crdt.TotalSlot("b"), crdt.ReplicaID{1}})
-	got := decodeTaken(t, o.take(1360))
-	if len(got) != 1 || got[0].Slot.Name != "a" || got[0].Entry.Value != 7 || got[0].Entry.Seq != 4 {
-		t.Fatalf("took %+v, want a at its newest value (7, seq 4) and not b", got)
+// TestEncodeDeltas_SendsEveryEntry: the last send before leaving (flushOutbox)
+// packs every waiting entry into messages that fit, and loses none.
+func TestEncodeDeltas_SendsEveryEntry(t *testing.T) {
+	var ds []crdt.Delta
+	for i := range 300 {
+		ds = append(ds, delta(fmt.Sprintf("counter-%03d", i), byte(i%3), uint64(i+1), uint64(i+2)))
 	}
-	if _, ok := o.entries[outKey{crdt.TotalSlot("b"), crdt.ReplicaID{1}}]; ok {
-		t.Fatal("b is still queued after the store lost it")
+	msgs := encodeDeltas(ds, 1400)
+	var got []crdt.Delta
+	for _, m := range msgs {
+		if len(m) > 1400 {
+			t.Fatalf("message of %d bytes", len(m))
+		}
+		got = append(got, decodeTaken(t, m)...)
+	}
+	key := func(d crdt.Delta) string {
+		return fmt.Sprintf("%s %v %d %d", d.Slot.Name, d.Entry.Replica, d.Entry.Value, d.Entry.Seq)
+	}
+	want := map[string]bool{}
+	for _, d := range ds {
+		want[key(d)] = true
+	}
+	for _, d := range got {
+		delete(want, key(d))
+	}
+	if len(got) != len(ds) || len(want) != 0 {
+		t.Fatalf("%d messages carried %d entries of %d; missing %d", len(msgs), len(got), len(ds), len(want))
 	}
 }

@@ -40,29 +40,6 @@ func (s *Store) Total(name string) (uint64, error) {
 	return total, nil
 }
 
-// Entry returns origin's current entry of slot, from mem or state.db: what a
-// broadcast of that slot sends. A window past retention has none.
-func (s *Store) Entry(slot crdt.Slot, origin crdt.ReplicaID) (crdt.Entry, bool) {
-	if !s.keep(slot, s.cfg.Now()) {
-		return crdt.Entry{}, false
-	}
-	s.mu.RLock()
-	g := s.mem.get(slot)
-	s.mu.RUnlock()
-	if g == nil {
-		// Not in mem: in state.db, which a checkpoint wrote before it
-		// evicted the slot.
-		err := s.state.View(func(tx *bolt.Tx) (err error) {
-			g, err = s.loadCounter(tx, slot)
-			return err
-		})
-		if err != nil {
-			return crdt.Entry{}, false
-		}
-	}
-	return g.Get(origin)
-}
-
 // ReplicaCount is one replica's share of a counter.
 type ReplicaCount struct {
 	ReplicaInfo

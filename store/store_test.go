@@ -520,32 +520,3 @@ func TestStore_CheckpointTriggers(t *testing.T) {
 		})
 	}
 }
-
-// TestStore_Entry: a replica's current entry of a slot, from mem before a
-// checkpoint and from state.db after it; none for a window past retention.
-func TestStore_Entry(t *testing.T) {
-	c := newClock(t0)
-	s := mustOpen(t, testConfig(t.TempDir(), c))
-	now := c.Now()
-	mustApply(t, s, inc("x", 3, now))
-	mustApply(t, s, inc("x", 2, now))
-	minute := crdt.Slot{Name: "x", Res: 60, Start: now.Truncate(time.Minute).Unix()}
-	for _, when := range []string{"in mem", "after the checkpoint"} {
-		for _, slot := range []crdt.Slot{crdt.TotalSlot("x"), minute} {
-			e, ok := s.Entry(slot, s.Replica())
-			if !ok || e.Value != 5 || e.Seq != 2 || e.Replica != s.Replica() {
-				t.Fatalf("%s: entry of %+v = %+v, %v; want 5 at seq 2", when, slot, e, ok)
-			}
-		}
-		if _, ok := s.Entry(minute, crdt.ReplicaID{9}); ok {
-			t.Fatalf("%s: an entry of a replica that never wrote", when)
-		}
-		if err := s.Checkpoint(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.Advance(49 * time.Hour)
-	if _, ok := s.Entry(minute, s.Replica()); ok {
-		t.Fatal("an entry of a window past retention")
-	}
-}

@@ -130,10 +130,6 @@ func (r replicator) ChainChunk(origin crdt.ReplicaID, base, after uint64, maxByt
 	return gossip.Chunk{After: c.After, Next: c.Next, Top: c.Top, Deltas: c.Deltas, Done: c.Done, Records: c.Records, Comps: c.Comps}, err
 }
 
-func (r replicator) Entry(slot crdt.Slot, origin crdt.ReplicaID) (crdt.Entry, bool) {
-	return r.st.Entry(slot, origin)
-}
-
 func (r replicator) Merge(ctx context.Context, c gossip.Changes) ([]crdt.Delta, error) {
 	sc := make([]store.Cover, len(c.Covers))
 	for i, cv := range c.Covers {
