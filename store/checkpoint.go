@@ -55,6 +55,14 @@ func (k *checkpointer) run(ctx context.Context) {
 		janitor = t.C
 	}
 	run := func() {
+		defer func() {
+			// A kick that came while this checkpoint ran asked for what it
+			// just did; the committer asks again if a bound is still passed.
+			select {
+			case <-k.kick:
+			default:
+			}
+		}()
 		if err := k.checkpoint(); err != nil {
 			s.log.Error("checkpoint failed", "err", err)
 			// A committer waiting for room waits for nothing now: wake
@@ -161,7 +169,9 @@ func (k *checkpointer) checkpoint() error {
 	for id, v := range s.vv {
 		snap.vv[id] = v
 	}
-	journaled := s.com.journaled.Load()
+	// What the journal held at the snapshot is what this checkpoint covers:
+	// the committer asks for the next one only once as much again is in.
+	k.journaledAt.Store(s.com.journaled.Load())
 	failed := s.refusalLocked()
 	s.mu.RUnlock()
 	if failed != nil {
@@ -276,7 +286,6 @@ func (k *checkpointer) checkpoint() error {
 		return s.fail(err)
 	}
 	k.releaseAfterBurst(len(snap.slots))
-	k.journaledAt.Store(journaled)
 	s.stats.checkpoints.Add(1)
 	if s.cfg.ObserveCheckpoint != nil {
 		s.cfg.ObserveCheckpoint(len(snap.slots), time.Since(start))

@@ -220,6 +220,9 @@ func (w *batchWriter) flush() error {
 		for _, p := range w.puts {
 			b := tx.Bucket(p.bucket)
 			b.FillPercent = fillPercent
+			if bytes.Equal(p.bucket, bucketBlocks) {
+				b.FillPercent = blockFillPercent // the newest blocks grow in place
+			}
 			if err := b.Put(p.k, p.v); err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 
@@ -115,6 +116,10 @@ func (s *Store) EntriesSince(origin crdt.ReplicaID, after uint64, maxBytes int) 
 func (s *Store) ChainChunk(origin crdt.ReplicaID, base, after uint64, maxBytes int) (Chunk, error) {
 	base = min(base, after)
 	c := Chunk{Origin: origin, After: after}
+	if after == math.MaxUint64 {
+		c.Next, c.Done = after, true // nothing can lie above (and after+1 would wrap)
+		return c, nil
+	}
 	// mem first: a slot that leaves mem after this is in state.db by then.
 	var fromMem []carried
 	inMem := make(map[crdt.Slot]*crdt.GCounter)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -178,7 +179,15 @@ func (s *Store) openBolt(path string, journal bool) (*boltDB, error) {
 		// freelist on open is cheap, writing it on every commit is not.
 		NoFreelistSync: journal,
 	}
-	db, err := openChecked(path, opts, s.cfg.hooks.cleanCheckMax)
+	// The journal's pages are walked whatever its size: a crash under load
+	// leaves it big, and it is bounded by the checkpoint's triggers (a
+	// million entry changes). A big state.db is walked by inspect, after an
+	// unclean shutdown only.
+	checkMax := s.cfg.hooks.cleanCheckMax
+	if journal {
+		checkMax = math.MaxInt64
+	}
+	db, err := openChecked(path, opts, checkMax)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w", path, ErrInUse)
 	}

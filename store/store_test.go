@@ -494,7 +494,9 @@ func TestStore_CheckpointTriggers(t *testing.T) {
 		set  func(*store.Config)
 	}{
 		{"deltas", func(cfg *store.Config) { cfg.CheckpointDeltas = 200 }},
-		{"slots", func(cfg *store.Config) { cfg.CheckpointSlots = 100 }},
+		// Writers wait for room only far above: the trigger, not that
+		// wait, must start the checkpoint.
+		{"slots", func(cfg *store.Config) { cfg.CheckpointSlots, cfg.MaxPendingSlots = 100, 1<<20 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock(t0)
