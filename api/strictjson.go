@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // checkKeys scans a JSON body before it is decoded into v and refuses what
@@ -16,7 +17,7 @@ import (
 // bytes itself: json.Decoder.Token allocates for every token, and on a
 // batch of 10,000 items cost two thirds of the decode it guards.
 func checkKeys(body []byte, v any) *apiError {
-	s := keyScanner{b: body, fields: jsonFieldNames(reflect.TypeOf(v))}
+	s := keyScanner{b: body, fields: fieldNamesOf(reflect.TypeOf(v))}
 	for {
 		s.space()
 		if s.i >= len(s.b) {
@@ -180,6 +181,19 @@ func (s *keyScanner) str() string {
 }
 
 // jsonFieldNames is every JSON field name in t and the types it holds.
+// fieldNames caches jsonFieldNames per type: a body's type is one of a few,
+// and walking it by reflection for every request was work on the increment
+// path. The maps are only read once made.
+var fieldNames sync.Map // reflect.Type → map[string]bool
+
+func fieldNamesOf(t reflect.Type) map[string]bool {
+	if m, ok := fieldNames.Load(t); ok {
+		return m.(map[string]bool)
+	}
+	m, _ := fieldNames.LoadOrStore(t, jsonFieldNames(t))
+	return m.(map[string]bool)
+}
+
 func jsonFieldNames(t reflect.Type) map[string]bool {
 	names := map[string]bool{}
 	var walk func(t reflect.Type, depth int)
