@@ -37,7 +37,6 @@ func (g *Gossip) noteMember(n *memberlist.Node, state string) {
 		if state != "alive" {
 			// Forced out (force-leave): its death does not list it again.
 			delete(g.peers, n.Name)
-			g.box.peers.Store(int32(len(g.peers)))
 			g.mu.Unlock()
 			return
 		}
@@ -52,6 +51,11 @@ func (g *Gossip) noteMember(n *memberlist.Node, state string) {
 	switch {
 	case state == "alive":
 		p.leaving = false
+		if g.box.transmits.Load() == 0 {
+			// The first live peer: broadcast from now, not from the next
+			// digest tick (which sets the count from every live member).
+			g.setTransmits(1)
+		}
 	case p.leaving || n.State == memberlist.StateLeft:
 		state = "left"
 	}
@@ -72,7 +76,6 @@ func (g *Gossip) peerLocked(name string) *peer {
 	if p == nil {
 		p = &peer{digest: make(map[crdt.ReplicaID]uint64)}
 		g.peers[name] = p
-		g.box.peers.Store(int32(len(g.peers)))
 	}
 	return p
 }

@@ -172,7 +172,7 @@ func New(cfg Config, st Store) (*Gossip, error) {
 		return nil, err
 	}
 	g.retransmitMult = mc.RetransmitMult
-	g.box.transmits.Store(int32(retransmits(g.retransmitMult, 1)))
+	g.setTransmits(0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		cancel()
@@ -279,6 +279,16 @@ func splitHostPort(addr string, defPort int) (string, int, error) {
 		host = "0.0.0.0"
 	}
 	return host, p, nil
+}
+
+// setTransmits sets how often a broadcast value is sent, for n other live
+// members: memberlist's rule, and 0 (queue nothing) when there are none.
+func (g *Gossip) setTransmits(n int) {
+	t := 0
+	if n > 0 {
+		t = retransmits(g.retransmitMult, n+1)
+	}
+	g.box.transmits.Store(int32(t))
 }
 
 // retransmits is memberlist's rule: mult × ⌈log10(n+1)⌉.

@@ -140,7 +140,6 @@ func (g *Gossip) forgetFromPeer(name string) {
 // tombstone, so that a late "dead" from memberlist does not bring it back.
 func (g *Gossip) forgetLocked(name string) {
 	delete(g.peers, name)
-	g.box.peers.Store(int32(len(g.peers)))
 	delete(g.known, name)
 	if g.syncBase != nil {
 		delete(g.syncBase, name)

@@ -239,3 +239,23 @@ func TestEncodeDeltas_SendsEveryEntry(t *testing.T) {
 		t.Fatalf("%d messages carried %d entries of %d; missing %d", len(msgs), len(got), len(ds), len(want))
 	}
 }
+
+// TestOutbox_QueuesOnlyWithLivePeers: with no other member alive (transmits
+// 0) a commit is noted but nothing waits for broadcast; with one, it does.
+func TestOutbox_QueuesOnlyWithLivePeers(t *testing.T) {
+	ob := NewOutbox(100, nil)
+	ds := []crdt.Delta{delta("a", 1, 1, 1)}
+	ob.Committed(ds)
+	ob.CommittedRecords([]crdt.KeyRecord{{Key: "k", Origin: crdt.ReplicaID{1}, Seq: 1}})
+	if n := ob.entries.len(); n != 0 || ob.committed.Load() != 0 || len(ob.recs.messages(1<<20)) != 0 {
+		t.Fatalf("a lone node queued %d entries (%d counted) and records", n, ob.committed.Load())
+	}
+	if ob.committedSince(1).IsZero() {
+		t.Fatal("the commit's time was not noted")
+	}
+	ob.transmits.Store(2)
+	ob.Committed(ds)
+	if n := ob.entries.len(); n != 1 || ob.committed.Load() != 1 {
+		t.Fatalf("with a peer: %d entries waiting, %d counted; want 1 and 1", n, ob.committed.Load())
+	}
+}

@@ -13,8 +13,9 @@ import (
 // the lag of each peer). Whoever wires a node makes it first and hands it to
 // both sides: to the store as its sink (store.Config.Sink), which fills it
 // after each commit, and to New (Config.Outbox), whose Gossip drains it. The
-// store needs nothing of gossip, and nothing it commits before gossip starts
-// is dropped on the way.
+// store needs nothing of gossip. While no other member is alive (a lone
+// node, or before gossip starts) nothing is queued: a node that joins later
+// gets everything by anti-entropy.
 type Outbox struct {
 	entries *outbox
 	recs    *recordbox
@@ -23,12 +24,9 @@ type Outbox struct {
 	mu      sync.Mutex // guards commits
 	commits commitLog
 
-	// Set by the Gossip that drains the outbox.
-	transmits atomic.Int32 // how often each broadcast value is sent
-	// peers is how many members the node knows besides itself: a node that
-	// knows no other queues nothing (a node that joins later gets
-	// everything by anti-entropy).
-	peers     atomic.Int32
+	// transmits is how often each broadcast value is sent: 0 while no other
+	// member is alive. Set by the Gossip that drains the outbox.
+	transmits atomic.Int32
 	committed atomic.Uint64 // this replica's entries queued for broadcast
 }
 
@@ -58,18 +56,27 @@ func (o *Outbox) Committed(ds []crdt.Delta) {
 	o.mu.Lock()
 	o.commits.add(top, o.now())
 	o.mu.Unlock()
-	o.committed.Add(uint64(len(ds)))
-	if o.peers.Load() == 0 {
-		return // nobody to send them to
+	if o.queue(ds) {
+		o.committed.Add(uint64(len(ds)))
 	}
-	o.entries.add(ds, int(o.transmits.Load()))
+}
+
+// queue adds entries to broadcast (this replica's, or relayed), unless
+// nobody is there to get them, and reports whether it did.
+func (o *Outbox) queue(ds []crdt.Delta) bool {
+	t := o.transmits.Load()
+	if t == 0 {
+		return false
+	}
+	o.entries.add(ds, int(t))
+	return true
 }
 
 // CommittedRecords queues this replica's freshly committed key records for
 // the next push to every peer, so that a retry at another node finds them.
 // The store calls it after each commit that stored some; it does not block.
 func (o *Outbox) CommittedRecords(rs []crdt.KeyRecord) {
-	if o.peers.Load() == 0 {
+	if o.transmits.Load() == 0 {
 		return // nobody to push them to
 	}
 	o.recs.add(rs)

@@ -338,7 +338,7 @@ func (g *Gossip) mergeWorker() {
 		}
 		g.stats.entriesLearned.Add(uint64(len(learned)))
 		if len(learned) > 0 {
-			g.out.add(learned, int(g.box.transmits.Load()))
+			g.box.queue(learned)
 		}
 	}
 }
@@ -362,7 +362,7 @@ func (g *Gossip) tickLoop() {
 		case <-t.C:
 		}
 		peers := g.alivePeers()
-		g.box.transmits.Store(int32(retransmits(g.retransmitMult, len(peers)+1)))
+		g.setTransmits(len(peers))
 		b := g.digest().appendTo(nil)
 		if len(b) <= maxDigestPacket {
 			for _, n := range peers {
@@ -451,7 +451,6 @@ func (g *Gossip) missing() []string {
 			alive[name] = true
 		case now.Sub(p.changed) > forgetAfter:
 			delete(g.peers, name) // gone for days: removed, not partitioned
-			g.box.peers.Store(int32(len(g.peers)))
 		}
 	}
 	for name, t := range g.forgot {
