@@ -63,7 +63,17 @@ func (g *GCounter) Get(r ReplicaID) (Entry, bool) {
 	return g.entries[i], true
 }
 
+// find returns the index of r's entry, or where it would be inserted.
 func (g *GCounter) find(r ReplicaID) (int, bool) {
+	if len(g.entries) <= 8 {
+		// A counter has an entry per replica that counted it: a few.
+		for i := range g.entries {
+			if c := g.entries[i].Replica.Compare(r); c >= 0 {
+				return i, c == 0
+			}
+		}
+		return len(g.entries), false
+	}
 	return slices.BinarySearchFunc(g.entries, r, func(e Entry, r ReplicaID) int {
 		return e.Replica.Compare(r)
 	})
@@ -132,7 +142,20 @@ func (g *GCounter) Merge(o *GCounter) []Entry {
 
 // Clone returns an independent copy of g.
 func (g *GCounter) Clone() *GCounter {
+	if len(g.entries) == 1 {
+		// The usual counter, one replica's: one allocation, not two.
+		c := &oneEntry{}
+		c.e[0] = g.entries[0]
+		c.g.entries = c.e[:]
+		return &c.g
+	}
 	return &GCounter{entries: slices.Clone(g.entries)}
+}
+
+// oneEntry is a counter and the room for its only entry, allocated together.
+type oneEntry struct {
+	g GCounter
+	e [1]Entry
 }
 
 // Equal reports whether g and o hold the same entries.

@@ -1,9 +1,12 @@
 package crdt_test
 
 import (
+	"bytes"
 	"errors"
 	"math"
 	"testing"
+
+	"pgregory.net/rapid"
 
 	"github.com/abacus-counter/abacus/crdt"
 )
@@ -155,4 +158,55 @@ func TestValidName(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestReplicaID_Compare_IsBytewise(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		// Often equal in a prefix, so that every byte gets to decide.
+		a := crdt.ReplicaID(rapid.SliceOfN(rapid.Byte(), 16, 16).Draw(t, "a"))
+		b := a
+		for _, i := range rapid.SliceOfN(rapid.IntRange(0, 15), 0, 3).Draw(t, "changed") {
+			b[i] = rapid.Byte().Draw(t, "b")
+		}
+		if got, want := a.Compare(b), bytes.Compare(a[:], b[:]); got != want {
+			t.Fatalf("%x.Compare(%x) = %d, bytes.Compare says %d", a, b, got, want)
+		}
+	})
+}
+
+// TestGCounter_ManyReplicas checks a counter against a map of entries with
+// few and many replicas: entries are found by a scan while few, by a binary
+// search beyond.
+func TestGCounter_ManyReplicas(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		var g crdt.GCounter
+		model := map[crdt.ReplicaID]uint64{}
+		for range rapid.IntRange(1, 60).Draw(t, "n") {
+			r := crdt.ReplicaID{15: rapid.ByteRange(0, 20).Draw(t, "replica"), 3: rapid.ByteRange(0, 1).Draw(t, "high")}
+			amount := rapid.Uint64Range(1, 9).Draw(t, "amount")
+			if err := g.CanAdd(r, amount); err != nil {
+				t.Fatal(err)
+			}
+			e, err := g.Add(r, amount, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			model[r] += amount
+			if e.Value != model[r] {
+				t.Fatalf("Add(%x) = %d, want %d", r, e.Value, model[r])
+			}
+		}
+		entries := g.Entries()
+		if len(entries) != len(model) {
+			t.Fatalf("%d entries, want %d", len(entries), len(model))
+		}
+		for i, e := range entries {
+			if i > 0 && entries[i-1].Replica.Compare(e.Replica) >= 0 {
+				t.Fatalf("entries out of order at %d", i)
+			}
+			if got, ok := g.Get(e.Replica); !ok || got.Value != model[e.Replica] {
+				t.Fatalf("Get(%x) = %d, %v; want %d", e.Replica, got.Value, ok, model[e.Replica])
+			}
+		}
+	})
 }

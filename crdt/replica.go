@@ -1,6 +1,8 @@
 package crdt
 
 import (
+	"cmp"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -39,13 +41,9 @@ func (id ReplicaID) IsZero() bool { return id == ReplicaID{} }
 
 // Compare orders IDs bytewise: -1, 0 or +1.
 func (id ReplicaID) Compare(o ReplicaID) int {
-	for i := range id {
-		switch {
-		case id[i] < o[i]:
-			return -1
-		case id[i] > o[i]:
-			return 1
-		}
+	// Bytewise order is the order of the two big-endian halves.
+	if a, b := binary.BigEndian.Uint64(id[:8]), binary.BigEndian.Uint64(o[:8]); a != b {
+		return cmp.Compare(a, b)
 	}
-	return 0
+	return cmp.Compare(binary.BigEndian.Uint64(id[8:]), binary.BigEndian.Uint64(o[8:]))
 }

@@ -428,7 +428,8 @@ type staging struct {
 	txGen uint64 // s.evictGen when tx was opened
 
 	// Per commit: with Async, across the batches it gathers.
-	counters map[string]*stagedCounter // the staged slots of each counter
+	counters map[string]int32 // the staged slots of each counter: index into staged
+	staged   []stagedCounter  // reused across commits, with their slices
 	arena    []stagedSlot
 	dirty    []int32          // arena entries raised
 	other    map[deltaKey]int // merged entries of other replicas: index into deltas
@@ -461,18 +462,37 @@ type staging struct {
 	ownRecs    []crdt.KeyRecord
 }
 
-// stagedCounter indexes one counter's staged slots in the arena.
+// stagedCounter indexes one counter's staged slots in the arena. An
+// increment stages a few windows of a counter, looked up by a scan; a merge
+// may stage many, looked up in a map once there are more than scanMax.
 type stagedCounter struct {
-	total   int32 // or -1
-	windows map[memWin]int32
+	total int32 // or -1
+	wins  []stagedWin
+	many  map[memWin]int32 // every window, once wins holds more than scanMax
 }
+
+type stagedWin struct {
+	w memWin
+	i int32
+}
+
+const scanMax = 16
 
 func (sc *stagedCounter) find(slot crdt.Slot) (int32, bool) {
 	if slot.IsTotal() {
 		return sc.total, sc.total >= 0
 	}
-	i, ok := sc.windows[memWin{slot.Res, slot.Start}]
-	return i, ok
+	w := memWin{slot.Res, slot.Start}
+	if sc.many != nil {
+		i, ok := sc.many[w]
+		return i, ok
+	}
+	for _, x := range sc.wins {
+		if x.w == w {
+			return x.i, true
+		}
+	}
+	return -1, false
 }
 
 func (sc *stagedCounter) set(slot crdt.Slot, i int32) {
@@ -480,10 +500,17 @@ func (sc *stagedCounter) set(slot crdt.Slot, i int32) {
 		sc.total = i
 		return
 	}
-	if sc.windows == nil {
-		sc.windows = make(map[memWin]int32, 4)
+	w := memWin{slot.Res, slot.Start}
+	sc.wins = append(sc.wins, stagedWin{w, i})
+	switch {
+	case sc.many != nil:
+		sc.many[w] = i
+	case len(sc.wins) > scanMax:
+		sc.many = make(map[memWin]int32, 2*len(sc.wins))
+		for _, x := range sc.wins {
+			sc.many[x.w] = x.i
+		}
 	}
-	sc.windows[memWin{slot.Res, slot.Start}] = i
 }
 
 type stagedSlot struct {
@@ -503,7 +530,7 @@ type deltaKey struct {
 func newStaging(s *Store) *staging {
 	return &staging{
 		s:        s,
-		counters: make(map[string]*stagedCounter),
+		counters: make(map[string]int32),
 		other:    make(map[deltaKey]int),
 		vv:       make(map[crdt.ReplicaID]uint64),
 		compSet:  make(map[crdt.Slot]crdt.Comps),
@@ -514,6 +541,7 @@ func newStaging(s *Store) *staging {
 // reset empties st after a commit.
 func (st *staging) reset() {
 	clear(st.counters)
+	st.staged = st.staged[:0]
 	clear(st.other)
 	st.arena = st.arena[:0]
 	st.dirty = st.dirty[:0]
@@ -597,10 +625,19 @@ func (st *staging) stageSlot(slot crdt.Slot) (int32, error) {
 // loading those not staged yet from mem or state.db. Every slot is one of
 // counter name's: its name is hashed once here and once in mem.
 func (st *staging) stageSlots(name string, slots []crdt.Slot, idx []int32) error {
-	sc := st.counters[name]
-	if sc == nil {
-		sc = &stagedCounter{total: -1}
-		st.counters[name] = sc
+	var sc *stagedCounter
+	if j, ok := st.counters[name]; ok {
+		sc = &st.staged[j]
+	} else {
+		st.counters[name] = int32(len(st.staged))
+		if len(st.staged) < cap(st.staged) {
+			st.staged = st.staged[:len(st.staged)+1]
+			sc = &st.staged[len(st.staged)-1]
+			*sc = stagedCounter{total: -1, wins: sc.wins[:0]}
+		} else {
+			st.staged = append(st.staged, stagedCounter{total: -1})
+			sc = &st.staged[len(st.staged)-1]
+		}
 	}
 	missing := false
 	for k, slot := range slots {
