@@ -30,6 +30,16 @@ func blockOf(res uint32, start int64) (bstart int64, i int) {
 	return bstart, int((start - bstart) / int64(res))
 }
 
+// sameBlock reports whether windows a and b are in one block.
+func sameBlock(a, b crdt.Slot) bool {
+	if a.IsTotal() || b.IsTotal() || a.Name != b.Name || a.Res != b.Res {
+		return false
+	}
+	ab, _ := blockOf(a.Res, a.Start)
+	bb, _ := blockOf(b.Res, b.Start)
+	return ab == bb
+}
+
 // blockRef names a block in the seq index: the slot of its first window.
 func blockRef(name string, res uint32, bstart int64) crdt.Slot {
 	return crdt.Slot{Name: name, Res: res, Start: bstart}

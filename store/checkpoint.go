@@ -137,8 +137,7 @@ func (s *Store) Expire(ctx context.Context) error {
 }
 
 type checkpointSnap struct {
-	slots []crdt.Slot
-	mem   map[crdt.Slot]*crdt.GCounter
+	mem   []memSlot // mem's slots, in key order
 	idem  map[string][]crdt.KeyRecord
 	comps map[crdt.Slot]crdt.Comps
 	vv    map[crdt.ReplicaID]uint64
@@ -152,14 +151,14 @@ func (k *checkpointer) checkpoint() error {
 	s := k.s
 	s.mu.RLock()
 	snap := checkpointSnap{
-		mem:   make(map[crdt.Slot]*crdt.GCounter, s.mem.len()),
+		mem:   make([]memSlot, 0, s.mem.len()),
 		idem:  make(map[string][]crdt.KeyRecord, len(s.idem)),
 		comps: make(map[crdt.Slot]crdt.Comps, len(s.compsDirty)),
 		vv:    make(map[crdt.ReplicaID]uint64, len(s.vv)),
 		seq:   s.seq,
 		jlast: s.jlast,
 	}
-	s.mem.each(func(slot crdt.Slot, g *crdt.GCounter) { snap.mem[slot] = g })
+	s.mem.each(func(slot crdt.Slot, g *crdt.GCounter) { snap.mem = append(snap.mem, memSlot{slot, g}) })
 	for key, r := range s.idem {
 		snap.idem[key] = r[:len(r):len(r)]
 	}
@@ -180,12 +179,8 @@ func (k *checkpointer) checkpoint() error {
 	if len(snap.mem) == 0 && len(snap.idem) == 0 && len(snap.comps) == 0 && snap.jlast == k.truncated && !s.reps.pending() {
 		return nil
 	}
-	snap.slots = make([]crdt.Slot, 0, len(snap.mem))
-	for slot := range snap.mem {
-		snap.slots = append(snap.slots, slot)
-	}
 	// Writing in key order keeps bbolt's page splits and dirty pages down.
-	slices.SortFunc(snap.slots, crdt.Slot.Compare)
+	slices.SortFunc(snap.mem, func(a, b memSlot) int { return a.slot.Compare(b.slot) })
 	now := s.cfg.Now()
 	start := time.Now()
 	// Slots go in transactions of at most checkpointTxSlots: one huge
@@ -195,13 +190,20 @@ func (k *checkpointer) checkpoint() error {
 	// is trimmed only after that, and replaying it over a checkpoint cut
 	// short changes nothing.
 	txSlots := s.cfg.hooks.checkpointTxSlots
-	for i := 0; i < len(snap.slots); i += txSlots {
-		chunk := snap.slots[i:min(i+txSlots, len(snap.slots))]
+	for i := 0; i < len(snap.mem); {
+		// A block is written whole in one transaction: a chunk that ended
+		// inside one would read and write it twice.
+		end := min(i+txSlots, len(snap.mem))
+		for end < len(snap.mem) && sameBlock(snap.mem[end-1].slot, snap.mem[end].slot) {
+			end++
+		}
+		chunk := snap.mem[i:end]
+		i = end
 		var repsDone func()
 		err := s.state.Update(func(tx *bolt.Tx) error {
 			w := newSlotWriter(s, tx, now)
-			for _, slot := range chunk {
-				if err := w.write(slot, snap.mem[slot], now); err != nil {
+			for _, m := range chunk {
+				if err := w.write(m.slot, m.g, now); err != nil {
 					return err
 				}
 			}
@@ -223,9 +225,9 @@ func (k *checkpointer) checkpoint() error {
 			f()
 		}
 		s.mu.Lock()
-		for _, slot := range chunk {
-			if s.mem.get(slot) == snap.mem[slot] {
-				s.deleteMem(slot)
+		for _, m := range chunk {
+			if s.mem.get(m.slot) == m.g {
+				s.deleteMem(m.slot)
 			}
 		}
 		s.roomCond.Broadcast()
@@ -285,12 +287,12 @@ func (k *checkpointer) checkpoint() error {
 	if err := k.truncateJournal(snap.jlast); err != nil {
 		return s.fail(err)
 	}
-	k.releaseAfterBurst(len(snap.slots))
+	k.releaseAfterBurst(len(snap.mem))
 	s.stats.checkpoints.Add(1)
 	if s.cfg.ObserveCheckpoint != nil {
-		s.cfg.ObserveCheckpoint(len(snap.slots), time.Since(start))
+		s.cfg.ObserveCheckpoint(len(snap.mem), time.Since(start))
 	}
-	s.log.Debug("checkpoint", "slots", len(snap.slots), "idempotency_keys", len(snap.idem), "journal_upto", snap.jlast, "took", time.Since(start))
+	s.log.Debug("checkpoint", "slots", len(snap.mem), "idempotency_keys", len(snap.idem), "journal_upto", snap.jlast, "took", time.Since(start))
 	return nil
 }
 

@@ -120,6 +120,12 @@ func (m *memtable) delete(slot crdt.Slot) bool {
 	return true
 }
 
+// memSlot is a slot of mem and its counter.
+type memSlot struct {
+	slot crdt.Slot
+	g    *crdt.GCounter
+}
+
 // each calls fn for every slot held, in no order.
 func (m *memtable) each(fn func(slot crdt.Slot, g *crdt.GCounter)) {
 	for name, c := range m.counters {

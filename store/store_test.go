@@ -522,3 +522,32 @@ func TestStore_CheckpointTriggers(t *testing.T) {
 		})
 	}
 }
+
+// TestStore_CheckpointWritesABlockOnce: a checkpoint's transactions end
+// between blocks, never inside one, so each block is read and written once
+// even when a transaction's share of slots runs out in its middle.
+func TestStore_CheckpointWritesABlockOnce(t *testing.T) {
+	c := newClock(t0)
+	txs := 0
+	cfg := store.WithHooks(testConfig(t.TempDir(), c), store.Hooks{CheckpointTxSlots: 1, AfterSlotTx: func() { txs++ }})
+	s := mustOpen(t, cfg)
+	defer mustClose(t, s)
+	blocks := map[[2]int64]bool{}
+	for k := range 40 {
+		ts := c.Now().Add(-time.Duration(k) * time.Minute)
+		mustApply(t, s, inc("c", 1, ts))
+		for _, w := range cfg.Windows.AppendWindows(nil, ts, c.Now()) {
+			blocks[[2]int64{int64(w.Res), w.Start / (int64(w.Res) * 64)}] = true
+		}
+	}
+	if err := s.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// One transaction for the total, one for each block.
+	if want := 1 + len(blocks); txs != want {
+		t.Fatalf("%d slot transactions for the total and %d blocks, want %d", txs, len(blocks), want)
+	}
+	if got := mustTotal(t, s, "c"); got != 40 {
+		t.Fatalf("total %d, want 40", got)
+	}
+}
