@@ -236,7 +236,17 @@ type batchItem struct {
 }
 
 // parseBatch reads and validates a whole batch; any bad item refuses it all.
+// Bodies of the common shape take scanBatch's single pass; the rest, and
+// every refusal, the strict way.
 func parseBatch(body []byte, now time.Time) ([]Increment, *apiError) {
+	if incs, ok := scanBatch(body, now); ok {
+		return incs, nil
+	}
+	return parseBatchStrict(body, now)
+}
+
+// parseBatchStrict is parseBatch through decodeStrict, for any body.
+func parseBatchStrict(body []byte, now time.Time) ([]Increment, *apiError) {
 	var b batchBody
 	if e := decodeStrict(body, &b); e != nil {
 		return nil, e
