@@ -143,7 +143,7 @@ func edgeBatchBodies() []string {
 		`{"increments":[{"name":"\u0061"}]}`, `{"increments":[{"name":"a\u002db"}]}`, `{"increments":[{"name":"caf\u00e9"}]}`,
 		`{"increments":[{"name":"café"}]}`, "{\"increments\":[{\"name\":\"a\xff\"}]}", "{\"increments\":[{\"name\":\"a\tb\"}]}",
 		`{"increments":[{"name":"a\"b"}]}`, `{"increments":[{"name":"a\\"}]}`, `{"increments":[{"name":""}]}`,
-		`{"increments":[{"name":null}]}`, `{"increments":[{"name":1}]}`, `{"increments":[{"name":["a"]}]}`,
+		`{"increments":[{"name":"a`, `{"increments":[{"name":null}]}`, `{"increments":[{"name":1}]}`, `{"increments":[{"name":["a"]}]}`,
 		`{"increments":[{"name":"` + strings.Repeat("a", 128) + `"}]}`, `{"increments":[{"name":"` + strings.Repeat("a", 129) + `"}]}`,
 		`{"increments":[{"name":"a","amount":0}]}`, `{"increments":[{"name":"a","amount":01}]}`, `{"increments":[{"name":"a","amount":-1}]}`,
 		`{"increments":[{"name":"a","amount":-0}]}`, `{"increments":[{"name":"a","amount":1.0}]}`, `{"increments":[{"name":"a","amount":1e3}]}`,
