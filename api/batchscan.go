@@ -9,8 +9,8 @@ import (
 // bytes, without reflection: {"increments":[…]} whose items are objects with
 // the keys "name", "amount" and "ts", each at most once and in any order;
 // names and ts strings without escapes; amounts as plain integers; ts as
-// an RFC 3339 string or Unix seconds with an optional fraction; JSON
-// whitespace anywhere between tokens.
+// a string (RFC 3339, or anything else parseTime takes) or as Unix seconds
+// with an optional fraction; JSON whitespace anywhere between tokens.
 //
 // It reports false for anything else, valid or not, and for any value the
 // strict path would refuse: parseBatch then decodes the body the strict way,
