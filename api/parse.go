@@ -143,10 +143,10 @@ func decodeStrict(body []byte, v any) *apiError {
 	if err := dec.Decode(v); err != nil {
 		return errorf(kindInvalidJSON, jsonErrorDetail(err))
 	}
-	if dec.More() {
-		return errorf(kindInvalidJSON, "trailing data after the JSON value")
-	}
-	if _, err := dec.Token(); err == nil {
+	// Only whitespace may follow the value. (The decoder's More and Token
+	// miss a stray closing bracket: More is false before one, and Token
+	// fails on it.)
+	if len(bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n")) > 0 {
 		return errorf(kindInvalidJSON, "trailing data after the JSON value")
 	}
 	return nil
