@@ -53,13 +53,22 @@ func ParseTime(s string) (time.Time, error) {
 	if c := s[0]; c >= '0' && c <= '9' && !strings.ContainsAny(s, "-:TtZz") {
 		secs, frac, _ := strings.Cut(s, ".")
 		sec, err := strconv.ParseInt(secs, 10, 64)
-		if err != nil || sec > maxUnix || len(frac) > 9 || strings.Trim(frac, "0123456789") != "" {
+		if err != nil || sec > maxUnix || len(frac) > 9 {
 			return time.Time{}, fmt.Errorf("%w: %q", ErrBadTime, s)
 		}
+		// The fraction's digits, scaled to nanoseconds (a loop: this runs
+		// for every item of a batch).
 		var nsec int64
-		if frac != "" {
-			f, _ := strconv.ParseInt(frac+strings.Repeat("0", 9-len(frac)), 10, 64)
-			nsec = f
+		for i := range 9 {
+			nsec *= 10
+			if i >= len(frac) {
+				continue
+			}
+			if c := frac[i]; c >= '0' && c <= '9' {
+				nsec += int64(c - '0')
+			} else {
+				return time.Time{}, fmt.Errorf("%w: %q", ErrBadTime, s)
+			}
 		}
 		return time.Unix(sec, nsec).UTC(), nil
 	}
