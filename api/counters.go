@@ -166,7 +166,7 @@ func (s *server) increment(w http.ResponseWriter, r *http.Request) {
 		Increments:     []Increment{inc},
 		IdempotencyKey: key,
 		Render: func(totals []uint64) []byte {
-			return appendIncrementResponse(nil, inc, totals[0])
+			return appendIncrementResponse(make([]byte, 0, 128+len(inc.Name)), inc, totals[0])
 		},
 	}
 	if key != "" {

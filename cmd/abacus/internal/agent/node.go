@@ -46,6 +46,9 @@ func (c counters) Apply(ctx context.Context, req *api.WriteRequest) (api.WriteRe
 
 // damaged says in words for clients that a data file is damaged, or "".
 func damaged(err error) string {
+	if err == nil {
+		return "" // every write asks: no allocation for errors.As's target then
+	}
 	var de *store.DamagedError
 	if !errors.As(err, &de) {
 		return ""
