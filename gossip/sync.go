@@ -201,27 +201,10 @@ func (g *Gossip) serveWorker() {
 			if n == nil {
 				continue
 			}
-			size := int(min(max(m.maxBytes, 1<<10), uint64(g.cfg.ChunkBytes)))
-			// A pull from a node that does not send its chain's base (an
-			// older version) gets whole block columns: more bytes, still
-			// complete.
-			base := uint64(0)
-			if m.hasBase {
-				base = m.base
-			}
-			c, err := g.store.ChainChunk(m.origin, base, m.after, size)
+			out, err := g.answerPull(m)
 			if err != nil {
 				g.log.Error("reading entries for a peer", "peer", m.from, "origin", m.origin.String(), "err", err)
 				continue
-			}
-			out := chunkMsg{from: g.cfg.NodeName, origin: m.origin, chain: m.chain, after: c.After, next: c.Next, top: c.Top, done: c.Done}
-			if m.keys {
-				out.keys, out.records, out.comps = true, c.Records, c.Comps
-			}
-			out.node, out.dc, _ = g.store.ReplicaInfo(m.origin)
-			out.entries = make([]entry, len(c.Deltas))
-			for i, d := range c.Deltas {
-				out.entries[i] = entry{slot: d.Slot, value: d.Entry.Value, seq: d.Entry.Seq}
 			}
 			b := out.appendTo(nil)
 			if err := g.ml.SendReliable(n, b); err != nil {
@@ -232,6 +215,31 @@ func (g *Gossip) serveWorker() {
 			g.stats.chunksServed.Add(1)
 		}
 	}
+}
+
+// answerPull reads the chunk that pull m asks for from the store.
+func (g *Gossip) answerPull(m pullMsg) (chunkMsg, error) {
+	size := int(min(max(m.maxBytes, 1<<10), uint64(g.cfg.ChunkBytes)))
+	// A pull from a node that does not send its chain's base (an older
+	// version) gets whole block columns: more bytes, still complete.
+	base := uint64(0)
+	if m.hasBase {
+		base = m.base
+	}
+	c, err := g.store.ChainChunk(m.origin, base, m.after, size)
+	if err != nil {
+		return chunkMsg{}, err
+	}
+	out := chunkMsg{from: g.cfg.NodeName, origin: m.origin, chain: m.chain, after: c.After, next: c.Next, top: c.Top, done: c.Done}
+	if m.keys {
+		out.keys, out.records, out.comps = true, c.Records, c.Comps
+	}
+	out.node, out.dc, _ = g.store.ReplicaInfo(m.origin)
+	out.entries = make([]entry, len(c.Deltas))
+	for i, d := range c.Deltas {
+		out.entries[i] = entry{slot: d.Slot, value: d.Entry.Value, seq: d.Entry.Seq}
+	}
+	return out, nil
 }
 
 // chunkWorker merges chunks and asks for the next one.

@@ -186,3 +186,45 @@ func TestAbandonPull_EndsOnlyItsOwnChain(t *testing.T) {
 		t.Fatal("chain 2's own failure did not end it")
 	}
 }
+
+// chainStore records the arguments of ChainChunk.
+type chainStore struct {
+	nopStore
+	base, after []uint64
+}
+
+func (s *chainStore) ChainChunk(_ crdt.ReplicaID, base, after uint64, _ int) (Chunk, error) {
+	s.base, s.after = append(s.base, base), append(s.after, after)
+	return Chunk{After: after, Next: after + 1, Top: after + 1}, nil
+}
+
+// Every pull of a chain carries the chain's start as its base, not the
+// cursor it continues from, and the answer reads entries above that base:
+// a chunk scanning per-block keys must take a visited block's entries above
+// the chain's start (store.ChainChunk), and base 0, what an older node's pull
+// gets, is complete but bigger.
+func TestChunkChain_PullsAndAnswersUseTheChainsBase(t *testing.T) {
+	g := chainTestGossip(&coverStore{})
+	o := crdt.ReplicaID{7}
+	g.pulls[pullKey{o, "peer"}] = &pullState{start: 10, after: 10, top: math.MaxUint64}
+	g.handleChunk(chunkMsg{from: "peer", origin: o, after: 10, next: 20, top: 15})
+	r := <-g.pullCh
+	if r.msg.after != 20 || r.msg.base != 10 {
+		t.Fatalf("next pull after %d with base %d, want after 20 with base 10", r.msg.after, r.msg.base)
+	}
+
+	st := &chainStore{}
+	g = chainTestGossip(st)
+	if _, err := g.answerPull(pullMsg{origin: o, after: 20, base: 10, hasBase: true, keys: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.answerPull(pullMsg{origin: o, after: 20, base: 10, keys: true}); err != nil {
+		t.Fatal(err)
+	}
+	if st.base[0] != 10 || st.after[0] != 20 {
+		t.Fatalf("a pull with its base read entries above %d after %d, want above 10 after 20", st.base[0], st.after[0])
+	}
+	if st.base[1] != 0 || st.after[1] != 20 {
+		t.Fatalf("a pull without a base read entries above %d after %d, want above 0 after 20", st.base[1], st.after[1])
+	}
+}
