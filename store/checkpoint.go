@@ -67,9 +67,9 @@ func (k *checkpointer) run(ctx context.Context) {
 			s.log.Error("checkpoint failed", "err", err)
 			// A committer waiting for room waits for nothing now: wake
 			// it to see the refusal (it holds mu until it waits).
-			s.mu.Lock()
-			s.roomCond.Broadcast()
-			s.mu.Unlock()
+			s.mem.mu.Lock()
+			s.mem.roomCond.Broadcast()
+			s.mem.mu.Unlock()
 		}
 	}
 	defer close(k.stopped)
@@ -149,30 +149,30 @@ type checkpointSnap struct {
 // stopped: never twice at once.
 func (k *checkpointer) checkpoint() error {
 	s := k.s
-	s.mu.RLock()
+	s.mem.mu.RLock()
 	snap := checkpointSnap{
-		mem:   make([]memSlot, 0, s.mem.len()),
-		idem:  make(map[string][]crdt.KeyRecord, len(s.idem)),
-		comps: make(map[crdt.Slot]crdt.Comps, len(s.compsDirty)),
-		vv:    make(map[crdt.ReplicaID]uint64, len(s.vv)),
-		seq:   s.seq,
-		jlast: s.jlast,
+		mem:   make([]memSlot, 0, s.mem.table.len()),
+		idem:  make(map[string][]crdt.KeyRecord, len(s.mem.idem)),
+		comps: make(map[crdt.Slot]crdt.Comps, len(s.mem.compsDirty)),
+		vv:    make(map[crdt.ReplicaID]uint64, len(s.mem.vv)),
+		seq:   s.mem.seq,
+		jlast: s.mem.jlast,
 	}
-	s.mem.each(func(slot crdt.Slot, g *crdt.GCounter) { snap.mem = append(snap.mem, memSlot{slot, g}) })
-	for key, r := range s.idem {
+	s.mem.table.each(func(slot crdt.Slot, g *crdt.GCounter) { snap.mem = append(snap.mem, memSlot{slot, g}) })
+	for key, r := range s.mem.idem {
 		snap.idem[key] = r[:len(r):len(r)]
 	}
-	for slot := range s.compsDirty {
-		snap.comps[slot] = s.comps[slot]
+	for slot := range s.mem.compsDirty {
+		snap.comps[slot] = s.mem.comps[slot]
 	}
-	for id, v := range s.vv {
+	for id, v := range s.mem.vv {
 		snap.vv[id] = v
 	}
 	// What the journal held at the snapshot is what this checkpoint covers:
 	// the committer asks for the next one only once as much again is in.
 	k.journaledAt.Store(s.com.journaled.Load())
 	failed := s.refusalLocked()
-	s.mu.RUnlock()
+	s.mem.mu.RUnlock()
 	if failed != nil {
 		return failed
 	}
@@ -224,14 +224,14 @@ func (k *checkpointer) checkpoint() error {
 		if f := s.cfg.hooks.afterSlotTx; f != nil {
 			f()
 		}
-		s.mu.Lock()
+		s.mem.mu.Lock()
 		for _, m := range chunk {
-			if s.mem.get(m.slot) == m.g {
-				s.deleteMem(m.slot)
+			if s.mem.table.get(m.slot) == m.g {
+				s.mem.deleteMem(m.slot)
 			}
 		}
-		s.roomCond.Broadcast()
-		s.mu.Unlock()
+		s.mem.roomCond.Broadcast()
+		s.mem.mu.Unlock()
 	}
 	var repsDone func()
 	err := s.state.Update(func(tx *bolt.Tx) error {
@@ -262,27 +262,27 @@ func (k *checkpointer) checkpoint() error {
 	}
 	repsDone()
 
-	s.mu.Lock()
+	s.mem.mu.Lock()
 	for k, written := range snap.idem {
 		// Records only append to a key's list in mem; keep what came after.
-		if cur := s.idem[k]; len(cur) > len(written) {
-			s.idem[k] = append([]crdt.KeyRecord(nil), cur[len(written):]...)
+		if cur := s.mem.idem[k]; len(cur) > len(written) {
+			s.mem.idem[k] = append([]crdt.KeyRecord(nil), cur[len(written):]...)
 		} else {
-			delete(s.idem, k)
+			delete(s.mem.idem, k)
 		}
 	}
 	if len(snap.idem) > 0 {
-		s.evictGen++ // a staging's read transaction may predate these records
-		s.idemGen++  // and so may idemBegin's
+		s.mem.evictGen++ // a staging's read transaction may predate these records
+		s.mem.idemGen++  // and so may idemBegin's
 	}
 	for slot, cs := range snap.comps {
 		// A set only grows, but Add may also raise a held value: compare
 		// the sets, not their lengths, or that change never reaches disk.
-		if slices.Equal(s.comps[slot], cs) {
-			delete(s.compsDirty, slot)
+		if slices.Equal(s.mem.comps[slot], cs) {
+			delete(s.mem.compsDirty, slot)
 		}
 	}
-	s.mu.Unlock()
+	s.mem.mu.Unlock()
 
 	if err := k.truncateJournal(snap.jlast); err != nil {
 		return s.fail(err)
@@ -309,9 +309,9 @@ const burstSlots = 50_000
 func (k *checkpointer) releaseAfterBurst(written int) {
 	s := k.s
 	k.burst += written
-	s.mu.RLock()
-	empty := s.mem.len() == 0
-	s.mu.RUnlock()
+	s.mem.mu.RLock()
+	empty := s.mem.table.len() == 0
+	s.mem.mu.RUnlock()
 	if !empty || k.burst < burstSlots {
 		return
 	}
@@ -517,13 +517,13 @@ func (k *checkpointer) expire() error {
 	// take the write lock only to delete it, a bounded group at a time.
 	var slots, compSlots []crdt.Slot
 	var idemKeys []string
-	s.mu.RLock()
-	s.mem.each(func(slot crdt.Slot, _ *crdt.GCounter) {
+	s.mem.mu.RLock()
+	s.mem.table.each(func(slot crdt.Slot, _ *crdt.GCounter) {
 		if !s.keep(slot, now) {
 			slots = append(slots, slot)
 		}
 	})
-	for k, rs := range s.idem {
+	for k, rs := range s.mem.idem {
 		for _, r := range rs {
 			if retainUntil(&r) <= now.UnixNano() {
 				idemKeys = append(idemKeys, k)
@@ -531,18 +531,18 @@ func (k *checkpointer) expire() error {
 			}
 		}
 	}
-	for slot := range s.comps {
+	for slot := range s.mem.comps {
 		if !s.keep(slot, now) {
 			compSlots = append(compSlots, slot)
 		}
 	}
-	s.mu.RUnlock()
+	s.mem.mu.RUnlock()
 	if len(compSlots) > 0 {
-		s.mu.Lock()
+		s.mem.mu.Lock()
 		for _, slot := range compSlots {
-			s.deleteComps(slot)
+			s.mem.deleteComps(slot)
 		}
-		s.mu.Unlock()
+		s.mem.mu.Unlock()
 		err := s.state.Update(func(tx *bolt.Tx) error {
 			for _, slot := range compSlots {
 				if err := tx.Bucket(bucketComps).Delete(crdt.AppendSlot(nil, slot)); err != nil {
@@ -557,25 +557,25 @@ func (k *checkpointer) expire() error {
 	}
 	for len(slots) > 0 || len(idemKeys) > 0 {
 		n, m := min(len(slots), 4096), min(len(idemKeys), 4096)
-		s.mu.Lock()
+		s.mem.mu.Lock()
 		for _, slot := range slots[:n] {
-			s.deleteMem(slot)
+			s.mem.deleteMem(slot)
 		}
 		for _, k := range idemKeys[:m] {
-			live := s.idem[k][:0:0]
-			for _, r := range s.idem[k] {
+			live := s.mem.idem[k][:0:0]
+			for _, r := range s.mem.idem[k] {
 				if retainUntil(&r) > now.UnixNano() {
 					live = append(live, r)
 				}
 			}
 			if len(live) > 0 {
-				s.idem[k] = live
+				s.mem.idem[k] = live
 			} else {
-				delete(s.idem, k)
+				delete(s.mem.idem, k)
 			}
 		}
-		s.roomCond.Broadcast()
-		s.mu.Unlock()
+		s.mem.roomCond.Broadcast()
+		s.mem.mu.Unlock()
 		slots, idemKeys = slots[n:], idemKeys[m:]
 	}
 

@@ -260,9 +260,9 @@ func (c *committer) submit(ctx context.Context, o *op) error {
 	if c.closed {
 		return ErrClosed
 	}
-	s.mu.RLock()
+	s.mem.mu.RLock()
 	failed := s.refusalLocked()
-	s.mu.RUnlock()
+	s.mem.mu.RUnlock()
 	if failed != nil {
 		return failed
 	}
@@ -409,11 +409,11 @@ func (o *op) size() int {
 // waitForRoom holds the committer while too many slots wait for a checkpoint.
 func (c *committer) waitForRoom() {
 	s := c.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for s.mem.len() >= s.cfg.MaxPendingSlots && s.refusalLocked() == nil && !s.stopping.Load() {
+	s.mem.mu.Lock()
+	defer s.mem.mu.Unlock()
+	for s.mem.table.len() >= s.cfg.MaxPendingSlots && s.refusalLocked() == nil && !s.stopping.Load() {
 		s.ckpt.kickNow()
-		s.roomCond.Wait()
+		s.mem.roomCond.Wait()
 	}
 }
 
@@ -425,7 +425,7 @@ type staging struct {
 	now   time.Time
 	ops   []*op // of the current batch
 	tx    *bolt.Tx
-	txGen uint64 // s.evictGen when tx was opened
+	txGen uint64 // s.mem.evictGen when tx was opened
 
 	// Per commit: with Async, across the batches it gathers.
 	counters map[string]int32 // the staged slots of each counter: index into staged
@@ -565,10 +565,10 @@ func (c *committer) stage(st *staging, ops []*op) {
 	st.now = s.cfg.Now()
 	st.ops = append(st.ops[:0], ops...)
 	st.nops += len(ops)
-	s.mu.RLock()
-	st.seq = max(st.seq, s.seq+1)
-	st.lastSeq = max(st.lastSeq, s.seq)
-	s.mu.RUnlock()
+	s.mem.mu.RLock()
+	st.seq = max(st.seq, s.mem.seq+1)
+	st.lastSeq = max(st.lastSeq, s.mem.seq)
+	s.mem.mu.RUnlock()
 	for _, o := range ops {
 		if o.kind != opMerge {
 			continue
@@ -652,8 +652,8 @@ func (st *staging) stageSlots(name string, slots []crdt.Slot, idx []int32) error
 	}
 	s := st.s
 	first := int32(len(st.arena))
-	s.mu.RLock()
-	mc := s.mem.counter(name)
+	s.mem.mu.RLock()
+	mc := s.mem.table.counter(name)
 	for k, slot := range slots {
 		if idx[k] >= 0 {
 			continue
@@ -671,8 +671,8 @@ func (st *staging) stageSlots(name string, slots []crdt.Slot, idx []int32) error
 		sc.set(slot, i)
 		idx[k] = i
 	}
-	gen := s.evictGen
-	s.mu.RUnlock()
+	gen := s.mem.evictGen
+	s.mem.mu.RUnlock()
 	// What mem did not hold is in state.db, as of the eviction generation
 	// read with mem.
 	for i := first; i < int32(len(st.arena)); i++ {
@@ -692,7 +692,7 @@ func (st *staging) stageSlots(name string, slots []crdt.Slot, idx []int32) error
 }
 
 // readTx returns a read transaction on state.db that sees everything mem held
-// when s.evictGen was gen. Something absent from mem is in state.db as of
+// when s.mem.evictGen was gen. Something absent from mem is in state.db as of
 // the checkpoint that evicted it; a transaction opened before that eviction
 // does not see it, so it is reopened. (The generation is read before the
 // transaction opens, so a transaction never claims to be newer than it is.)
@@ -733,13 +733,13 @@ func (st *staging) records(key string, look *idemLookup) ([]crdt.KeyRecord, erro
 		recs = append(recs, st.idem[i])
 	}
 	s := st.s
-	s.mu.RLock()
-	for _, r := range s.idem[key] {
+	s.mem.mu.RLock()
+	for _, r := range s.mem.idem[key] {
 		recs = addRecord(recs, r)
 	}
-	gen := s.evictGen
-	skip := look != nil && look.storedNone && look.gen == s.idemGen
-	s.mu.RUnlock()
+	gen := s.mem.evictGen
+	skip := look != nil && look.storedNone && look.gen == s.mem.idemGen
+	s.mem.mu.RUnlock()
 	if skip {
 		s.stats.storedReadsSkipped.Add(1)
 		return recs, nil
@@ -756,9 +756,9 @@ func (st *staging) comps(slot crdt.Slot) crdt.Comps {
 	if cs, ok := st.compSet[slot]; ok {
 		return cs
 	}
-	st.s.mu.RLock()
-	cs := st.s.comps[slot]
-	st.s.mu.RUnlock()
+	st.s.mem.mu.RLock()
+	cs := st.s.mem.comps[slot]
+	st.s.mem.mu.RUnlock()
 	return cs
 }
 
@@ -964,9 +964,9 @@ func (st *staging) merge(o *op) ([]crdt.Delta, error) {
 		}
 		cur, ok := st.vv[c.Origin]
 		if !ok {
-			s.mu.RLock()
-			cur = s.vv[c.Origin]
-			s.mu.RUnlock()
+			s.mem.mu.RLock()
+			cur = s.mem.vv[c.Origin]
+			s.mem.mu.RUnlock()
 		}
 		if cur >= c.From && c.To > cur {
 			st.vv[c.Origin] = c.To
@@ -1057,9 +1057,9 @@ func (c *committer) commit(st *staging) {
 // It returns the slots mem holds then.
 func (c *committer) install(st *staging, n uint64) int {
 	s := c.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.jlast = n // every record up to n is now in mem
+	s.mem.mu.Lock()
+	defer s.mem.mu.Unlock()
+	s.mem.jlast = n // every record up to n is now in mem
 	// A request's slots are staged one after another: look each counter up
 	// once per run of its slots.
 	var mc *memCounter
@@ -1067,23 +1067,23 @@ func (c *committer) install(st *staging, n uint64) int {
 	for _, i := range st.dirty {
 		ss := &st.arena[i]
 		if mc == nil || ss.slot.Name != name {
-			mc, name = s.mem.counterFor(ss.slot.Name), ss.slot.Name
+			mc, name = s.mem.table.counterFor(ss.slot.Name), ss.slot.Name
 		}
-		s.mem.putIn(mc, ss.slot, ss.g)
+		s.mem.table.putIn(mc, ss.slot, ss.g)
 	}
 	for _, x := range st.idem {
-		s.idem[x.Key] = append(s.idem[x.Key], x)
+		s.mem.idem[x.Key] = append(s.mem.idem[x.Key], x)
 	}
 	for slot, cs := range st.compSet {
-		s.setComps(slot, cs)
-		s.compsDirty[slot] = true
+		s.mem.setComps(slot, cs)
+		s.mem.compsDirty[slot] = true
 	}
 	for o, v := range st.vv {
-		s.vv[o] = max(s.vv[o], v)
+		s.mem.vv[o] = max(s.mem.vv[o], v)
 	}
-	s.seq = max(s.seq, st.lastSeq)
-	s.publishDigestLocked(len(st.vv) > 0)
-	return s.mem.len()
+	s.mem.seq = max(s.mem.seq, st.lastSeq)
+	s.mem.publishDigestLocked(len(st.vv) > 0)
+	return s.mem.table.len()
 }
 
 // ack answers the ops of st's current batch. Their idempotency keys stay

@@ -1,11 +1,6 @@
 package store
 
-import (
-	"sync"
-	"sync/atomic"
-
-	"github.com/abacus-counter/abacus/crdt"
-)
+import "github.com/abacus-counter/abacus/crdt"
 
 // memtable holds every slot changed since the last checkpoint, as complete
 // counters, keyed per counter name: an increment looks its counter up once,
@@ -135,54 +130,5 @@ func (m *memtable) each(fn func(slot crdt.Slot, g *crdt.GCounter)) {
 		for w, g := range c.windows {
 			fn(crdt.Slot{Name: name, Res: w.res, Start: w.start}, g)
 		}
-	}
-}
-
-// memState is the store's part in memory: everything committed and not yet
-// checkpointed, and where each replica stands, under one lock. The committer
-// changes it (install), the checkpointer empties it (eviction), reads and
-// gossip read it; each holds mu while it does.
-type memState struct {
-	mu sync.RWMutex // guards the fields below
-	// mem holds every slot changed since the last checkpoint, as complete
-	// counters (state.db's entries merged with the changes). A counter in mem
-	// is never modified: the committer replaces it, so the checkpointer can
-	// compare pointers to see whether a slot changed while it was writing.
-	mem  memtable
-	idem map[string][]crdt.KeyRecord // committed key records not yet checkpointed
-	// comps holds every compensation this store has (they are few: one per
-	// slot a duplicate raised), so that reads never look for them on disk.
-	// compsDirty are the slots whose set changed since the last checkpoint;
-	// compNames counts the slots with compensations per counter name.
-	comps      map[crdt.Slot]crdt.Comps
-	compsDirty map[crdt.Slot]bool
-	compNames  map[string]int
-	vv         map[crdt.ReplicaID]uint64 // other replicas: complete up to seq
-	seq        uint64                    // this replica's last committed seq
-	jlast      uint64                    // last journal record whose effects are in mem
-	// pubSeq and pubVV publish seq and vv for Digest, which gossip calls
-	// from memberlist's callbacks: those never wait for mu. pubVV is
-	// replaced, never modified.
-	pubSeq atomic.Uint64
-	pubVV  atomic.Pointer[map[crdt.ReplicaID]uint64]
-	// evictGen counts evictions from mem. A read transaction on state.db
-	// opened before an eviction may miss the value that eviction wrote.
-	evictGen uint64
-	// idemGen counts the checkpoints that moved key records from mem to
-	// state.db (see idemLookup).
-	idemGen uint64
-	failed  error
-	// roomCond wakes a committer waiting for a checkpoint to shrink mem.
-	roomCond *sync.Cond
-}
-
-func newMemState() memState {
-	return memState{
-		mem:        newMemtable(),
-		idem:       make(map[string][]crdt.KeyRecord),
-		comps:      make(map[crdt.Slot]crdt.Comps),
-		compsDirty: make(map[crdt.Slot]bool),
-		compNames:  make(map[string]int),
-		vv:         make(map[crdt.ReplicaID]uint64),
 	}
 }

@@ -87,9 +87,9 @@ func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 	}
 	compsOf := func(span int, start int64) crdt.Comps {
 		if span < 0 {
-			return s.comps[crdt.TotalSlot(name)]
+			return s.mem.comps[crdt.TotalSlot(name)]
 		}
-		return s.comps[crdt.Slot{Name: name, Res: spans[span].Res, Start: start}]
+		return s.mem.comps[crdt.Slot{Name: name, Res: spans[span].Res, Start: start}]
 	}
 	addGC := func(g *crdt.GCounter, span int, start int64) {
 		cs := compsOf(span, start)
@@ -136,26 +136,26 @@ func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 	// starts again.
 	var tx *bolt.Tx
 	for attempt := 0; ; attempt++ {
-		s.mu.RLock()
-		gen := s.evictGen
-		s.mu.RUnlock()
+		s.mem.mu.RLock()
+		gen := s.mem.evictGen
+		s.mem.mu.RUnlock()
 		var err error
 		if tx, err = s.state.Begin(false); err != nil {
 			return nil, fmt.Errorf("read %q by datacenter: %w", name, err)
 		}
-		s.mu.RLock()
-		if s.evictGen == gen {
+		s.mem.mu.RLock()
+		if s.mem.evictGen == gen {
 			break
 		}
-		s.mu.RUnlock()
+		s.mem.mu.RUnlock()
 		tx.Rollback()
 		if attempt == 100 {
 			return nil, fmt.Errorf("read %q by datacenter: checkpoints kept evicting slots meanwhile", name)
 		}
 	}
 	defer tx.Rollback()
-	defer s.mu.RUnlock()
-	mc := s.mem.counter(name)
+	defer s.mem.mu.RUnlock()
+	mc := s.mem.table.counter(name)
 	inMem := mc != nil
 	totalInMem := false
 	if inMem {

@@ -17,10 +17,10 @@ import (
 // incremented is 0.
 func (s *Store) Total(name string) (uint64, error) {
 	slot := crdt.TotalSlot(name)
-	s.mu.RLock()
-	g := s.mem.get(slot)
-	cs := s.comps[slot]
-	s.mu.RUnlock()
+	s.mem.mu.RLock()
+	g := s.mem.table.get(slot)
+	cs := s.mem.comps[slot]
+	s.mem.mu.RUnlock()
 	if g != nil {
 		return cs.Value(g), nil
 	}
@@ -49,10 +49,10 @@ type ReplicaCount struct {
 // Replicas returns counter name's total per replica, largest share first.
 func (s *Store) Replicas(name string) ([]ReplicaCount, error) {
 	slot := crdt.TotalSlot(name)
-	s.mu.RLock()
-	g := s.mem.get(slot)
-	cs := s.comps[slot]
-	s.mu.RUnlock()
+	s.mem.mu.RLock()
+	g := s.mem.table.get(slot)
+	cs := s.mem.comps[slot]
+	s.mem.mu.RUnlock()
 	if g == nil {
 		var err error
 		err = s.state.View(func(tx *bolt.Tx) error {
@@ -101,22 +101,22 @@ func (s *Store) Range(name string, plan window.Plan) ([]uint64, error) {
 	// mem after this is in state.db by then.
 	var inMem map[int64]uint64
 	var comps map[int64]crdt.Comps // the windows with compensations: rare
-	s.mu.RLock()
-	if s.compNames[name] > 0 {
+	s.mem.mu.RLock()
+	if s.mem.compNames[name] > 0 {
 		comps = make(map[int64]crdt.Comps)
-		for slot, cs := range s.comps {
+		for slot, cs := range s.mem.comps {
 			if slot.Name == name && slot.Res == res && slot.Start >= from && slot.Start < to {
 				comps[slot.Start] = cs
 			}
 		}
 	}
-	if mc := s.mem.counter(name); mc != nil {
+	if mc := s.mem.table.counter(name); mc != nil {
 		inMem = make(map[int64]uint64)
 		mc.eachWindow(res, from, to, func(start int64, g *crdt.GCounter) {
 			inMem[start] = comps[start].Value(g)
 		})
 	}
-	s.mu.RUnlock()
+	s.mem.mu.RUnlock()
 	add := func(start int64, v uint64) {
 		if i, ok := plan.PointOf(start); ok {
 			if points[i]+v < points[i] {
@@ -191,20 +191,20 @@ func (s *Store) List(prefix, after string, limit int) ([]NameTotal, string, erro
 	match := func(name string) bool { return strings.HasPrefix(name, prefix) && name > after }
 	var out []NameTotal
 	seen := make(map[string]bool)
-	s.mu.RLock()
-	for name, c := range s.mem.counters {
+	s.mem.mu.RLock()
+	for name, c := range s.mem.table.counters {
 		if c.total != nil && match(name) {
-			out = append(out, NameTotal{name, s.comps[crdt.TotalSlot(name)].Value(c.total)})
+			out = append(out, NameTotal{name, s.mem.comps[crdt.TotalSlot(name)].Value(c.total)})
 			seen[name] = true
 		}
 	}
 	totalComps := make(map[string]crdt.Comps)
-	for slot, cs := range s.comps {
+	for slot, cs := range s.mem.comps {
 		if slot.IsTotal() && match(slot.Name) {
 			totalComps[slot.Name] = cs
 		}
 	}
-	s.mu.RUnlock()
+	s.mem.mu.RUnlock()
 	start := []byte(prefix)
 	if after >= prefix {
 		start = append([]byte(after), 0)

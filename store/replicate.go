@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
-	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -20,27 +19,17 @@ import (
 // of, the seq up to which it holds every change of that replica. Its own entry
 // is its last committed seq. It takes no lock.
 func (s *Store) Digest() map[crdt.ReplicaID]uint64 {
-	vv := *s.pubVV.Load()
+	vv := *s.mem.pubVV.Load()
 	d := make(map[crdt.ReplicaID]uint64, len(vv)+1)
 	for id, v := range vv {
 		d[id] = v
 	}
-	d[s.replica] = s.pubSeq.Load()
+	d[s.replica] = s.mem.pubSeq.Load()
 	return d
 }
 
 // Seq is this replica's last committed seq.
-func (s *Store) Seq() uint64 { return s.pubSeq.Load() }
-
-// publishDigestLocked publishes seq, and vv if it changed, for Digest. The
-// caller holds mu for writing.
-func (s *memState) publishDigestLocked(vvChanged bool) {
-	s.pubSeq.Store(s.seq)
-	if vvChanged || s.pubVV.Load() == nil {
-		vv := maps.Clone(s.vv)
-		s.pubVV.Store(&vv)
-	}
-}
+func (s *Store) Seq() uint64 { return s.mem.pubSeq.Load() }
 
 // SetReplicaInfo records where a replica lives, for per-replica detail.
 func (s *Store) SetReplicaInfo(info ReplicaInfo) {
@@ -123,18 +112,18 @@ func (s *Store) ChainChunk(origin crdt.ReplicaID, base, after uint64, maxBytes i
 	// mem first: a slot that leaves mem after this is in state.db by then.
 	var fromMem []carried
 	inMem := make(map[crdt.Slot]*crdt.GCounter)
-	s.mu.RLock()
-	top := s.vv[origin]
+	s.mem.mu.RLock()
+	top := s.mem.vv[origin]
 	if origin == s.replica {
-		top = s.seq
+		top = s.mem.seq
 	}
-	s.mem.each(func(slot crdt.Slot, g *crdt.GCounter) {
+	s.mem.table.each(func(slot crdt.Slot, g *crdt.GCounter) {
 		inMem[slot] = g
 		if e, ok := g.Get(origin); ok && e.Seq > after && e.Seq > base {
 			fromMem = append(fromMem, carried{pos: e.Seq, d: crdt.Delta{Slot: slot, Entry: e}})
 		}
 	})
-	s.mu.RUnlock()
+	s.mem.mu.RUnlock()
 	slices.SortFunc(fromMem, func(a, b carried) int {
 		if a.pos != b.pos {
 			return cmp.Compare(a.pos, b.pos)
@@ -260,13 +249,13 @@ func (s *Store) ChainChunk(origin crdt.ReplicaID, base, after uint64, maxBytes i
 	if err := s.addKeyRecords(&c, positions, maxBytes-size); err != nil {
 		return Chunk{}, fmt.Errorf("key records of %s after %d: %w", origin, after, err)
 	}
-	s.mu.RLock()
+	s.mem.mu.RLock()
 	for _, d := range c.Deltas {
-		for _, cp := range s.comps[d.Slot].Of(origin) {
+		for _, cp := range s.mem.comps[d.Slot].Of(origin) {
 			c.Comps = append(c.Comps, crdt.CompDelta{Slot: d.Slot, Comp: cp})
 		}
 	}
-	s.mu.RUnlock()
+	s.mem.mu.RUnlock()
 	return c, nil
 }
 
@@ -286,15 +275,15 @@ func (s *Store) addKeyRecords(c *Chunk, positions []uint64, room int) error {
 		return nil
 	}
 	var recs []crdt.KeyRecord
-	s.mu.RLock()
-	for _, rs := range s.idem {
+	s.mem.mu.RLock()
+	for _, rs := range s.mem.idem {
 		for _, r := range rs {
 			if r.Origin == c.Origin && r.Seq > c.After && r.Seq <= c.Next {
 				recs = append(recs, r)
 			}
 		}
 	}
-	s.mu.RUnlock()
+	s.mem.mu.RUnlock()
 	err := s.state.View(func(tx *bolt.Tx) error {
 		cur := tx.Bucket(bucketKeySeq).Cursor()
 		from, to := keySeqKey(c.Origin, c.After+1, ""), keySeqKey(c.Origin, c.Next+1, "")

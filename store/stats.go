@@ -39,15 +39,15 @@ type statCounters struct {
 
 // Stats returns the store's current figures.
 func (s *Store) Stats() Stats {
-	s.mu.RLock()
+	s.mem.mu.RLock()
 	st := Stats{
-		PendingSlots:     s.mem.len(),
-		Seq:              s.seq,
-		IdempotencyKeys:  len(s.idem),
-		CompensatedSlots: len(s.comps),
+		PendingSlots:     s.mem.table.len(),
+		Seq:              s.mem.seq,
+		IdempotencyKeys:  len(s.mem.idem),
+		CompensatedSlots: len(s.mem.comps),
 	}
-	jlast := s.jlast
-	s.mu.RUnlock()
+	jlast := s.mem.jlast
+	s.mem.mu.RUnlock()
 	st.Commits = s.stats.commits.Load()
 	st.CommittedOps = s.stats.committedOps.Load()
 	st.CommitTime = time.Duration(s.stats.commitNanos.Load())

@@ -62,9 +62,9 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	// memState: mem, the key records and compensations not yet
-	// checkpointed, the version vector and seq, under mu (memtable.go).
-	memState
+	// mem: the slots, key records and compensations not yet checkpointed,
+	// the version vector and seq, under one lock (memstate.go).
+	mem memState
 
 	// jmu guards the journal handle: the committer appends under it, the
 	// checkpointer trims and replaces the file under it (rotateJournal).
@@ -91,10 +91,9 @@ func Open(cfg Config) (*Store, error) {
 	s := &Store{
 		cfg:      cfg,
 		log:      cfg.Logger,
-		memState: newMemState(),
 		inflight: make(map[string]chan struct{}),
 	}
-	s.roomCond = sync.NewCond(&s.mu)
+	s.mem.init()
 	s.com = &committer{s: s, ops: make(chan *op, 4096)}
 	s.ckpt = &checkpointer{s: s, req: make(chan job), stopped: make(chan struct{}), kick: make(chan struct{}, 1)}
 	statePath, journalPath := filepath.Join(cfg.Dir, StateFile), filepath.Join(cfg.Dir, JournalFile)
@@ -265,7 +264,7 @@ func (s *Store) load() error {
 		}
 		copy(s.replica[:], v)
 		if v := meta.Get(metaSeq); len(v) == 8 {
-			s.seq = binary.BigEndian.Uint64(v)
+			s.mem.seq = binary.BigEndian.Uint64(v)
 		}
 		if v := meta.Get(metaRestored); v != nil {
 			if len(v) != 8 {
@@ -290,7 +289,7 @@ func (s *Store) load() error {
 			if err != nil {
 				return fmt.Errorf("comps of %+v: %w", slot, err)
 			}
-			s.setComps(slot, cs)
+			s.mem.setComps(slot, cs)
 			return nil
 		})
 		if err != nil {
@@ -300,7 +299,7 @@ func (s *Store) load() error {
 			if len(k) != 16 || len(v) != 8 {
 				return fmt.Errorf("vv entry %x: %w", k, ErrIncompatible)
 			}
-			s.vv[crdt.ReplicaID(k)] = binary.BigEndian.Uint64(v)
+			s.mem.vv[crdt.ReplicaID(k)] = binary.BigEndian.Uint64(v)
 			return nil
 		})
 	})
@@ -366,7 +365,7 @@ func (s *Store) replay() error {
 				if err := s.applyRecord(stx, &r, now); err != nil {
 					return fmt.Errorf("journal record %d: %w", n, err)
 				}
-				s.jlast, s.com.jnext = n, n+1
+				s.mem.jlast, s.com.jnext = n, n+1
 				records++
 			}
 			return nil
@@ -379,27 +378,27 @@ func (s *Store) replay() error {
 		s.com.jnext = 1
 	}
 	if records > 0 {
-		s.log.Info("replayed journal", "records", records, "slots", s.mem.len(), "seq", s.seq)
+		s.log.Info("replayed journal", "records", records, "slots", s.mem.table.len(), "seq", s.mem.seq)
 	}
-	s.publishDigestLocked(true)
+	s.mem.publishDigestLocked(true)
 	return nil
 }
 
 // applyRecord merges a journal record into mem. Only replay calls it.
 func (s *Store) applyRecord(stx *bolt.Tx, r *record, now time.Time) error {
-	s.seq = max(s.seq, r.seq)
+	s.mem.seq = max(s.mem.seq, r.seq)
 	for _, d := range r.deltas {
 		if !s.keep(d.Slot, now) {
 			continue
 		}
-		g := s.mem.get(d.Slot)
+		g := s.mem.table.get(d.Slot)
 		if g == nil {
 			loaded, err := s.loadCounter(stx, d.Slot)
 			if err != nil {
 				return err
 			}
 			g = loaded
-			s.putMem(d.Slot, g)
+			s.mem.putMem(d.Slot, g)
 		}
 		g.MergeEntry(d.Entry)
 	}
@@ -408,60 +407,28 @@ func (s *Store) applyRecord(stx *bolt.Tx, r *record, now time.Time) error {
 			x.Origin = s.replica // a version 1 record: this replica's
 		}
 		if retainUntil(&x) > now.UnixNano() {
-			s.idem[x.Key] = addRecord(s.idem[x.Key], x)
+			s.mem.idem[x.Key] = addRecord(s.mem.idem[x.Key], x)
 		}
 	}
 	for _, c := range r.covers {
-		s.vv[c.Origin] = max(s.vv[c.Origin], c.Seq)
+		s.mem.vv[c.Origin] = max(s.mem.vv[c.Origin], c.Seq)
 	}
 	for _, c := range r.comps {
 		if !s.keep(c.Slot, now) {
 			continue
 		}
-		if cs, added := s.comps[c.Slot].Add(c.Comp); added {
-			s.setComps(c.Slot, cs)
-			s.compsDirty[c.Slot] = true
+		if cs, added := s.mem.comps[c.Slot].Add(c.Comp); added {
+			s.mem.setComps(c.Slot, cs)
+			s.mem.compsDirty[c.Slot] = true
 		}
 	}
 	return nil
-}
-
-// setComps replaces the compensations of slot. The caller holds mu for
-// writing, or owns the store alone (load).
-func (s *memState) setComps(slot crdt.Slot, cs crdt.Comps) {
-	if _, ok := s.comps[slot]; !ok {
-		s.compNames[slot.Name]++
-	}
-	s.comps[slot] = cs
-}
-
-// deleteComps forgets the compensations of an expired slot. The caller holds
-// mu for writing.
-func (s *memState) deleteComps(slot crdt.Slot) {
-	if _, ok := s.comps[slot]; !ok {
-		return
-	}
-	delete(s.comps, slot)
-	delete(s.compsDirty, slot)
-	if n := s.compNames[slot.Name] - 1; n > 0 {
-		s.compNames[slot.Name] = n
-	} else {
-		delete(s.compNames, slot.Name)
-	}
 }
 
 // keep reports whether slot is worth storing at now: totals always, windows
 // while retained under this store's resolutions.
 func (s *Store) keep(slot crdt.Slot, now time.Time) bool {
 	return slot.IsTotal() || s.cfg.Windows.Retained(slot.Res, slot.Start, now)
-}
-
-func (s *memState) putMem(slot crdt.Slot, g *crdt.GCounter) { s.mem.put(slot, g) }
-
-func (s *memState) deleteMem(slot crdt.Slot) {
-	if s.mem.delete(slot) {
-		s.evictGen++
-	}
 }
 
 // loadCounter reads slot's counter from state.db; a missing slot is empty.
@@ -510,9 +477,9 @@ func (s *Store) Close(ctx context.Context) error {
 		// Release a committer waiting for room first: senders may be blocked
 		// on a full ops channel while holding closeMu for reading.
 		s.stopping.Store(true)
-		s.mu.Lock()
-		s.roomCond.Broadcast()
-		s.mu.Unlock()
+		s.mem.mu.Lock()
+		s.mem.roomCond.Broadcast()
+		s.mem.mu.Unlock()
 		s.com.close()
 
 		done := make(chan struct{})
@@ -531,9 +498,9 @@ func (s *Store) Close(ctx context.Context) error {
 		if err != nil && !errors.Is(err, ErrFailed) {
 			s.closeErr = fmt.Errorf("final checkpoint: %w", err)
 		}
-		s.mu.RLock()
-		failed := s.failed
-		s.mu.RUnlock()
+		s.mem.mu.RLock()
+		failed := s.mem.failed
+		s.mem.mu.RUnlock()
 		if err == nil && failed == nil && s.damage.Load() == nil {
 			// Everything is in state.db: the next start needs no journal.
 			if err := s.state.Update(func(tx *bolt.Tx) error {
@@ -553,18 +520,18 @@ func (s *Store) Close(ctx context.Context) error {
 }
 
 func (s *Store) fail(err error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.failed == nil {
-		s.failed = fmt.Errorf("%w: %v", ErrFailed, err)
+	s.mem.mu.Lock()
+	defer s.mem.mu.Unlock()
+	if s.mem.failed == nil {
+		s.mem.failed = fmt.Errorf("%w: %v", ErrFailed, err)
 		s.log.Error("store failed; refusing writes until restart", "err", err)
 	}
-	return s.failed
+	return s.mem.failed
 }
 
 // noteDamage makes the store refuse writes, for good, once damage is found
 // in a data file: submit and the checkpointer read s.damage, which takes no
-// lock, so this may run anywhere (a read under s.mu included).
+// lock, so this may run anywhere (a read under s.mem.mu included).
 func (s *Store) noteDamage(err error) {
 	if s.damage.CompareAndSwap(nil, &err) {
 		s.log.Error("data file damaged; refusing writes (stop the node and run abacus recover)", "err", err)
@@ -572,12 +539,12 @@ func (s *Store) noteDamage(err error) {
 }
 
 // refusalLocked is why the store takes no more writes, or nil: damage found in a
-// data file, or a commit that failed. The caller holds s.mu for reading.
+// data file, or a commit that failed. The caller holds s.mem.mu for reading.
 func (s *Store) refusalLocked() error {
 	if d := s.damage.Load(); d != nil {
 		return *d
 	}
-	return s.failed
+	return s.mem.failed
 }
 
 // Err is nil while the store takes writes, and says why once it does not.
@@ -588,11 +555,11 @@ func (s *Store) Err() error {
 	if d := s.damage.Load(); d != nil {
 		return *d
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.failed
+	s.mem.mu.RLock()
+	defer s.mem.mu.RUnlock()
+	return s.mem.failed
 }
 
 func (s *Store) String() string {
-	return "store " + s.cfg.Dir + " replica " + s.replica.String() + " seq " + strconv.FormatUint(s.seq, 10)
+	return "store " + s.cfg.Dir + " replica " + s.replica.String() + " seq " + strconv.FormatUint(s.mem.seq, 10)
 }
