@@ -66,10 +66,8 @@ func (k *checkpointer) run(ctx context.Context) {
 		if err := k.checkpoint(); err != nil {
 			s.log.Error("checkpoint failed", "err", err)
 			// A committer waiting for room waits for nothing now: wake
-			// it to see the refusal (it holds mu until it waits).
-			s.mem.mu.Lock()
-			s.mem.roomCond.Broadcast()
-			s.mem.mu.Unlock()
+			// it to see the refusal (it holds mem's lock until it waits).
+			s.mem.wakeCommitter()
 		}
 	}
 	defer close(k.stopped)
@@ -149,32 +147,9 @@ type checkpointSnap struct {
 // stopped: never twice at once.
 func (k *checkpointer) checkpoint() error {
 	s := k.s
-	s.mem.mu.RLock()
-	snap := checkpointSnap{
-		mem:   make([]memSlot, 0, s.mem.table.len()),
-		idem:  make(map[string][]crdt.KeyRecord, len(s.mem.idem)),
-		comps: make(map[crdt.Slot]crdt.Comps, len(s.mem.compsDirty)),
-		vv:    make(map[crdt.ReplicaID]uint64, len(s.mem.vv)),
-		seq:   s.mem.seq,
-		jlast: s.mem.jlast,
-	}
-	s.mem.table.each(func(slot crdt.Slot, g *crdt.GCounter) { snap.mem = append(snap.mem, memSlot{slot, g}) })
-	for key, r := range s.mem.idem {
-		snap.idem[key] = r[:len(r):len(r)]
-	}
-	for slot := range s.mem.compsDirty {
-		snap.comps[slot] = s.mem.comps[slot]
-	}
-	for id, v := range s.mem.vv {
-		snap.vv[id] = v
-	}
-	// What the journal held at the snapshot is what this checkpoint covers:
-	// the committer asks for the next one only once as much again is in.
-	k.journaledAt.Store(s.com.journaled.Load())
-	failed := s.refusalLocked()
-	s.mem.mu.RUnlock()
-	if failed != nil {
-		return failed
+	snap, failed := s.mem.snapshot(&s.com.journaled, &k.journaledAt)
+	if err := s.refusal(failed); err != nil {
+		return err
 	}
 	if len(snap.mem) == 0 && len(snap.idem) == 0 && len(snap.comps) == 0 && snap.jlast == k.truncated && !s.reps.pending() {
 		return nil
@@ -224,14 +199,7 @@ func (k *checkpointer) checkpoint() error {
 		if f := s.cfg.hooks.afterSlotTx; f != nil {
 			f()
 		}
-		s.mem.mu.Lock()
-		for _, m := range chunk {
-			if s.mem.table.get(m.slot) == m.g {
-				s.mem.deleteMem(m.slot)
-			}
-		}
-		s.mem.roomCond.Broadcast()
-		s.mem.mu.Unlock()
+		s.mem.evict(chunk)
 	}
 	var repsDone func()
 	err := s.state.Update(func(tx *bolt.Tx) error {
@@ -262,27 +230,7 @@ func (k *checkpointer) checkpoint() error {
 	}
 	repsDone()
 
-	s.mem.mu.Lock()
-	for k, written := range snap.idem {
-		// Records only append to a key's list in mem; keep what came after.
-		if cur := s.mem.idem[k]; len(cur) > len(written) {
-			s.mem.idem[k] = append([]crdt.KeyRecord(nil), cur[len(written):]...)
-		} else {
-			delete(s.mem.idem, k)
-		}
-	}
-	if len(snap.idem) > 0 {
-		s.mem.evictGen++ // a staging's read transaction may predate these records
-		s.mem.idemGen++  // and so may idemBegin's
-	}
-	for slot, cs := range snap.comps {
-		// A set only grows, but Add may also raise a held value: compare
-		// the sets, not their lengths, or that change never reaches disk.
-		if slices.Equal(s.mem.comps[slot], cs) {
-			delete(s.mem.compsDirty, slot)
-		}
-	}
-	s.mem.mu.Unlock()
+	s.mem.checkpointed(&snap)
 
 	if err := k.truncateJournal(snap.jlast); err != nil {
 		return s.fail(err)
@@ -309,9 +257,7 @@ const burstSlots = 50_000
 func (k *checkpointer) releaseAfterBurst(written int) {
 	s := k.s
 	k.burst += written
-	s.mem.mu.RLock()
-	empty := s.mem.table.len() == 0
-	s.mem.mu.RUnlock()
+	empty := s.mem.slots() == 0
 	if !empty || k.burst < burstSlots {
 		return
 	}
@@ -515,34 +461,9 @@ func (k *checkpointer) expire() error {
 	now := s.cfg.Now()
 	// Find what expired under the read lock, which commits and reads share;
 	// take the write lock only to delete it, a bounded group at a time.
-	var slots, compSlots []crdt.Slot
-	var idemKeys []string
-	s.mem.mu.RLock()
-	s.mem.table.each(func(slot crdt.Slot, _ *crdt.GCounter) {
-		if !s.keep(slot, now) {
-			slots = append(slots, slot)
-		}
-	})
-	for k, rs := range s.mem.idem {
-		for _, r := range rs {
-			if retainUntil(&r) <= now.UnixNano() {
-				idemKeys = append(idemKeys, k)
-				break
-			}
-		}
-	}
-	for slot := range s.mem.comps {
-		if !s.keep(slot, now) {
-			compSlots = append(compSlots, slot)
-		}
-	}
-	s.mem.mu.RUnlock()
+	slots, idemKeys, compSlots := s.mem.expired(s.cfg.Windows, now)
 	if len(compSlots) > 0 {
-		s.mem.mu.Lock()
-		for _, slot := range compSlots {
-			s.mem.deleteComps(slot)
-		}
-		s.mem.mu.Unlock()
+		s.mem.dropComps(compSlots)
 		err := s.state.Update(func(tx *bolt.Tx) error {
 			for _, slot := range compSlots {
 				if err := tx.Bucket(bucketComps).Delete(crdt.AppendSlot(nil, slot)); err != nil {
@@ -557,25 +478,7 @@ func (k *checkpointer) expire() error {
 	}
 	for len(slots) > 0 || len(idemKeys) > 0 {
 		n, m := min(len(slots), 4096), min(len(idemKeys), 4096)
-		s.mem.mu.Lock()
-		for _, slot := range slots[:n] {
-			s.mem.deleteMem(slot)
-		}
-		for _, k := range idemKeys[:m] {
-			live := s.mem.idem[k][:0:0]
-			for _, r := range s.mem.idem[k] {
-				if retainUntil(&r) > now.UnixNano() {
-					live = append(live, r)
-				}
-			}
-			if len(live) > 0 {
-				s.mem.idem[k] = live
-			} else {
-				delete(s.mem.idem, k)
-			}
-		}
-		s.mem.roomCond.Broadcast()
-		s.mem.mu.Unlock()
+		s.mem.expire(slots[:n], idemKeys[:m], now)
 		slots, idemKeys = slots[n:], idemKeys[m:]
 	}
 

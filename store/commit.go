@@ -260,10 +260,7 @@ func (c *committer) submit(ctx context.Context, o *op) error {
 	if c.closed {
 		return ErrClosed
 	}
-	s.mem.mu.RLock()
-	failed := s.refusalLocked()
-	s.mem.mu.RUnlock()
-	if failed != nil {
+	if failed := s.refusal(s.mem.failure()); failed != nil {
 		return failed
 	}
 	select {
@@ -409,12 +406,7 @@ func (o *op) size() int {
 // waitForRoom holds the committer while too many slots wait for a checkpoint.
 func (c *committer) waitForRoom() {
 	s := c.s
-	s.mem.mu.Lock()
-	defer s.mem.mu.Unlock()
-	for s.mem.table.len() >= s.cfg.MaxPendingSlots && s.refusalLocked() == nil && !s.stopping.Load() {
-		s.ckpt.kickNow()
-		s.mem.roomCond.Wait()
-	}
+	s.mem.waitForRoom(s.cfg.MaxPendingSlots, func() bool { return s.damage.Load() != nil || s.stopping.Load() }, s.ckpt.kickNow)
 }
 
 // staging is one group commit being assembled: with Async, several batches
@@ -425,7 +417,7 @@ type staging struct {
 	now   time.Time
 	ops   []*op // of the current batch
 	tx    *bolt.Tx
-	txGen uint64 // s.mem.evictGen when tx was opened
+	txGen uint64 // mem's eviction generation when tx was opened
 
 	// Per commit: with Async, across the batches it gathers.
 	counters map[string]int32 // the staged slots of each counter: index into staged
@@ -565,10 +557,9 @@ func (c *committer) stage(st *staging, ops []*op) {
 	st.now = s.cfg.Now()
 	st.ops = append(st.ops[:0], ops...)
 	st.nops += len(ops)
-	s.mem.mu.RLock()
-	st.seq = max(st.seq, s.mem.seq+1)
-	st.lastSeq = max(st.lastSeq, s.mem.seq)
-	s.mem.mu.RUnlock()
+	seq := s.mem.committedSeq()
+	st.seq = max(st.seq, seq+1)
+	st.lastSeq = max(st.lastSeq, seq)
 	for _, o := range ops {
 		if o.kind != opMerge {
 			continue
@@ -650,10 +641,10 @@ func (st *staging) stageSlots(name string, slots []crdt.Slot, idx []int32) error
 	if !missing {
 		return nil
 	}
+	// The slots met for the first time get arena entries, which take mem's
+	// counters, copied under one hold of mem's lock.
 	s := st.s
 	first := int32(len(st.arena))
-	s.mem.mu.RLock()
-	mc := s.mem.table.counter(name)
 	for k, slot := range slots {
 		if idx[k] >= 0 {
 			continue
@@ -662,17 +653,12 @@ func (st *staging) stageSlots(name string, slots []crdt.Slot, idx []int32) error
 			idx[k] = i
 			continue
 		}
-		var g *crdt.GCounter
-		if m := mc.get(slot); m != nil {
-			g = m.Clone()
-		}
 		i := int32(len(st.arena))
-		st.arena = append(st.arena, stagedSlot{slot: slot, g: g, own: -1})
+		st.arena = append(st.arena, stagedSlot{slot: slot, own: -1})
 		sc.set(slot, i)
 		idx[k] = i
 	}
-	gen := s.mem.evictGen
-	s.mem.mu.RUnlock()
+	gen := s.mem.copySlots(name, st.arena[first:])
 	// What mem did not hold is in state.db, as of the eviction generation
 	// read with mem.
 	for i := first; i < int32(len(st.arena)); i++ {
@@ -692,9 +678,9 @@ func (st *staging) stageSlots(name string, slots []crdt.Slot, idx []int32) error
 }
 
 // readTx returns a read transaction on state.db that sees everything mem held
-// when s.mem.evictGen was gen. Something absent from mem is in state.db as of
-// the checkpoint that evicted it; a transaction opened before that eviction
-// does not see it, so it is reopened. (The generation is read before the
+// when its eviction generation was gen. Something absent from mem is in
+// state.db as of the checkpoint that evicted it; a transaction opened before
+// that eviction does not see it, so it is reopened. (The generation is read before the
 // transaction opens, so a transaction never claims to be newer than it is.)
 func (st *staging) readTx(gen uint64) (*bolt.Tx, error) {
 	if st.tx != nil && st.txGen != gen {
@@ -733,13 +719,8 @@ func (st *staging) records(key string, look *idemLookup) ([]crdt.KeyRecord, erro
 		recs = append(recs, st.idem[i])
 	}
 	s := st.s
-	s.mem.mu.RLock()
-	for _, r := range s.mem.idem[key] {
-		recs = addRecord(recs, r)
-	}
-	gen := s.mem.evictGen
-	skip := look != nil && look.storedNone && look.gen == s.mem.idemGen
-	s.mem.mu.RUnlock()
+	recs, gen, idemGen := s.mem.stagingRecords(key, recs)
+	skip := look != nil && look.storedNone && look.gen == idemGen
 	if skip {
 		s.stats.storedReadsSkipped.Add(1)
 		return recs, nil
@@ -756,10 +737,7 @@ func (st *staging) comps(slot crdt.Slot) crdt.Comps {
 	if cs, ok := st.compSet[slot]; ok {
 		return cs
 	}
-	st.s.mem.mu.RLock()
-	cs := st.s.mem.comps[slot]
-	st.s.mem.mu.RUnlock()
-	return cs
+	return st.s.mem.slotComps(slot)
 }
 
 // addComp stages compensation c of slot and reports whether it was new.
@@ -964,9 +942,7 @@ func (st *staging) merge(o *op) ([]crdt.Delta, error) {
 		}
 		cur, ok := st.vv[c.Origin]
 		if !ok {
-			s.mem.mu.RLock()
-			cur = s.mem.vv[c.Origin]
-			s.mem.mu.RUnlock()
+			cur = s.mem.vvEntry(c.Origin)
 		}
 		if cur >= c.From && c.To > cur {
 			st.vv[c.Origin] = c.To
@@ -1012,7 +988,7 @@ func (c *committer) commit(st *staging) {
 			return
 		}
 		c.jnext++
-		pending := c.install(st, n)
+		pending := s.mem.install(st, n)
 		journaled := c.journaled.Add(int64(len(st.deltas)))
 		if s.cfg.CheckpointInterval > 0 && (pending >= s.cfg.CheckpointSlots || journaled-s.ckpt.journaledAt.Load() >= int64(s.cfg.CheckpointDeltas)) {
 			s.ckpt.kickNow()
@@ -1050,40 +1026,6 @@ func (c *committer) commit(st *staging) {
 	// Answer last: an acknowledged increment is already on its way to peers.
 	st.ack()
 	st.release()
-}
-
-// install publishes st's changes, committed in journal record n, to mem,
-// where reads, gossip and later stagings see them.
-// It returns the slots mem holds then.
-func (c *committer) install(st *staging, n uint64) int {
-	s := c.s
-	s.mem.mu.Lock()
-	defer s.mem.mu.Unlock()
-	s.mem.jlast = n // every record up to n is now in mem
-	// A request's slots are staged one after another: look each counter up
-	// once per run of its slots.
-	var mc *memCounter
-	var name string
-	for _, i := range st.dirty {
-		ss := &st.arena[i]
-		if mc == nil || ss.slot.Name != name {
-			mc, name = s.mem.table.counterFor(ss.slot.Name), ss.slot.Name
-		}
-		s.mem.table.putIn(mc, ss.slot, ss.g)
-	}
-	for _, x := range st.idem {
-		s.mem.idem[x.Key] = append(s.mem.idem[x.Key], x)
-	}
-	for slot, cs := range st.compSet {
-		s.mem.setComps(slot, cs)
-		s.mem.compsDirty[slot] = true
-	}
-	for o, v := range st.vv {
-		s.mem.vv[o] = max(s.mem.vv[o], v)
-	}
-	s.mem.seq = max(s.mem.seq, st.lastSeq)
-	s.mem.publishDigestLocked(len(st.vv) > 0)
-	return s.mem.table.len()
 }
 
 // ack answers the ops of st's current batch. Their idempotency keys stay

@@ -101,10 +101,8 @@ func winnerOf(recs []crdt.KeyRecord, fp [32]byte) (crdt.KeyRecord, bool) {
 // lookupIdem returns the unexpired records of key in mem and state.db.
 func (s *Store) lookupIdem(key string) ([]crdt.KeyRecord, idemLookup, error) {
 	now := s.cfg.Now().UnixNano()
-	s.mem.mu.RLock()
-	recs := append([]crdt.KeyRecord(nil), s.mem.idem[key]...)
-	look := idemLookup{gen: s.mem.idemGen}
-	s.mem.mu.RUnlock()
+	recs, gen := s.mem.lookupRecords(key)
+	look := idemLookup{gen: gen}
 	err := s.state.View(func(tx *bolt.Tx) error {
 		var err error
 		recs, look.storedNone, err = s.storedRecords(tx, key, recs)

@@ -85,11 +85,13 @@ func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 			c.Windows[span][k] = satAdd(c.Windows[span][k], v)
 		}
 	}
+	// mv is mem as the read below sees it, valid during that read only.
+	var mv memView
 	compsOf := func(span int, start int64) crdt.Comps {
 		if span < 0 {
-			return s.mem.comps[crdt.TotalSlot(name)]
+			return mv.slotComps(crdt.TotalSlot(name))
 		}
-		return s.mem.comps[crdt.Slot{Name: name, Res: spans[span].Res, Start: start}]
+		return mv.slotComps(crdt.Slot{Name: name, Res: spans[span].Res, Start: start})
 	}
 	addGC := func(g *crdt.GCounter, span int, start int64) {
 		cs := compsOf(span, start)
@@ -128,56 +130,32 @@ func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 		return es, nil
 	}
 
-	// Lock order as everywhere else in the store: the state.db transaction
-	// first, then mu. A transaction opened before an eviction may miss the
-	// value that eviction wrote, so the eviction generation is read before
-	// the transaction opens and checked once mu is held; a read that lost the
-	// race (a checkpoint evicted meanwhile: rare, once a second at most)
-	// starts again.
-	var tx *bolt.Tx
-	for attempt := 0; ; attempt++ {
-		s.mem.mu.RLock()
-		gen := s.mem.evictGen
-		s.mem.mu.RUnlock()
-		var err error
-		if tx, err = s.state.Begin(false); err != nil {
-			return nil, fmt.Errorf("read %q by datacenter: %w", name, err)
+	// mem and a state.db transaction that agree, under one hold of mem's
+	// read lock (memState.viewWithTx).
+	err := s.mem.viewWithTx(s.state, func(v memView, tx *bolt.Tx) error {
+		mv = v
+		mc := v.counter(name)
+		inMem := mc != nil
+		totalInMem := false
+		if inMem {
+			if g := mc.total; g != nil {
+				addGC(g, -1, 0)
+				totalInMem = true
+			}
 		}
-		s.mem.mu.RLock()
-		if s.mem.evictGen == gen {
-			break
+		// memStarts[i] holds the window starts of span i found in mem:
+		// state.db's copy of those is older.
+		memStarts := make([]map[int64]bool, len(spans))
+		for i, sp := range spans {
+			memStarts[i] = map[int64]bool{}
+			if !inMem || sp.From >= sp.To {
+				continue
+			}
+			mc.eachWindow(sp.Res, sp.From, sp.To, func(start int64, g *crdt.GCounter) {
+				addGC(g, i, start)
+				memStarts[i][start] = true
+			})
 		}
-		s.mem.mu.RUnlock()
-		tx.Rollback()
-		if attempt == 100 {
-			return nil, fmt.Errorf("read %q by datacenter: checkpoints kept evicting slots meanwhile", name)
-		}
-	}
-	defer tx.Rollback()
-	defer s.mem.mu.RUnlock()
-	mc := s.mem.table.counter(name)
-	inMem := mc != nil
-	totalInMem := false
-	if inMem {
-		if g := mc.total; g != nil {
-			addGC(g, -1, 0)
-			totalInMem = true
-		}
-	}
-	// memStarts[i] holds the window starts of span i found in mem: state.db's
-	// copy of those is older.
-	memStarts := make([]map[int64]bool, len(spans))
-	for i, sp := range spans {
-		memStarts[i] = map[int64]bool{}
-		if !inMem || sp.From >= sp.To {
-			continue
-		}
-		mc.eachWindow(sp.Res, sp.From, sp.To, func(start int64, g *crdt.GCounter) {
-			addGC(g, i, start)
-			memStarts[i][start] = true
-		})
-	}
-	err := func() error {
 		var buf []storedEntry
 		var err error
 		if !totalInMem {
@@ -216,7 +194,7 @@ func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 			}
 		}
 		return nil
-	}()
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read %q by datacenter: %w", name, err)
 	}

@@ -17,10 +17,7 @@ import (
 // incremented is 0.
 func (s *Store) Total(name string) (uint64, error) {
 	slot := crdt.TotalSlot(name)
-	s.mem.mu.RLock()
-	g := s.mem.table.get(slot)
-	cs := s.mem.comps[slot]
-	s.mem.mu.RUnlock()
+	g, cs := s.mem.lookup(slot)
 	if g != nil {
 		return cs.Value(g), nil
 	}
@@ -49,10 +46,7 @@ type ReplicaCount struct {
 // Replicas returns counter name's total per replica, largest share first.
 func (s *Store) Replicas(name string) ([]ReplicaCount, error) {
 	slot := crdt.TotalSlot(name)
-	s.mem.mu.RLock()
-	g := s.mem.table.get(slot)
-	cs := s.mem.comps[slot]
-	s.mem.mu.RUnlock()
+	g, cs := s.mem.lookup(slot)
 	if g == nil {
 		var err error
 		err = s.state.View(func(tx *bolt.Tx) error {
@@ -99,24 +93,8 @@ func (s *Store) Range(name string, plan window.Plan) ([]uint64, error) {
 	}
 	// Slots in mem supersede state.db. Look them up first; a slot that leaves
 	// mem after this is in state.db by then.
-	var inMem map[int64]uint64
-	var comps map[int64]crdt.Comps // the windows with compensations: rare
-	s.mem.mu.RLock()
-	if s.mem.compNames[name] > 0 {
-		comps = make(map[int64]crdt.Comps)
-		for slot, cs := range s.mem.comps {
-			if slot.Name == name && slot.Res == res && slot.Start >= from && slot.Start < to {
-				comps[slot.Start] = cs
-			}
-		}
-	}
-	if mc := s.mem.table.counter(name); mc != nil {
-		inMem = make(map[int64]uint64)
-		mc.eachWindow(res, from, to, func(start int64, g *crdt.GCounter) {
-			inMem[start] = comps[start].Value(g)
-		})
-	}
-	s.mem.mu.RUnlock()
+	// comps holds the windows with compensations: rare.
+	inMem, comps := s.mem.windows(name, res, from, to)
 	add := func(start int64, v uint64) {
 		if i, ok := plan.PointOf(start); ok {
 			if points[i]+v < points[i] {
@@ -155,9 +133,9 @@ func (s *Store) Range(name string, plan window.Plan) ([]uint64, error) {
 }
 
 // eachWindow calls fn for each window of c at resolution res starting in
-// [from, to), from a multiple of res; the caller holds mu. It looks the
-// windows up one by one or scans c's, whichever is fewer. (Slots in mem are
-// aligned: merges refuse any other.)
+// [from, to), from a multiple of res; the caller holds mem's lock. It looks
+// the windows up one by one or scans c's, whichever is fewer. (Slots in mem
+// are aligned: merges refuse any other.)
 func (c *memCounter) eachWindow(res uint32, from, to int64, fn func(start int64, g *crdt.GCounter)) {
 	size := int64(res)
 	if n := (to - from) / size; n <= int64(len(c.windows)) {
@@ -189,22 +167,7 @@ func (s *Store) List(prefix, after string, limit int) ([]NameTotal, string, erro
 		return nil, "", nil
 	}
 	match := func(name string) bool { return strings.HasPrefix(name, prefix) && name > after }
-	var out []NameTotal
-	seen := make(map[string]bool)
-	s.mem.mu.RLock()
-	for name, c := range s.mem.table.counters {
-		if c.total != nil && match(name) {
-			out = append(out, NameTotal{name, s.mem.comps[crdt.TotalSlot(name)].Value(c.total)})
-			seen[name] = true
-		}
-	}
-	totalComps := make(map[string]crdt.Comps)
-	for slot, cs := range s.mem.comps {
-		if slot.IsTotal() && match(slot.Name) {
-			totalComps[slot.Name] = cs
-		}
-	}
-	s.mem.mu.RUnlock()
+	out, seen, totalComps := s.mem.totals(match)
 	start := []byte(prefix)
 	if after >= prefix {
 		start = append([]byte(after), 0)

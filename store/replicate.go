@@ -19,17 +19,17 @@ import (
 // of, the seq up to which it holds every change of that replica. Its own entry
 // is its last committed seq. It takes no lock.
 func (s *Store) Digest() map[crdt.ReplicaID]uint64 {
-	vv := *s.mem.pubVV.Load()
+	vv := s.mem.publishedVV()
 	d := make(map[crdt.ReplicaID]uint64, len(vv)+1)
 	for id, v := range vv {
 		d[id] = v
 	}
-	d[s.replica] = s.mem.pubSeq.Load()
+	d[s.replica] = s.mem.publishedSeq()
 	return d
 }
 
 // Seq is this replica's last committed seq.
-func (s *Store) Seq() uint64 { return s.mem.pubSeq.Load() }
+func (s *Store) Seq() uint64 { return s.mem.publishedSeq() }
 
 // SetReplicaInfo records where a replica lives, for per-replica detail.
 func (s *Store) SetReplicaInfo(info ReplicaInfo) {
@@ -110,20 +110,7 @@ func (s *Store) ChainChunk(origin crdt.ReplicaID, base, after uint64, maxBytes i
 		return c, nil
 	}
 	// mem first: a slot that leaves mem after this is in state.db by then.
-	var fromMem []carried
-	inMem := make(map[crdt.Slot]*crdt.GCounter)
-	s.mem.mu.RLock()
-	top := s.mem.vv[origin]
-	if origin == s.replica {
-		top = s.mem.seq
-	}
-	s.mem.table.each(func(slot crdt.Slot, g *crdt.GCounter) {
-		inMem[slot] = g
-		if e, ok := g.Get(origin); ok && e.Seq > after && e.Seq > base {
-			fromMem = append(fromMem, carried{pos: e.Seq, d: crdt.Delta{Slot: slot, Entry: e}})
-		}
-	})
-	s.mem.mu.RUnlock()
+	top, inMem, fromMem := s.mem.carriers(origin, origin == s.replica, after, base)
 	slices.SortFunc(fromMem, func(a, b carried) int {
 		if a.pos != b.pos {
 			return cmp.Compare(a.pos, b.pos)
@@ -249,13 +236,7 @@ func (s *Store) ChainChunk(origin crdt.ReplicaID, base, after uint64, maxBytes i
 	if err := s.addKeyRecords(&c, positions, maxBytes-size); err != nil {
 		return Chunk{}, fmt.Errorf("key records of %s after %d: %w", origin, after, err)
 	}
-	s.mem.mu.RLock()
-	for _, d := range c.Deltas {
-		for _, cp := range s.mem.comps[d.Slot].Of(origin) {
-			c.Comps = append(c.Comps, crdt.CompDelta{Slot: d.Slot, Comp: cp})
-		}
-	}
-	s.mem.mu.RUnlock()
+	c.Comps = s.mem.appendOriginComps(c.Comps, c.Deltas, origin)
 	return c, nil
 }
 
@@ -274,16 +255,7 @@ func (s *Store) addKeyRecords(c *Chunk, positions []uint64, room int) error {
 	if c.Next <= c.After {
 		return nil
 	}
-	var recs []crdt.KeyRecord
-	s.mem.mu.RLock()
-	for _, rs := range s.mem.idem {
-		for _, r := range rs {
-			if r.Origin == c.Origin && r.Seq > c.After && r.Seq <= c.Next {
-				recs = append(recs, r)
-			}
-		}
-	}
-	s.mem.mu.RUnlock()
+	recs := s.mem.originRecords(c.Origin, c.After, c.Next)
 	err := s.state.View(func(tx *bolt.Tx) error {
 		cur := tx.Bucket(bucketKeySeq).Cursor()
 		from, to := keySeqKey(c.Origin, c.After+1, ""), keySeqKey(c.Origin, c.Next+1, "")

@@ -39,15 +39,8 @@ type statCounters struct {
 
 // Stats returns the store's current figures.
 func (s *Store) Stats() Stats {
-	s.mem.mu.RLock()
-	st := Stats{
-		PendingSlots:     s.mem.table.len(),
-		Seq:              s.mem.seq,
-		IdempotencyKeys:  len(s.mem.idem),
-		CompensatedSlots: len(s.mem.comps),
-	}
-	jlast := s.mem.jlast
-	s.mem.mu.RUnlock()
+	var st Stats
+	jlast := s.mem.figures(&st)
 	st.Commits = s.stats.commits.Load()
 	st.CommittedOps = s.stats.committedOps.Load()
 	st.CommitTime = time.Duration(s.stats.commitNanos.Load())

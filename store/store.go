@@ -20,6 +20,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/abacus-counter/abacus/crdt"
+	"github.com/abacus-counter/abacus/window"
 )
 
 // File names inside the data directory.
@@ -264,7 +265,7 @@ func (s *Store) load() error {
 		}
 		copy(s.replica[:], v)
 		if v := meta.Get(metaSeq); len(v) == 8 {
-			s.mem.seq = binary.BigEndian.Uint64(v)
+			s.mem.loadSeq(binary.BigEndian.Uint64(v))
 		}
 		if v := meta.Get(metaRestored); v != nil {
 			if len(v) != 8 {
@@ -289,7 +290,7 @@ func (s *Store) load() error {
 			if err != nil {
 				return fmt.Errorf("comps of %+v: %w", slot, err)
 			}
-			s.mem.setComps(slot, cs)
+			s.mem.loadComps(slot, cs)
 			return nil
 		})
 		if err != nil {
@@ -299,7 +300,7 @@ func (s *Store) load() error {
 			if len(k) != 16 || len(v) != 8 {
 				return fmt.Errorf("vv entry %x: %w", k, ErrIncompatible)
 			}
-			s.mem.vv[crdt.ReplicaID(k)] = binary.BigEndian.Uint64(v)
+			s.mem.loadVV(crdt.ReplicaID(k), binary.BigEndian.Uint64(v))
 			return nil
 		})
 	})
@@ -351,6 +352,7 @@ func (s *Store) replay() error {
 	var records int
 	now := s.cfg.Now()
 	err = s.state.View(func(stx *bolt.Tx) error {
+		load := func(slot crdt.Slot) (*crdt.GCounter, error) { return s.loadCounter(stx, slot) }
 		return s.journal.View(func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucketJournal).Cursor()
 			for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -362,10 +364,10 @@ func (s *Store) replay() error {
 				if err != nil {
 					return fmt.Errorf("journal record %d: %w", n, err)
 				}
-				if err := s.applyRecord(stx, &r, now); err != nil {
+				if err := s.mem.replay(n, &r, s.replica, s.cfg.Windows, now, load); err != nil {
 					return fmt.Errorf("journal record %d: %w", n, err)
 				}
-				s.mem.jlast, s.com.jnext = n, n+1
+				s.com.jnext = n + 1
 				records++
 			}
 			return nil
@@ -378,57 +380,19 @@ func (s *Store) replay() error {
 		s.com.jnext = 1
 	}
 	if records > 0 {
-		s.log.Info("replayed journal", "records", records, "slots", s.mem.table.len(), "seq", s.mem.seq)
+		s.log.Info("replayed journal", "records", records, "slots", s.mem.slots(), "seq", s.mem.committedSeq())
 	}
-	s.mem.publishDigestLocked(true)
-	return nil
-}
-
-// applyRecord merges a journal record into mem. Only replay calls it.
-func (s *Store) applyRecord(stx *bolt.Tx, r *record, now time.Time) error {
-	s.mem.seq = max(s.mem.seq, r.seq)
-	for _, d := range r.deltas {
-		if !s.keep(d.Slot, now) {
-			continue
-		}
-		g := s.mem.table.get(d.Slot)
-		if g == nil {
-			loaded, err := s.loadCounter(stx, d.Slot)
-			if err != nil {
-				return err
-			}
-			g = loaded
-			s.mem.putMem(d.Slot, g)
-		}
-		g.MergeEntry(d.Entry)
-	}
-	for _, x := range r.records {
-		if x.Origin.IsZero() {
-			x.Origin = s.replica // a version 1 record: this replica's
-		}
-		if retainUntil(&x) > now.UnixNano() {
-			s.mem.idem[x.Key] = addRecord(s.mem.idem[x.Key], x)
-		}
-	}
-	for _, c := range r.covers {
-		s.mem.vv[c.Origin] = max(s.mem.vv[c.Origin], c.Seq)
-	}
-	for _, c := range r.comps {
-		if !s.keep(c.Slot, now) {
-			continue
-		}
-		if cs, added := s.mem.comps[c.Slot].Add(c.Comp); added {
-			s.mem.setComps(c.Slot, cs)
-			s.mem.compsDirty[c.Slot] = true
-		}
-	}
+	s.mem.opened()
 	return nil
 }
 
 // keep reports whether slot is worth storing at now: totals always, windows
 // while retained under this store's resolutions.
-func (s *Store) keep(slot crdt.Slot, now time.Time) bool {
-	return slot.IsTotal() || s.cfg.Windows.Retained(slot.Res, slot.Start, now)
+func (s *Store) keep(slot crdt.Slot, now time.Time) bool { return retained(s.cfg.Windows, slot, now) }
+
+// retained reports whether slot is worth storing at now under windows w.
+func retained(w window.Config, slot crdt.Slot, now time.Time) bool {
+	return slot.IsTotal() || w.Retained(slot.Res, slot.Start, now)
 }
 
 // loadCounter reads slot's counter from state.db; a missing slot is empty.
@@ -477,9 +441,7 @@ func (s *Store) Close(ctx context.Context) error {
 		// Release a committer waiting for room first: senders may be blocked
 		// on a full ops channel while holding closeMu for reading.
 		s.stopping.Store(true)
-		s.mem.mu.Lock()
-		s.mem.roomCond.Broadcast()
-		s.mem.mu.Unlock()
+		s.mem.wakeCommitter()
 		s.com.close()
 
 		done := make(chan struct{})
@@ -498,9 +460,7 @@ func (s *Store) Close(ctx context.Context) error {
 		if err != nil && !errors.Is(err, ErrFailed) {
 			s.closeErr = fmt.Errorf("final checkpoint: %w", err)
 		}
-		s.mem.mu.RLock()
-		failed := s.mem.failed
-		s.mem.mu.RUnlock()
+		failed := s.mem.failure()
 		if err == nil && failed == nil && s.damage.Load() == nil {
 			// Everything is in state.db: the next start needs no journal.
 			if err := s.state.Update(func(tx *bolt.Tx) error {
@@ -519,32 +479,32 @@ func (s *Store) Close(ctx context.Context) error {
 	return s.closeErr
 }
 
+// fail makes the store refuse writes for err, unless it already does, and
+// returns the error it refuses them with.
 func (s *Store) fail(err error) error {
-	s.mem.mu.Lock()
-	defer s.mem.mu.Unlock()
-	if s.mem.failed == nil {
-		s.mem.failed = fmt.Errorf("%w: %v", ErrFailed, err)
+	failed, first := s.mem.fail(err)
+	if first {
 		s.log.Error("store failed; refusing writes until restart", "err", err)
 	}
-	return s.mem.failed
+	return failed
 }
 
 // noteDamage makes the store refuse writes, for good, once damage is found
 // in a data file: submit and the checkpointer read s.damage, which takes no
-// lock, so this may run anywhere (a read under s.mem.mu included).
+// lock, so this may run anywhere (a read under mem's lock included).
 func (s *Store) noteDamage(err error) {
 	if s.damage.CompareAndSwap(nil, &err) {
 		s.log.Error("data file damaged; refusing writes (stop the node and run abacus recover)", "err", err)
 	}
 }
 
-// refusalLocked is why the store takes no more writes, or nil: damage found in a
-// data file, or a commit that failed. The caller holds s.mem.mu for reading.
-func (s *Store) refusalLocked() error {
+// refusal is why the store takes no more writes, or nil: damage found in a
+// data file, or failed, mem's failure (a commit or checkpoint that failed).
+func (s *Store) refusal(failed error) error {
 	if d := s.damage.Load(); d != nil {
 		return *d
 	}
-	return s.mem.failed
+	return failed
 }
 
 // Err is nil while the store takes writes, and says why once it does not.
@@ -555,11 +515,9 @@ func (s *Store) Err() error {
 	if d := s.damage.Load(); d != nil {
 		return *d
 	}
-	s.mem.mu.RLock()
-	defer s.mem.mu.RUnlock()
-	return s.mem.failed
+	return s.mem.failure()
 }
 
 func (s *Store) String() string {
-	return "store " + s.cfg.Dir + " replica " + s.replica.String() + " seq " + strconv.FormatUint(s.mem.seq, 10)
+	return "store " + s.cfg.Dir + " replica " + s.replica.String() + " seq " + strconv.FormatUint(s.mem.publishedSeq(), 10)
 }
