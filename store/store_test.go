@@ -551,3 +551,33 @@ func TestStore_CheckpointWritesABlockOnce(t *testing.T) {
 		t.Fatalf("total %d, want 40", got)
 	}
 }
+
+// TestStore_JournalRecordsAfterRestart: the journal records a restart
+// replays are counted from the first one left, not from record 1, which a
+// checkpoint trimmed.
+func TestStore_JournalRecordsAfterRestart(t *testing.T) {
+	c := newClock(t0)
+	dir := t.TempDir()
+	s := mustOpen(t, testConfig(dir, c))
+	for range 3 {
+		mustApply(t, s, inc("a", 1, c.Now()))
+	}
+	if err := s.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, s, inc("a", 1, c.Now()))
+	mustApply(t, s, inc("b", 1, c.Now()))
+	if got := s.Stats().JournalRecords; got != 2 {
+		t.Fatalf("%d journal records before the crash, want 2", got)
+	}
+	crashed := copyDir(t, dir)
+	mustClose(t, s)
+	s = mustOpen(t, testConfig(crashed, c))
+	defer mustClose(t, s)
+	if got := s.Stats().JournalRecords; got != 2 {
+		t.Fatalf("%d journal records after the restart, want 2", got)
+	}
+	if got := mustTotal(t, s, "a"); got != 4 {
+		t.Fatalf("a = %d after the restart, want 4", got)
+	}
+}
