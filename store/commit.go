@@ -493,11 +493,12 @@ func (sc *stagedCounter) set(slot crdt.Slot, i int32) {
 		return
 	}
 	w := memWin{slot.Res, slot.Start}
-	sc.wins = append(sc.wins, stagedWin{w, i})
-	switch {
-	case sc.many != nil:
+	if sc.many != nil {
 		sc.many[w] = i
-	case len(sc.wins) > scanMax:
+		return
+	}
+	sc.wins = append(sc.wins, stagedWin{w, i})
+	if len(sc.wins) > scanMax {
 		sc.many = make(map[memWin]int32, 2*len(sc.wins))
 		for _, x := range sc.wins {
 			sc.many[x.w] = x.i
@@ -579,6 +580,13 @@ func (c *committer) stage(st *staging, ops []*op) {
 	}
 	st.lastSeq = max(st.lastSeq, st.ownSeen)
 	for _, o := range ops {
+		if st.err != nil {
+			// A read of state.db failed: this commit fails whole, and a slot
+			// whose read failed is in the arena without its counter, which
+			// no later op may touch.
+			o.err = st.err
+			continue
+		}
 		switch o.kind {
 		case opApply:
 			o.err = st.apply(o)

@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,6 +210,70 @@ func TestStore_Damage_WhileRunning(t *testing.T) {
 		_, err := s.Apply(context.Background(), &store.Request{Increments: []store.Increment{inc("x", 1, c.Now())}})
 		return errors.Is(err, store.ErrFailed) || errors.Is(err, store.ErrDamaged), fmt.Sprintf("apply: %v", err)
 	})
+	if !errors.Is(s.Err(), store.ErrDamaged) {
+		t.Fatalf("Err = %v, want ErrDamaged", s.Err())
+	}
+}
+
+// TestStore_Damage_WhileStaging: once a read of state.db fails in a commit,
+// the commit's other ops are refused, not staged over the slot whose counter
+// the read did not load: a second increment of that counter in the same
+// group commit used to crash the node. The committer is held in the commit
+// before (of a counter in mem, which reads nothing) while two increments of
+// a counter on a damaged leaf queue up behind it, so both land in one commit.
+func TestStore_Damage_WhileStaging(t *testing.T) {
+	c := newClock("2026-11-23T10:00:00Z")
+	dir := t.TempDir()
+	cfg := testConfig(dir, c)
+	var hold atomic.Bool
+	held, release := make(chan struct{}), make(chan struct{})
+	cfg.ObserveCommit = func(int, time.Duration) {
+		if hold.CompareAndSwap(true, false) {
+			close(held)
+			<-release
+		}
+	}
+	s := mustOpen(t, cfg)
+	defer s.Close(context.Background())
+	for i := 0; i < 300; i++ {
+		mustApply(t, s, inc(fmt.Sprintf("counter-%04d", i), 1, c.Now()))
+	}
+	if err := s.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, s, inc("in-mem", 1, c.Now()))
+	path := filepath.Join(dir, store.StateFile)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, 4096-16)
+	for i := range junk {
+		junk[i] = 0xA5
+	}
+	for _, off := range testenv.BoltPages(t, path)["leaf"] {
+		f.WriteAt(junk, off+16)
+	}
+	f.Close()
+
+	hold.Store(true)
+	var wg sync.WaitGroup
+	wg.Go(func() { mustApply(t, s, inc("in-mem", 1, c.Now())) })
+	<-held
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Go(func() {
+			_, errs[i] = s.Apply(context.Background(), &store.Request{Increments: []store.Increment{inc("counter-0100", 1, c.Now())}})
+		})
+	}
+	time.Sleep(100 * time.Millisecond) // both queued behind the held commit
+	close(release)
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, store.ErrDamaged) {
+			t.Fatalf("increment %d over a damaged leaf: %v, want ErrDamaged", i+1, err)
+		}
+	}
 	if !errors.Is(s.Err(), store.ErrDamaged) {
 		t.Fatalf("Err = %v, want ErrDamaged", s.Err())
 	}
