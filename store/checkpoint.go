@@ -135,7 +135,7 @@ func (s *Store) Expire(ctx context.Context) error {
 }
 
 type checkpointSnap struct {
-	mem   []memSlot // mem's slots, in key order
+	mem   []memSlot // mem's slots, sorted by key once taken
 	idem  map[string][]crdt.KeyRecord
 	comps map[crdt.Slot]crdt.Comps
 	vv    map[crdt.ReplicaID]uint64

@@ -5,7 +5,7 @@ import "github.com/abacus-counter/abacus/crdt"
 // memtable holds every slot changed since the last checkpoint, as complete
 // counters, keyed per counter name: an increment looks its counter up once,
 // then its total and windows under it, and a read of one counter finds its
-// windows without scanning the others. The store's mu guards it.
+// windows without scanning the others. memState's lock guards it.
 type memtable struct {
 	counters map[string]*memCounter
 	slots    int
@@ -63,7 +63,7 @@ func (m *memtable) put(slot crdt.Slot, g *crdt.GCounter) {
 }
 
 // counterFor returns name's slots, adding an empty entry if there is none.
-// The caller puts a slot in it before it lets go of mu.
+// The caller puts a slot in it before it lets go of memState's lock.
 func (m *memtable) counterFor(name string) *memCounter {
 	c := m.counters[name]
 	if c == nil {

@@ -134,6 +134,7 @@ func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 	// read lock (memState.viewWithTx).
 	err := s.mem.viewWithTx(s.state, func(v memView, tx *bolt.Tx) error {
 		mv = v
+		defer func() { mv = memView{} }() // no use of mem after the lock
 		mc := v.counter(name)
 		inMem := mc != nil
 		totalInMem := false

@@ -367,7 +367,7 @@ func (s *Store) replay() error {
 				if err := s.mem.replay(n, &r, s.replica, s.cfg.Windows, now, load); err != nil {
 					return fmt.Errorf("journal record %d: %w", n, err)
 				}
-				if records == 0 {
+				if records == 0 && n > 0 {
 					// Records before the first were trimmed by a checkpoint.
 					s.ckpt.truncated = n - 1
 					s.ckpt.truncatedSeen.Store(n - 1)
