@@ -247,6 +247,13 @@ type committer struct {
 	// journaled counts the entry changes written to the journal since open
 	// (checkpointer.journaledAt: as of the last checkpoint).
 	journaled atomic.Int64
+	// With Fsync, the committer's goroutine stages a group while the writer
+	// goroutine commits the one before (write): toWrite hands it a staged
+	// group, written says that group is committed (or failed), and inflight
+	// is the group handed over and not yet reported written.
+	toWrite  chan *staging
+	written  chan struct{}
+	inflight *staging
 }
 
 func (s *Store) submit(ctx context.Context, o *op) error { return s.com.submit(ctx, o) }
@@ -286,11 +293,23 @@ func (c *committer) isClosed() bool {
 }
 
 // run is the committer's goroutine. It takes every op waiting, stages them
-// together, and commits them in one transaction: group commit.
+// together, and commits them in one transaction: group commit. With Fsync
+// the commit runs on the writer goroutine (write), so that the next group is
+// staged while the last one's record is written and fsynced.
 func (c *committer) run() {
 	s := c.s
 	defer s.wg.Done()
 	st := newStaging(s)
+	if s.cfg.Durability == Fsync {
+		c.toWrite, c.written = make(chan *staging), make(chan struct{})
+		writerDone := make(chan struct{})
+		go c.write(writerDone)
+		defer func() {
+			c.awaitWritten()
+			close(c.toWrite)
+			<-writerDone
+		}()
+	}
 	var (
 		batch   []*op
 		pending bool // Async: st holds acknowledged changes not yet committed
@@ -359,8 +378,16 @@ func (c *committer) run() {
 			}
 			prevBatch = len(batch)
 			c.waitForRoom()
+			if s.cfg.Durability == Fsync {
+				// Staged over the group being written, if any, then handed
+				// to the writer once that one is committed.
+				st.prev = c.inflight
+				c.stage(st, batch)
+				st = c.handOver(st)
+				continue
+			}
 			c.stage(st, batch)
-			if s.cfg.Durability == Fsync || hasFlush(batch) {
+			if hasFlush(batch) {
 				c.commit(st)
 				st.reset()
 				pending = false
@@ -380,6 +407,49 @@ func (c *committer) run() {
 			flush, flushC = nil, nil
 			flushPending()
 		}
+	}
+}
+
+// handOver waits until the group being written, if any, is committed, then
+// hands st to the writer and returns a staging for the next group. A group
+// staged over one whose commit failed fails with it: its absolute values
+// hold the failed group's changes.
+func (c *committer) handOver(st *staging) *staging {
+	prev := c.awaitWritten()
+	st.prev = nil
+	if prev != nil && prev.failed != nil {
+		st.failAll(prev.failed)
+		st.reset()
+		prev.reset()
+		return st
+	}
+	c.toWrite <- st
+	c.inflight = st
+	if prev == nil {
+		return newStaging(c.s)
+	}
+	prev.reset()
+	return prev
+}
+
+// awaitWritten waits until the group handed to the writer, if any, is
+// committed, and returns it.
+func (c *committer) awaitWritten() *staging {
+	prev := c.inflight
+	if prev != nil {
+		<-c.written
+		c.inflight = nil
+	}
+	return prev
+}
+
+// write is the writer goroutine: it commits the groups handed to it, in
+// order, and reports each.
+func (c *committer) write(done chan<- struct{}) {
+	defer close(done)
+	for st := range c.toWrite {
+		c.commit(st)
+		c.written <- struct{}{}
 	}
 }
 
@@ -413,11 +483,19 @@ func (c *committer) waitForRoom() {
 // acknowledged in memory and committed together. Counters are private copies
 // until install publishes them. The committer reuses one staging.
 type staging struct {
-	s     *Store
-	now   time.Time
-	ops   []*op // of the current batch
-	tx    *bolt.Tx
-	txGen uint64 // mem's eviction generation when tx was opened
+	s *Store
+	// prev is the group the writer is committing while this one is
+	// staged (Fsync), or nil: its slots, key records, compensations,
+	// version vector and seq are newer than mem's until it is installed,
+	// and this staging reads them before mem. The writer only reads what
+	// prev staged.
+	prev *staging
+	// failed is the error a commit of this staging failed with.
+	failed error
+	now    time.Time
+	ops    []*op // of the current batch
+	tx     *bolt.Tx
+	txGen  uint64 // mem's eviction generation when tx was opened
 
 	// Per commit: with Async, across the batches it gathers.
 	counters map[string]int32 // the staged slots of each counter: index into staged
@@ -548,6 +626,7 @@ func (st *staging) reset() {
 	st.held = st.held[:0]
 	clear(st.vv)
 	st.seq, st.lastSeq, st.ownSeen, st.err, st.nops = 0, 0, 0, nil, 0
+	st.prev, st.failed = nil, nil
 }
 
 // stage computes the effect of ops on top of what st already holds: with
@@ -559,6 +638,9 @@ func (c *committer) stage(st *staging, ops []*op) {
 	st.ops = append(st.ops[:0], ops...)
 	st.nops += len(ops)
 	seq := s.mem.committedSeq()
+	if st.prev != nil {
+		seq = max(seq, st.prev.lastSeq)
+	}
 	st.seq = max(st.seq, seq+1)
 	st.lastSeq = max(st.lastSeq, seq)
 	for _, o := range ops {
@@ -666,6 +748,17 @@ func (st *staging) stageSlots(name string, slots []crdt.Slot, idx []int32) error
 		sc.set(slot, i)
 		idx[k] = i
 	}
+	if p := st.prev; p != nil {
+		// The group being written holds these slots newer than mem does.
+		if j, ok := p.counters[name]; ok {
+			psc := &p.staged[j]
+			for i := first; i < int32(len(st.arena)); i++ {
+				if k, ok := psc.find(st.arena[i].slot); ok && p.arena[k].g != nil {
+					st.arena[i].g = p.arena[k].g.Clone()
+				}
+			}
+		}
+	}
 	gen := s.mem.copySlots(name, st.arena[first:])
 	// What mem did not hold is in state.db, as of the eviction generation
 	// read with mem.
@@ -726,6 +819,11 @@ func (st *staging) records(key string, look *idemLookup) ([]crdt.KeyRecord, erro
 	for _, i := range st.idemAt[key] {
 		recs = append(recs, st.idem[i])
 	}
+	if p := st.prev; p != nil {
+		for _, i := range p.idemAt[key] {
+			recs = addRecord(recs, p.idem[i])
+		}
+	}
 	s := st.s
 	recs, gen, idemGen := s.mem.stagingRecords(key, recs)
 	skip := look != nil && look.storedNone && look.gen == idemGen
@@ -744,6 +842,11 @@ func (st *staging) records(key string, look *idemLookup) ([]crdt.KeyRecord, erro
 func (st *staging) comps(slot crdt.Slot) crdt.Comps {
 	if cs, ok := st.compSet[slot]; ok {
 		return cs
+	}
+	if p := st.prev; p != nil {
+		if cs, ok := p.compSet[slot]; ok {
+			return cs
+		}
 	}
 	return st.s.mem.slotComps(slot)
 }
@@ -949,6 +1052,9 @@ func (st *staging) merge(o *op) ([]crdt.Delta, error) {
 			continue
 		}
 		cur, ok := st.vv[c.Origin]
+		if !ok && st.prev != nil {
+			cur, ok = st.prev.vv[c.Origin]
+		}
 		if !ok {
 			cur = s.mem.vvEntry(c.Origin)
 		}
@@ -970,6 +1076,7 @@ func (c *committer) commit(st *staging) {
 	s := c.s
 	if st.err != nil {
 		err := s.fail(st.err)
+		st.failed = err
 		st.failAll(err)
 		return
 	}
@@ -992,6 +1099,7 @@ func (c *committer) commit(st *staging) {
 		}
 		if err != nil {
 			err = s.fail(fmt.Errorf("commit journal record %d: %w", n, err))
+			st.failed = err
 			st.failAll(err)
 			return
 		}

@@ -166,6 +166,9 @@ func (m *memState) copySlots(name string, slots []stagedSlot) (evictGen uint64) 
 	m.mu.RLock()
 	mc := m.table.counter(name)
 	for i := range slots {
+		if slots[i].g != nil {
+			continue // the staging found it newer elsewhere
+		}
 		if g := mc.get(slots[i].slot); g != nil {
 			slots[i].g = g.Clone()
 		}
