@@ -275,14 +275,22 @@ func (k *checkpointer) truncateJournal(n uint64) error {
 	defer s.jmu.Unlock()
 	empty := false
 	err := s.journal.Update(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketJournal).Cursor()
+		// The keys are listed first and deleted after: a cursor's First
+		// after each delete walks past every leaf emptied so far, which made
+		// a trim of thousands of records take a third of a second.
+		b := tx.Bucket(bucketJournal)
+		var trim [][8]byte
+		c := b.Cursor()
 		k, _ := c.First()
-		for ; k != nil && binary.BigEndian.Uint64(k) <= n; k, _ = c.First() {
-			if err := c.Delete(); err != nil {
+		for ; k != nil && binary.BigEndian.Uint64(k) <= n; k, _ = c.Next() {
+			trim = append(trim, [8]byte(k))
+		}
+		empty = k == nil
+		for i := range trim {
+			if err := b.Delete(trim[i][:]); err != nil {
 				return err
 			}
 		}
-		empty = k == nil
 		return nil
 	})
 	if err != nil {

@@ -581,3 +581,44 @@ func TestStore_JournalRecordsAfterRestart(t *testing.T) {
 		t.Fatalf("a = %d after the restart, want 4", got)
 	}
 }
+
+// TestStore_TrimKeepsLaterRecords: a checkpoint trims the journal records
+// its snapshot covered and keeps those committed while it ran, which a
+// restart replays.
+func TestStore_TrimKeepsLaterRecords(t *testing.T) {
+	c := newClock(t0)
+	dir := t.TempDir()
+	var s *store.Store
+	during := false
+	cfg := store.WithHooks(testConfig(dir, c), store.Hooks{CheckpointTxSlots: 7, AfterSlotTx: func() {
+		if !during {
+			during = true
+			for range 3 {
+				mustApply(t, s, inc("later", 1, c.Now()))
+			}
+		}
+	}})
+	s = mustOpen(t, cfg)
+	for i := range 50 {
+		mustApply(t, s, inc(fmt.Sprintf("c%02d", i), 1, c.Now()))
+	}
+	if err := s.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Stats().JournalRecords; got != 3 {
+		t.Fatalf("%d journal records after the checkpoint, want the 3 committed while it ran", got)
+	}
+	crashed := copyDir(t, dir)
+	mustClose(t, s)
+	r := mustOpen(t, testConfig(crashed, c))
+	defer mustClose(t, r)
+	if got := r.Stats().JournalRecords; got != 3 {
+		t.Fatalf("%d journal records replayed, want 3", got)
+	}
+	if got := mustTotal(t, r, "later"); got != 3 {
+		t.Fatalf("later = %d after the restart, want 3", got)
+	}
+	if got := mustTotal(t, r, "c49"); got != 1 {
+		t.Fatalf("c49 = %d after the restart, want 1", got)
+	}
+}
