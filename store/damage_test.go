@@ -186,19 +186,7 @@ func TestStore_Damage_WhileRunning(t *testing.T) {
 	if err := s.Checkpoint(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, store.StateFile)
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	junk := make([]byte, 4096-16)
-	for i := range junk {
-		junk[i] = 0xA5
-	}
-	for _, off := range testenv.BoltPages(t, path)["leaf"] {
-		f.WriteAt(junk, off+16)
-	}
-	f.Close()
+	damageLeaves(t, dir)
 	var found error
 	for i := 0; i < 300 && found == nil; i++ {
 		_, found = s.Total(fmt.Sprintf("counter-%04d", i))
@@ -242,19 +230,7 @@ func TestStore_Damage_WhileStaging(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustApply(t, s, inc("in-mem", 1, c.Now()))
-	path := filepath.Join(dir, store.StateFile)
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	junk := make([]byte, 4096-16)
-	for i := range junk {
-		junk[i] = 0xA5
-	}
-	for _, off := range testenv.BoltPages(t, path)["leaf"] {
-		f.WriteAt(junk, off+16)
-	}
-	f.Close()
+	damageLeaves(t, dir)
 
 	hold.Store(true)
 	var wg sync.WaitGroup
