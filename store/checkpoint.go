@@ -283,6 +283,9 @@ func (k *checkpointer) truncateJournal(n uint64) error {
 		c := b.Cursor()
 		k, _ := c.First()
 		for ; k != nil && binary.BigEndian.Uint64(k) <= n; k, _ = c.Next() {
+			if len(k) != 8 {
+				return s.journal.damaged("journal key %x", k)
+			}
 			trim = append(trim, [8]byte(k))
 		}
 		empty = k == nil

@@ -417,10 +417,18 @@ func (c *committer) run() {
 func (c *committer) handOver(st *staging) *staging {
 	prev := c.awaitWritten()
 	st.prev = nil
+	// Nor is anything written once the store refuses writes: requests that
+	// were queued before it failed are answered with the refusal.
+	failed := c.s.refusal(c.s.mem.failure())
 	if prev != nil && prev.failed != nil {
-		st.failAll(prev.failed)
+		failed = prev.failed
+	}
+	if failed != nil {
+		st.failAll(failed)
 		st.reset()
-		prev.reset()
+		if prev != nil {
+			prev.reset()
+		}
 		return st
 	}
 	c.toWrite <- st

@@ -247,6 +247,7 @@ func (m *memState) fail(err error) (failed error, first bool) {
 	if m.failed == nil {
 		m.failed = fmt.Errorf("%w: %v", ErrFailed, err)
 		first = true
+		m.roomCond.Broadcast() // a committer waiting for room waits for nothing now
 	}
 	return m.failed, first
 }
