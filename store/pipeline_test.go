@@ -132,3 +132,29 @@ func TestStore_CoverStagedOverGroupBeingWritten(t *testing.T) {
 		t.Fatalf("version vector of %s: %d, want 9", o, got)
 	}
 }
+
+// TestStore_CompStagedOverGroupBeingWritten: compensations staged in the
+// group being written are part of the set the next group adds to, so both
+// groups' compensations take effect.
+func TestStore_CompStagedOverGroupBeingWritten(t *testing.T) {
+	c := newClock(t0)
+	h := openHeldWriter(t, c)
+	defer mustClose(t, h.s)
+	res := mustApply(t, h.s, inc("c", 10, c.Now()))
+	if res.Totals[0] != 10 {
+		t.Fatalf("total %d, want 10", res.Totals[0])
+	}
+	seq := h.s.Stats().Seq
+	comp := func(key string, value uint64) func() {
+		return func() {
+			d := crdt.CompDelta{Slot: crdt.TotalSlot("c"), Comp: crdt.Comp{Loser: h.s.Replica(), Seq: seq, Key: crdt.KeyHash(key), Value: value}}
+			if _, err := h.s.MergeChanges(context.Background(), store.Changes{Comps: []crdt.CompDelta{d}}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	h.while(comp("k1", 2), comp("k2", 3))
+	if got := mustTotal(t, h.s, "c"); got != 5 {
+		t.Fatalf("total %d after two compensations of 2 and 3, want 5", got)
+	}
+}
