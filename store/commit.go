@@ -383,6 +383,9 @@ func (c *committer) run() {
 				// to the writer once that one is committed.
 				st.prev = c.inflight
 				c.stage(st, batch)
+				if f := s.cfg.hooks.stagedOver; f != nil && st.prev != nil {
+					f()
+				}
 				st = c.handOver(st)
 				continue
 			}

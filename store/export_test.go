@@ -25,11 +25,12 @@ type Hooks struct {
 	CleanCheckMax     int64
 	JournalRotateSize int64
 	AfterIdemLookup   func()
+	StagedOver        func()
 }
 
 // WithHooks returns cfg with the hooks h.
 func WithHooks(cfg Config, h Hooks) Config {
-	cfg.hooks = hooks{afterSlotTx: h.AfterSlotTx, checkpointTxSlots: h.CheckpointTxSlots, cleanCheckMax: h.CleanCheckMax, journalRotateSize: h.JournalRotateSize, afterIdemLookup: h.AfterIdemLookup}
+	cfg.hooks = hooks{afterSlotTx: h.AfterSlotTx, checkpointTxSlots: h.CheckpointTxSlots, cleanCheckMax: h.CleanCheckMax, journalRotateSize: h.JournalRotateSize, afterIdemLookup: h.AfterIdemLookup, stagedOver: h.StagedOver}
 	return cfg
 }
 

@@ -16,17 +16,24 @@ import (
 // journal record is written and before that group is published to mem: the
 // groups queued meanwhile are staged over it.
 type heldWriter struct {
+	t       *testing.T
 	s       *store.Store
 	dir     string
 	hold    atomic.Bool
 	held    chan struct{}
 	release chan struct{}
+	over    chan struct{} // a group was staged over the held one
 }
 
 func openHeldWriter(t *testing.T, c *clock) *heldWriter {
 	t.Helper()
-	h := &heldWriter{dir: t.TempDir(), held: make(chan struct{}), release: make(chan struct{})}
-	cfg := testConfig(h.dir, c)
+	h := &heldWriter{t: t, dir: t.TempDir(), held: make(chan struct{}), release: make(chan struct{}), over: make(chan struct{}, 1)}
+	cfg := store.WithHooks(testConfig(h.dir, c), store.Hooks{CheckpointTxSlots: 7, StagedOver: func() {
+		select {
+		case h.over <- struct{}{}:
+		default:
+		}
+	}})
 	cfg.ObserveCommit = func(int, time.Duration) {
 		if h.hold.CompareAndSwap(true, false) {
 			close(h.held)
@@ -38,17 +45,26 @@ func openHeldWriter(t *testing.T, c *clock) *heldWriter {
 }
 
 // while runs first, holds the writer in its commit, starts each of then in
-// a goroutine, gives them time to be staged over the held group, and lets the
-// writer go; it returns once everything has answered.
+// a goroutine, waits until a group of them is staged over the held one, and
+// lets the writer go; it returns once everything has answered. What was not
+// in that group is staged over it in turn.
 func (h *heldWriter) while(first func(), then ...func()) {
 	h.hold.Store(true)
 	var wg sync.WaitGroup
 	wg.Go(first)
 	<-h.held
+	select {
+	case <-h.over: // first's own group, staged over the one before it
+	default:
+	}
 	for _, f := range then {
 		wg.Go(f)
 	}
-	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-h.over:
+	case <-time.After(10 * time.Second):
+		h.t.Error("nothing was staged over the held group")
+	}
 	close(h.release)
 	wg.Wait()
 }
@@ -75,10 +91,10 @@ func TestStore_StagedOverGroupBeingWritten(t *testing.T) {
 	if got := mustTotal(t, h.s, "c"); got != 1111 {
 		t.Fatalf("total %d, want 1111", got)
 	}
-	// Three commits before the last (the first increment, the held group,
-	// and one or two after it), each under a seq of its own.
-	if got := h.s.Stats().Seq; got < 3 || got > 4 {
-		t.Fatalf("seq %d after four increments in three or four commits", got)
+	// Every commit here holds this replica's increments, each under a seq
+	// of its own.
+	if st := h.s.Stats(); st.Seq != st.Commits {
+		t.Fatalf("seq %d after %d commits", st.Seq, st.Commits)
 	}
 	points, _ := mustRange(t, h.s, "c", window.Query{From: now.Add(-time.Minute), To: now.Add(time.Minute), Step: time.Minute}, now)
 	if sum(points) != 1111 {
