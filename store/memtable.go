@@ -49,13 +49,6 @@ func (c *memCounter) get(slot crdt.Slot) *crdt.GCounter {
 	return c.windows[memWin{slot.Res, slot.Start}]
 }
 
-// window returns the counter of the window of res seconds at start, or nil.
-func (c *memCounter) window(res uint32, start int64) *crdt.GCounter {
-	if c == nil {
-		return nil
-	}
-	return c.windows[memWin{res, start}]
-}
 
 // put sets slot's counter.
 func (m *memtable) put(slot crdt.Slot, g *crdt.GCounter) {

@@ -114,20 +114,21 @@ func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 		byIdx[idx] = id
 		return id, nil
 	}
-	addStored := func(key, v []byte, span int, start int64, buf []storedEntry) ([]storedEntry, error) {
-		es, err := s.decodeCounter(key, v, buf[:0])
+	// addStoredTotal counts the total as state.db stores it (key and value).
+	addStoredTotal := func(key, v []byte) error {
+		es, err := s.decodeCounter(key, v, nil)
 		if err != nil {
-			return buf, err
+			return err
 		}
-		cs := compsOf(span, start)
+		cs := compsOf(-1, 0)
 		for _, e := range es {
 			id, err := replicaOf(e.idx)
 			if err != nil {
-				return es, err
+				return err
 			}
-			add(crdt.Entry{Replica: id, Value: e.value, Seq: e.seq}, cs, span, start)
+			add(crdt.Entry{Replica: id, Value: e.value, Seq: e.seq}, cs, -1, 0)
 		}
-		return es, nil
+		return nil
 	}
 
 	// mem and a state.db transaction that agree, under one hold of mem's
@@ -157,11 +158,9 @@ func (s *Store) countsByDC(name string, spans []Span) ([]DCCounts, error) {
 				memStarts[i][start] = true
 			})
 		}
-		var buf []storedEntry
-		var err error
 		if !totalInMem {
 			if v := tx.Bucket(bucketTotals).Get([]byte(name)); v != nil {
-				if buf, err = addStored([]byte(name), v, -1, 0, buf); err != nil {
+				if err := addStoredTotal([]byte(name), v); err != nil {
 					return err
 				}
 			}
