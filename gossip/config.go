@@ -123,8 +123,9 @@ type Config struct {
 	// records waiting to be pushed; past it the oldest are dropped
 	// (anti-entropy delivers them). Zero means 100,000.
 	OutboxLimit int
-	// Outbox is where the store leaves this node's commits (see Outbox). Nil
-	// makes one of OutboxLimit; Committed and CommittedRecords then feed it.
+	// Outbox is where the store leaves this node's commits (see Outbox): the
+	// store's Config.Sink. Nil makes one of OutboxLimit; OutboxLimit does
+	// not apply to one given.
 	Outbox *Outbox
 	// RecordsInterval is how often this node pushes its fresh key records
 	// to every peer over a stream. Zero means 50ms.

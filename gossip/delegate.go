@@ -36,7 +36,7 @@ func (d *delegate) NotifyMsg(b []byte) {
 // here: see recordbox.)
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	g := d.g()
-	m := g.out.take(limit - overhead)
+	m := g.box.entries.take(limit - overhead)
 	if m == nil {
 		return nil
 	}

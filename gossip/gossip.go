@@ -29,8 +29,6 @@ type Gossip struct {
 	addr  string // this node's gossip address
 
 	box            *Outbox // the store's commits, waiting to be sent
-	out            *outbox // box.entries
-	recs           *recordbox
 	pushMu         sync.Mutex
 	pushing        map[string]bool // peers a records push is under way to
 	bigDigest      atomic.Bool     // a digest too big for a packet is being sent over streams
@@ -165,7 +163,6 @@ func New(cfg Config, st Store) (*Gossip, error) {
 	if g.box == nil {
 		g.box = NewOutbox(cfg.OutboxLimit, cfg.Now)
 	}
-	g.out, g.recs = g.box.entries, g.box.recs
 	mc, err := g.memberlistConfig()
 	if err != nil {
 		cancel()
@@ -296,14 +293,6 @@ func retransmits(mult, n int) int {
 	return mult * int(math.Ceil(math.Log10(float64(n+1))))
 }
 
-// Committed queues this replica's freshly committed entries for broadcast:
-// Outbox.Committed on the node's outbox.
-func (g *Gossip) Committed(ds []crdt.Delta) { g.box.Committed(ds) }
-
-// CommittedRecords queues this replica's freshly committed key records:
-// Outbox.CommittedRecords on the node's outbox.
-func (g *Gossip) CommittedRecords(rs []crdt.KeyRecord) { g.box.CommittedRecords(rs) }
-
 // recordsPusher sends this node's fresh key records to every peer that
 // speaks them, one stream message per peer every RecordsInterval. A peer
 // still busy with the previous push (slow or unreachable) is skipped: it
@@ -319,7 +308,7 @@ func (g *Gossip) recordsPusher() {
 			return
 		case <-t.C:
 		}
-		msgs := g.recs.messages(maxRecordsMessage)
+		msgs := g.box.recs.messages(maxRecordsMessage)
 		if len(msgs) == 0 {
 			continue
 		}
@@ -540,12 +529,12 @@ func (g *Gossip) peersBehind(seq uint64) []string {
 // flushOutbox sends every waiting entry to every live peer over TCP, so that
 // nothing committed here waits on this node's next start to spread.
 func (g *Gossip) flushOutbox(ctx context.Context) {
-	ds := g.out.drain()
+	ds := g.box.entries.drain()
 	var msgs [][]byte
 	if len(ds) > 0 {
 		msgs = encodeDeltas(ds, 1<<20)
 	}
-	msgs = append(msgs, g.recs.messages(maxRecordsMessage)...)
+	msgs = append(msgs, g.box.recs.messages(maxRecordsMessage)...)
 	if len(msgs) == 0 {
 		return
 	}

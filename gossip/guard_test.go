@@ -16,8 +16,7 @@ func guardTestGossip(logs *bytes.Buffer) *Gossip {
 		cfg:     Config{NodeName: "self", Now: timeNow},
 		log:     log,
 		store:   nopStore{}, // replica ff…
-		out:     newOutbox(100),
-		recs:    newRecordbox(10),
+		box:     &Outbox{entries: newOutbox(100), recs: newRecordbox(10)},
 		mergeCh: make(chan inbound, 64),
 		chunkCh: make(chan chunkMsg, 64),
 		serveCh: make(chan pullMsg, 64),

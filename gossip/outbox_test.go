@@ -118,8 +118,8 @@ func TestCommitLog(t *testing.T) {
 // TestGetBroadcasts_OneCopyPerCall: one call is one target; it must not carry
 // the same entry twice, or a value's transmissions are spent on one peer.
 func TestGetBroadcasts_OneCopyPerCall(t *testing.T) {
-	g := &Gossip{out: newOutbox(100), recs: newRecordbox(10)}
-	g.out.add([]crdt.Delta{delta("a", 1, 1, 1), delta("b", 1, 1, 1)}, 4)
+	g := &Gossip{box: &Outbox{entries: newOutbox(100), recs: newRecordbox(10)}}
+	g.box.entries.add([]crdt.Delta{delta("a", 1, 1, 1), delta("b", 1, 1, 1)}, 4)
 	for call := 1; call <= 4; call++ {
 		msgs := (*delegate)(g).GetBroadcasts(3, 1400)
 		seen := map[string]int{}

@@ -83,12 +83,12 @@ func (g *Gossip) Stats() Stats {
 	s.EntriesPulled = g.stats.entriesPulled.Load()
 	s.EntriesLearned = g.stats.entriesLearned.Load()
 	s.EntriesCommited = g.box.committed.Load()
-	s.OutboxEntries = g.out.len()
-	g.out.mu.Lock()
-	s.OutboxDropped = g.out.dropped
-	g.out.mu.Unlock()
-	g.recs.mu.Lock()
-	s.OutboxDropped += g.recs.dropped
-	g.recs.mu.Unlock()
+	s.OutboxEntries = g.box.entries.len()
+	g.box.entries.mu.Lock()
+	s.OutboxDropped = g.box.entries.dropped
+	g.box.entries.mu.Unlock()
+	g.box.recs.mu.Lock()
+	s.OutboxDropped += g.box.recs.dropped
+	g.box.recs.mu.Unlock()
 	return s
 }
