@@ -3,9 +3,12 @@ package gossip
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	"github.com/abacus-counter/abacus/crdt"
 )
@@ -257,5 +260,34 @@ func TestOutbox_QueuesOnlyWithLivePeers(t *testing.T) {
 	ob.Committed(ds)
 	if n := ob.entries.len(); n != 1 || ob.committed.Load() != 1 {
 		t.Fatalf("with a peer: %d entries waiting, %d counted; want 1 and 1", n, ob.committed.Load())
+	}
+}
+
+// TestOutbox_FirstLivePeerStartsBroadcasts: a lone node queues nothing; the
+// first member that joins turns broadcasting on at once (noteMember), and a
+// node that finds no live member at its digest tick turns it off again.
+func TestOutbox_FirstLivePeerStartsBroadcasts(t *testing.T) {
+	ob := NewOutbox(100, nil)
+	g := &Gossip{cfg: Config{NodeName: "self", Now: time.Now}, log: discard(), box: ob, retransmitMult: 4,
+		store: nopStore{}, peers: map[string]*peer{}, forgot: map[string]time.Time{}, known: map[string]knownMember{}}
+	g.setTransmits(0)
+	ds := []crdt.Delta{delta("a", 1, 1, 1)}
+	ob.Committed(ds)
+	if n := ob.entries.len(); n != 0 {
+		t.Fatalf("a lone node queued %d entries", n)
+	}
+	g.noteMember(&memberlist.Node{Name: "peer", Addr: net.IPv4(127, 0, 0, 1), Port: 7946}, "alive")
+	ob.Committed(ds)
+	if n := ob.entries.len(); n != 1 {
+		t.Fatalf("after the first live peer joined: %d entries queued, want 1", n)
+	}
+	g.setTransmits(len(g.alivePeers()))
+	if got := ob.transmits.Load(); got == 0 {
+		t.Fatal("the digest tick turned broadcasting off with a live peer")
+	}
+	g.noteMember(&memberlist.Node{Name: "peer", Addr: net.IPv4(127, 0, 0, 1), Port: 7946}, "dead")
+	g.setTransmits(len(g.alivePeers()))
+	if got := ob.transmits.Load(); got != 0 {
+		t.Fatalf("transmits %d with no live member, want 0", got)
 	}
 }
