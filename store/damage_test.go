@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,22 +205,14 @@ func TestStore_Damage_WhileRunning(t *testing.T) {
 // TestStore_Damage_WhileStaging: once a read of state.db fails in a commit,
 // the commit's other ops are refused, not staged over the slot whose counter
 // the read did not load: a second increment of that counter in the same
-// group commit used to crash the node. The committer is held in the commit
-// before (of a counter in mem, which reads nothing) while two increments of
-// a counter on a damaged leaf queue up behind it, so both land in one commit.
+// group commit used to crash the node. The writer is held in one commit and
+// the committer in the next (both of a counter in mem, which reads nothing)
+// while two increments of a counter on a damaged leaf queue up behind them,
+// so both land in one group.
 func TestStore_Damage_WhileStaging(t *testing.T) {
 	c := newClock("2026-11-23T10:00:00Z")
-	dir := t.TempDir()
-	cfg := testConfig(dir, c)
-	var hold atomic.Bool
-	held, release := make(chan struct{}), make(chan struct{})
-	cfg.ObserveCommit = func(int, time.Duration) {
-		if hold.CompareAndSwap(true, false) {
-			close(held)
-			<-release
-		}
-	}
-	s := mustOpen(t, cfg)
+	h := openHeldWriter(t, c)
+	s := h.s
 	defer s.Close(context.Background())
 	for i := 0; i < 300; i++ {
 		mustApply(t, s, inc(fmt.Sprintf("counter-%04d", i), 1, c.Now()))
@@ -230,20 +221,28 @@ func TestStore_Damage_WhileStaging(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustApply(t, s, inc("in-mem", 1, c.Now()))
-	damageLeaves(t, dir)
+	damageLeaves(t, h.dir)
 
-	hold.Store(true)
+	h.hold.Store(true)
 	var wg sync.WaitGroup
 	wg.Go(func() { mustApply(t, s, inc("in-mem", 1, c.Now())) })
-	<-held
+	<-h.held
+	select {
+	case <-h.over: // the held group's own staging
+	default:
+	}
+	wg.Go(func() { mustApply(t, s, inc("in-mem", 1, c.Now())) })
+	<-h.over // the committer now waits for the held group
 	errs := make([]error, 2)
 	for i := range errs {
 		wg.Go(func() {
 			_, errs[i] = s.Apply(context.Background(), &store.Request{Increments: []store.Increment{inc("counter-0100", 1, c.Now())}})
 		})
 	}
-	time.Sleep(100 * time.Millisecond) // both queued behind the held commit
-	close(release)
+	testenv.WaitFor(t, 5*time.Second, func() (bool, string) {
+		return s.QueuedOps() == 2, fmt.Sprintf("%d requests queued, want 2", s.QueuedOps())
+	})
+	close(h.release)
 	wg.Wait()
 	for i, err := range errs {
 		if !errors.Is(err, store.ErrDamaged) {
