@@ -49,7 +49,6 @@ func (c *memCounter) get(slot crdt.Slot) *crdt.GCounter {
 	return c.windows[memWin{slot.Res, slot.Start}]
 }
 
-
 // put sets slot's counter.
 func (m *memtable) put(slot crdt.Slot, g *crdt.GCounter) {
 	m.putIn(m.counterFor(slot.Name), slot, g)
