@@ -36,6 +36,9 @@ func AppendDelta(b []byte, d Delta) []byte {
 type Decoder struct {
 	b   []byte
 	err error
+	// name is the counter name of the last slot read: a message lists a
+	// counter's slots one after another, and they share one string.
+	name string
 }
 
 // NewDecoder returns a Decoder over b. It does not copy b; strings it returns
@@ -160,7 +163,19 @@ func (d *Decoder) Replica() ReplicaID {
 // Slot reads a slot and checks that it is well formed.
 func (d *Decoder) Slot() Slot {
 	var s Slot
-	s.Name = d.String(MaxNameLen)
+	n := d.Uvarint()
+	if d.err == nil && n > MaxNameLen {
+		d.Fail(ErrMalformed)
+	}
+	if d.err != nil {
+		return Slot{}
+	}
+	if b := d.Bytes(int(n)); string(b) == d.name {
+		s.Name = d.name
+	} else {
+		s.Name = string(b)
+		d.name = s.Name
+	}
 	res := d.Uvarint()
 	start := d.Uvarint()
 	if d.err != nil {

@@ -92,3 +92,38 @@ func FuzzDecoder(f *testing.F) {
 		}
 	})
 }
+
+// TestDecoder_SlotsShareAName: a counter's slots, listed one after another,
+// decode to the slots encoded, with one string for their name.
+func TestDecoder_SlotsShareAName(t *testing.T) {
+	slots := []crdt.Slot{
+		{Name: "signups"},
+		{Name: "signups", Res: 60, Start: 1_764_000_000},
+		{Name: "signups", Res: 3600, Start: 1_764_000_000},
+		{Name: "logins", Res: 60, Start: 1_764_000_000},
+		{Name: "signups"},
+	}
+	var b []byte
+	for _, s := range slots {
+		b = crdt.AppendSlot(b, s)
+	}
+	d := crdt.NewDecoder(b)
+	for i, want := range slots {
+		if got := d.Slot(); got != want {
+			t.Fatalf("slot %d = %+v, want %+v", i, got, want)
+		}
+	}
+	if d.Err() != nil || d.Len() != 0 {
+		t.Fatalf("decoder: err %v, %d bytes left", d.Err(), d.Len())
+	}
+	// Three names change (signups, logins, signups): three strings.
+	allocs := testing.AllocsPerRun(100, func() {
+		d := crdt.NewDecoder(b)
+		for range slots {
+			d.Slot()
+		}
+	})
+	if allocs != 3 {
+		t.Fatalf("%v allocations, want 3", allocs)
+	}
+}
