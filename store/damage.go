@@ -328,27 +328,6 @@ func (s *Store) checkState(budget walkBudget) (complete bool, err error) {
 	return complete, err
 }
 
-// checkJournal reads every journal record.
-func (s *Store) checkJournal() error {
-	d := s.journal
-	return d.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketJournal)
-		if b == nil {
-			return nil
-		}
-		c := b.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if len(k) != 8 {
-				return d.damaged("journal key %x", k)
-			}
-			if _, err := decodeRecord(v); err != nil {
-				return d.damaged("journal record %d: %v", binary.BigEndian.Uint64(k), err)
-			}
-		}
-		return nil
-	})
-}
-
 // fileSize is path's size, or 0.
 func fileSize(path string) int64 {
 	fi, err := os.Stat(path)

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -510,6 +511,55 @@ func TestStore_Damage_WhileRunning_RawTx(t *testing.T) {
 			}
 			if !errors.Is(found, store.ErrDamaged) && !errors.Is(found, store.ErrFailed) {
 				t.Fatalf("reads over damaged leaves: %v, want ErrDamaged", found)
+			}
+		})
+	}
+}
+
+// TestStore_Open_DamagedJournalRecord: a journal record that does not decode,
+// or a key that is not a record number, refuses the open with a DamagedError
+// naming journal.db, and the open writes nothing to the file.
+func TestStore_Open_DamagedJournalRecord(t *testing.T) {
+	c := newClock("2026-11-23T10:00:00Z")
+	src := t.TempDir()
+	s := mustOpen(t, testConfig(src, c))
+	for i := range 5 {
+		mustApply(t, s, inc(fmt.Sprintf("c%d", i), 1, c.Now()))
+	}
+	crashed := copyDir(t, src) // the records are still in the journal
+	for _, tc := range []struct {
+		name     string
+		key, val []byte
+	}{
+		{"record that does not decode", binary.BigEndian.AppendUint64(nil, 3), []byte{2, 0xff, 0xff}},
+		{"record of an unknown version", binary.BigEndian.AppendUint64(nil, 3), []byte{9}},
+		{"key that is not a record number", []byte("junk"), []byte{2, 0, 0, 0, 0, 0, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := copyDir(t, crashed)
+			path := filepath.Join(dir, store.JournalFile)
+			if err := store.PutJournalValue(path, tc.key, tc.val); err != nil {
+				t.Fatal(err)
+			}
+			before, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := store.Open(testConfig(dir, c))
+			if err == nil {
+				r.Close(context.Background())
+				t.Fatal("opened a journal with a damaged record")
+			}
+			var de *store.DamagedError
+			if !errors.As(err, &de) || de.File != path {
+				t.Fatalf("open: %v, want a DamagedError naming %s", err, path)
+			}
+			after, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(before, after) {
+				t.Fatal("the refused open wrote to journal.db")
 			}
 		})
 	}

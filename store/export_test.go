@@ -76,3 +76,17 @@ func (s *Store) StoredReadsSkipped() uint64 { return s.stats.storedReadsSkipped.
 
 // CopyFile copies src to dst, which must not exist, and syncs it.
 var CopyFile = copyFile
+
+// PutJournalValue writes key → val into the journal bucket of the closed
+// journal file at path, for tests that damage a record.
+func PutJournalValue(path string, key, val []byte) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketJournal).Put(key, val) })
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

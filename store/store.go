@@ -153,11 +153,6 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.journal.onDamage = s.noteDamage
-	if err := s.checkJournal(); err != nil {
-		s.journal.Close()
-		s.state.Close()
-		return nil, err
-	}
 	if err := s.load(); err != nil {
 		s.journal.Close()
 		s.state.Close()
@@ -327,28 +322,47 @@ func (s *Store) randReader() interface{ Read([]byte) (int, error) } {
 // replay reads journal.db and applies every record to mem: the commits that
 // were acknowledged but not yet checkpointed before the last stop.
 func (s *Store) replay() error {
-	err := s.journal.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
+	// The journal is written to only when it lacks its buckets or replica
+	// ID: a damaged one is refused below without a write.
+	ready := false
+	err := s.journal.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil || tx.Bucket(bucketJournal) == nil || meta.Get(metaReplica) == nil {
+			return nil
 		}
-		if _, err := tx.CreateBucketIfNotExists(bucketJournal); err != nil {
-			return err
-		}
-		switch v := meta.Get(metaReplica); {
-		case v == nil:
-			if n := tx.Bucket(bucketJournal).Stats().KeyN; n != 0 {
-				return fmt.Errorf("%s holds %d records but no replica id: %w", JournalFile, n, ErrIncompatible)
-			}
-			return meta.Put(metaReplica, s.replica[:])
-		case !bytes.Equal(v, s.replica[:]):
+		if v := meta.Get(metaReplica); !bytes.Equal(v, s.replica[:]) {
 			return fmt.Errorf("%s belongs to replica %x, %s to %s: %w", JournalFile, v, StateFile, s.replica, ErrIncompatible)
 		}
+		ready = true
 		return nil
 	})
+	if err == nil && !ready {
+		err = s.journal.Update(func(tx *bolt.Tx) error {
+			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucketIfNotExists(bucketJournal); err != nil {
+				return err
+			}
+			switch v := meta.Get(metaReplica); {
+			case v == nil:
+				if n := tx.Bucket(bucketJournal).Stats().KeyN; n != 0 {
+					return fmt.Errorf("%s holds %d records but no replica id: %w", JournalFile, n, ErrIncompatible)
+				}
+				return meta.Put(metaReplica, s.replica[:])
+			case !bytes.Equal(v, s.replica[:]):
+				return fmt.Errorf("%s belongs to replica %x, %s to %s: %w", JournalFile, v, StateFile, s.replica, ErrIncompatible)
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("open journal: %w", err)
 	}
+	// Each record is checked as it is replayed: one that does not decode
+	// refuses the open, and mem, the only thing replay changes, goes with
+	// the store that failed to open.
 	var records int
 	now := s.cfg.Now()
 	err = s.state.View(func(stx *bolt.Tx) error {
@@ -357,12 +371,12 @@ func (s *Store) replay() error {
 			c := tx.Bucket(bucketJournal).Cursor()
 			for k, v := c.First(); k != nil; k, v = c.Next() {
 				if len(k) != 8 {
-					return fmt.Errorf("journal key %x: %w", k, ErrIncompatible)
+					return s.journal.damaged("journal key %x", k)
 				}
 				n := binary.BigEndian.Uint64(k)
 				r, err := decodeRecord(v)
 				if err != nil {
-					return fmt.Errorf("journal record %d: %w", n, err)
+					return s.journal.damaged("journal record %d: %v", n, err)
 				}
 				if err := s.mem.replay(n, &r, s.replica, s.cfg.Windows, now, load); err != nil {
 					return fmt.Errorf("journal record %d: %w", n, err)
@@ -378,6 +392,9 @@ func (s *Store) replay() error {
 			return nil
 		})
 	})
+	if de := (*DamagedError)(nil); errors.As(err, &de) {
+		return de
+	}
 	if err != nil {
 		return fmt.Errorf("replay journal: %w", err)
 	}
