@@ -69,7 +69,8 @@ type Config struct {
 	CheckpointSlots int
 	// CheckpointDeltas starts a checkpoint early once the journal holds this
 	// many entry changes since the last one: it bounds what a restart after
-	// a crash replays (about a second's work). Zero means 1,000,000.
+	// a crash replays (about a second's work: BenchmarkReplay measures some
+	// 0.4 µs a change on 2 cores). Zero means 2,500,000.
 	CheckpointDeltas int
 	// MaxPendingSlots makes writers wait for a checkpoint once this many slots
 	// are waiting, bounding memory. Zero means 4 × CheckpointSlots.
@@ -178,7 +179,7 @@ func (c *Config) setDefaults() error {
 		c.CheckpointInterval = 10 * time.Second
 	}
 	if c.CheckpointDeltas == 0 {
-		c.CheckpointDeltas = 1_000_000
+		c.CheckpointDeltas = 2_500_000
 	}
 	if c.CheckpointSlots == 0 {
 		c.CheckpointSlots = 100_000
