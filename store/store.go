@@ -175,8 +175,8 @@ func (s *Store) openBolt(path string, journal bool) (*boltDB, error) {
 		NoFreelistSync: journal,
 	}
 	// The journal's pages are walked whatever its size: a crash under load
-	// leaves it big, and it is bounded by the checkpoint's triggers (a
-	// million entry changes). A big state.db is walked by inspect, after an
+	// leaves it big, and it is bounded by the checkpoint's triggers
+	// (CheckpointDeltas). A big state.db is walked by inspect, after an
 	// unclean shutdown only.
 	checkMax := s.cfg.hooks.cleanCheckMax
 	if journal {
