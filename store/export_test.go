@@ -90,3 +90,7 @@ func PutJournalValue(path string, key, val []byte) error {
 	}
 	return err
 }
+
+// Fail makes the store refuse writes from now on, as a failed checkpoint
+// does.
+func (s *Store) Fail(err error) { s.fail(err) }

@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -172,5 +174,52 @@ func TestStore_CompStagedOverGroupBeingWritten(t *testing.T) {
 	h.while(comp("k1", 2), comp("k2", 3))
 	if got := mustTotal(t, h.s, "c"); got != 5 {
 		t.Fatalf("total %d after two compensations of 2 and 3, want 5", got)
+	}
+}
+
+// TestStore_FailureRefusesTheGroupStagedOver: when the store fails while a
+// group is being written (a checkpoint failed meanwhile), the group staged
+// over it is answered with the refusal and never written; the group in
+// flight, already in the journal, stands.
+func TestStore_FailureRefusesTheGroupStagedOver(t *testing.T) {
+	c := newClock(t0)
+	h := openHeldWriter(t, c)
+	defer h.s.Close(context.Background())
+	now := c.Now()
+	mustApply(t, h.s, inc("c", 1, now))
+
+	h.hold.Store(true)
+	var wg sync.WaitGroup
+	wg.Go(func() { mustApply(t, h.s, inc("c", 10, now)) })
+	<-h.held
+	select {
+	case <-h.over:
+	default:
+	}
+	var errLate error
+	wg.Go(func() {
+		_, errLate = h.s.Apply(context.Background(), &store.Request{Increments: []store.Increment{inc("c", 100, now)}})
+	})
+	select {
+	case <-h.over:
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing was staged over the held group")
+	}
+	boom := errors.New("checkpoint: disk full")
+	h.s.Fail(boom)
+	close(h.release)
+	wg.Wait()
+
+	if !errors.Is(errLate, store.ErrFailed) || !strings.Contains(errLate.Error(), boom.Error()) {
+		t.Fatalf("the group staged over the held one: %v, want the refusal (ErrFailed: %v)", errLate, boom)
+	}
+	if got := mustTotal(t, h.s, "c"); got != 11 {
+		t.Fatalf("total %d, want 11: the held group stands, the refused one is not counted", got)
+	}
+	crashed := copyDir(t, h.dir)
+	r := mustOpen(t, testConfig(crashed, c))
+	defer mustClose(t, r)
+	if got := mustTotal(t, r, "c"); got != 11 {
+		t.Fatalf("total %d after a restart, want 11: the refused group reached the journal", got)
 	}
 }
