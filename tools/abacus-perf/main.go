@@ -72,6 +72,7 @@ var scenarios = []scenario{
 	{"trivial", []string{"wrk"}, runTrivial},
 	{"inc64-hot", []string{"wrk"}, func(s *suite) error { return runIncWrk(s, incHot) }},
 	{"inc64-wide", []string{"wrk"}, func(s *suite) error { return runIncWrk(s, incWide) }},
+	{"paired", []string{"wrk"}, runPaired},
 	{"inc1", []string{"wrk"}, func(s *suite) error { return runIncWrk(s, incOne) }},
 	{"inc64-async", []string{"wrk"}, func(s *suite) error { return runIncWrk(s, incAsync) }},
 	{"batch-100", nil, func(s *suite) error { return runBatch(s, 100) }},

@@ -415,3 +415,47 @@ func TestLoads_ScaleSizes(t *testing.T) {
 		t.Errorf("quick: scale %d counters, scale-10m %d counters (%d slots)", quick.scaleCounters, quick.scale10mCounters, got)
 	}
 }
+
+// TestPairedRows_RatiosWithinARound: the paired rows hold each round's
+// ratios, so a machine that slows down between rounds moves both figures of
+// a round and not their ratio; the verdict is on the median ratio.
+func TestPairedRows_RatiosWithinARound(t *testing.T) {
+	s := &suite{cur: "paired"}
+	p := s.newPairedRows()
+	if tg := p.wideVsHot.Target; *tg != (Target{Bound: 0.9, Desc: tg.Desc}) {
+		t.Errorf("paired/wide-vs-hot target %+v", tg)
+	}
+	if tg := p.cpuVsTrivial.Target; *tg != (Target{AtMost: true, Bound: 1.6, Desc: tg.Desc}) {
+		t.Errorf("paired/hot-cpu-vs-trivial target %+v", tg)
+	}
+	// The machine halves its speed after the first round: the medians of
+	// the rates (hot 100, wide 50) would say 0.5×.
+	p.addRound(20, 100, 30, 95)
+	p.addRound(40, 50, 70, 46)
+	p.addRound(40, 50, 56, 45)
+	rows := map[string]*Row{}
+	for _, r := range s.rows {
+		rows[r.Key] = r
+	}
+	if got, want := median(p.wideVsHot.Values), 0.92; math.Abs(got-want) > 1e-9 {
+		t.Errorf("wide-vs-hot median %v, want %v", got, want)
+	}
+	if text, missed := verdict(p.wideVsHot, rows); text != "met" || missed {
+		t.Errorf("wide-vs-hot verdict %q, missed %v", text, missed)
+	}
+	if got, want := median(p.cpuVsTrivial.Values), 1.5; math.Abs(got-want) > 1e-9 {
+		t.Errorf("hot-cpu-vs-trivial median %v, want %v", got, want)
+	}
+	if text, missed := verdict(p.cpuVsTrivial, rows); text != "met" || missed {
+		t.Errorf("hot-cpu-vs-trivial verdict %q, missed %v", text, missed)
+	}
+	for range 3 {
+		p.addRound(20, 100, 40, 80)
+	}
+	if text, missed := verdict(p.wideVsHot, rows); text != "NOT MET" || !missed {
+		t.Errorf("wide-vs-hot verdict %q after three more rounds at 0.8, want NOT MET", text)
+	}
+	if text, missed := verdict(p.cpuVsTrivial, rows); text != "NOT MET" || !missed {
+		t.Errorf("hot-cpu-vs-trivial verdict %q after three more rounds at 2.0, want NOT MET", text)
+	}
+}
