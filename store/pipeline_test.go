@@ -71,6 +71,14 @@ func (h *heldWriter) while(first func(), then ...func()) {
 	wg.Wait()
 }
 
+// totalAfterCrash is name's total in a store opened on a copy of the data
+// directory as it is on disk now: what a restart after a crash would serve.
+func (h *heldWriter) totalAfterCrash(c *clock, name string) uint64 {
+	r := mustOpen(h.t, testConfig(copyDir(h.t, h.dir), c))
+	defer mustClose(h.t, r)
+	return mustTotal(h.t, r, name)
+}
+
 // TestStore_StagedOverGroupBeingWritten: a group staged while the one before
 // is being written reads that group's counters, not mem's older ones: no
 // increment is lost when the two commits are published, the answers count
@@ -102,10 +110,7 @@ func TestStore_StagedOverGroupBeingWritten(t *testing.T) {
 	if sum(points) != 1111 {
 		t.Fatalf("minute windows %v, want 1111 in all", points)
 	}
-	crashed := copyDir(t, h.dir)
-	r := mustOpen(t, testConfig(crashed, c))
-	defer mustClose(t, r)
-	if got := mustTotal(t, r, "c"); got != 1111 {
+	if got := h.totalAfterCrash(c, "c"); got != 1111 {
 		t.Fatalf("total %d after a restart, want 1111", got)
 	}
 }
@@ -216,10 +221,7 @@ func TestStore_FailureRefusesTheGroupStagedOver(t *testing.T) {
 	if got := mustTotal(t, h.s, "c"); got != 11 {
 		t.Fatalf("total %d, want 11: the held group stands, the refused one is not counted", got)
 	}
-	crashed := copyDir(t, h.dir)
-	r := mustOpen(t, testConfig(crashed, c))
-	defer mustClose(t, r)
-	if got := mustTotal(t, r, "c"); got != 11 {
+	if got := h.totalAfterCrash(c, "c"); got != 11 {
 		t.Fatalf("total %d after a restart, want 11: the refused group reached the journal", got)
 	}
 }
