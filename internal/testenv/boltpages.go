@@ -67,3 +67,33 @@ func BoltValues(t testing.TB, path string) []int64 {
 	}
 	return out
 }
+
+// BoltHighWater returns the length a bbolt file must have, by its newest
+// meta page: its high-water page id times its page size. bbolt grows a file
+// ahead of its pages, so cutting the file's length in half may cut nothing
+// in use; cutting below this always does.
+func BoltHighWater(t testing.TB, path string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if len(b) < 32 {
+		t.Fatalf("testenv: %s is too short for a bbolt file", path)
+	}
+	ps := int64(binary.LittleEndian.Uint32(b[16+8:]))
+	// A meta page: a 16-byte page header, then magic, version, page size
+	// and flags (4 bytes each), the root bucket (16), the freelist's page
+	// id (8), the high-water page id (8) and the txid (8).
+	var hw int64
+	var txid uint64
+	for _, off := range []int64{0, ps} {
+		if off+72 > int64(len(b)) {
+			continue
+		}
+		if id := binary.LittleEndian.Uint64(b[off+64:]); id >= txid {
+			txid, hw = id, int64(binary.LittleEndian.Uint64(b[off+56:]))*ps
+		}
+	}
+	return hw
+}
