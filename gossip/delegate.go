@@ -182,11 +182,7 @@ func (g *Gossip) handleMsg(b []byte) {
 		if err != nil {
 			break
 		}
-		g.mu.Lock()
-		if p := g.peers[m.name]; p != nil {
-			p.leaving = true
-		}
-		g.mu.Unlock()
+		g.noteBye(m.name)
 		return
 	case msgForget:
 		m, err := decodeForget(dec)

@@ -25,6 +25,23 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 	(*Gossip)(e).noteMember(n, "dead")
 }
 
+// noteBye marks a member that said goodbye as leaving. memberlist handles
+// its leave (a dead message, in its high-priority queue) before user
+// messages that arrived with it, so the goodbye may come after the member
+// was reported dead: it left all the same.
+func (g *Gossip) noteBye(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := g.peers[name]
+	if p == nil {
+		return
+	}
+	p.leaving = true
+	if p.state == "dead" {
+		p.state, p.changed = "left", g.cfg.Now()
+	}
+}
+
 func (g *Gossip) noteMember(n *memberlist.Node, state string) {
 	if n.Name == g.cfg.NodeName {
 		return

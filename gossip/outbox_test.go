@@ -291,3 +291,36 @@ func TestOutbox_FirstLivePeerStartsBroadcasts(t *testing.T) {
 		t.Fatalf("transmits %d with no live member, want 0", got)
 	}
 }
+
+// TestNoteBye_AfterDeath: a member's goodbye that arrives after memberlist
+// reported it dead (its leave is handled first) lists it as left; one that
+// arrives first makes the death a leave.
+func TestNoteBye_AfterDeath(t *testing.T) {
+	g := &Gossip{cfg: Config{NodeName: "self", Now: time.Now}, log: discard(), box: NewOutbox(100, nil), retransmitMult: 4,
+		store: nopStore{}, peers: map[string]*peer{}, forgot: map[string]time.Time{}, known: map[string]knownMember{}}
+	state := func(name string) string {
+		for _, m := range g.Members() {
+			if m.Name == name {
+				return m.State
+			}
+		}
+		return ""
+	}
+	for _, name := range []string{"late", "early"} {
+		g.noteMember(&memberlist.Node{Name: name, Addr: net.IPv4(127, 0, 0, 1), Port: 7946}, "alive")
+	}
+	g.noteMember(&memberlist.Node{Name: "late", Addr: net.IPv4(127, 0, 0, 1), Port: 7946}, "dead")
+	g.noteBye("late")
+	g.noteBye("early")
+	g.noteMember(&memberlist.Node{Name: "early", Addr: net.IPv4(127, 0, 0, 1), Port: 7946}, "dead")
+	if got := state("late"); got != "left" {
+		t.Errorf("goodbye after the death: %s, want left", got)
+	}
+	if got := state("early"); got != "left" {
+		t.Errorf("goodbye before the death: %s, want left", got)
+	}
+	g.noteBye("stranger") // no such member: nothing to note
+	if got := state("stranger"); got != "" {
+		t.Errorf("a goodbye from a stranger listed it as %s", got)
+	}
+}
