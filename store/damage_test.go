@@ -518,7 +518,9 @@ func TestStore_Damage_WhileRunning_RawTx(t *testing.T) {
 
 // TestStore_Open_DamagedJournalRecord: a journal record that does not decode,
 // or a key that is not a record number, refuses the open with a DamagedError
-// naming journal.db, and the open writes nothing to the file.
+// naming journal.db, and the refused open writes nothing to either file,
+// whether the previous process crashed or closed cleanly (a state.db left
+// marked open would make the next start look like one after a crash).
 func TestStore_Open_DamagedJournalRecord(t *testing.T) {
 	c := newClock("2026-11-23T10:00:00Z")
 	src := t.TempDir()
@@ -526,41 +528,48 @@ func TestStore_Open_DamagedJournalRecord(t *testing.T) {
 	for i := range 5 {
 		mustApply(t, s, inc(fmt.Sprintf("c%d", i), 1, c.Now()))
 	}
-	crashed := copyDir(t, src) // the records are still in the journal
-	for _, tc := range []struct {
-		name     string
-		key, val []byte
-	}{
-		{"record that does not decode", binary.BigEndian.AppendUint64(nil, 3), []byte{2, 0xff, 0xff}},
-		{"record of an unknown version", binary.BigEndian.AppendUint64(nil, 3), []byte{9}},
-		{"key that is not a record number", []byte("junk"), []byte{2, 0, 0, 0, 0, 0, 0}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := copyDir(t, crashed)
-			path := filepath.Join(dir, store.JournalFile)
-			if err := store.PutJournalValue(path, tc.key, tc.val); err != nil {
-				t.Fatal(err)
-			}
-			before, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r, err := store.Open(testConfig(dir, c))
-			if err == nil {
-				r.Close(context.Background())
-				t.Fatal("opened a journal with a damaged record")
-			}
-			var de *store.DamagedError
-			if !errors.As(err, &de) || de.File != path {
-				t.Fatalf("open: %v, want a DamagedError naming %s", err, path)
-			}
-			after, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(before, after) {
-				t.Fatal("the refused open wrote to journal.db")
-			}
-		})
+	bases := map[string]string{"crashed": copyDir(t, src)} // the records are still in the journal
+	mustClose(t, s)
+	bases["closed"] = copyDir(t, src)
+	read := func(t *testing.T, path string) []byte {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for base, from := range bases {
+		for _, tc := range []struct {
+			name     string
+			key, val []byte
+		}{
+			{"record that does not decode", binary.BigEndian.AppendUint64(nil, 3), []byte{2, 0xff, 0xff}},
+			{"record of an unknown version", binary.BigEndian.AppendUint64(nil, 3), []byte{9}},
+			{"key that is not a record number", []byte("junk"), []byte{2, 0, 0, 0, 0, 0, 0}},
+		} {
+			t.Run(base+"/"+tc.name, func(t *testing.T) {
+				dir := copyDir(t, from)
+				journal, state := filepath.Join(dir, store.JournalFile), filepath.Join(dir, store.StateFile)
+				if err := store.PutJournalValue(journal, tc.key, tc.val); err != nil {
+					t.Fatal(err)
+				}
+				journalBefore, stateBefore := read(t, journal), read(t, state)
+				r, err := store.Open(testConfig(dir, c))
+				if err == nil {
+					r.Close(context.Background())
+					t.Fatal("opened a journal with a damaged record")
+				}
+				var de *store.DamagedError
+				if !errors.As(err, &de) || de.File != journal {
+					t.Fatalf("open: %v, want a DamagedError naming %s", err, journal)
+				}
+				if !bytes.Equal(journalBefore, read(t, journal)) {
+					t.Error("the refused open wrote to journal.db")
+				}
+				if !bytes.Equal(stateBefore, read(t, state)) {
+					t.Error("the refused open wrote to state.db")
+				}
+			})
+		}
 	}
 }

@@ -212,35 +212,22 @@ func (s *Store) Config() Config { return s.cfg }
 
 func (s *Store) load() error {
 	var fresh bool
-	err := s.state.Update(func(tx *bolt.Tx) error {
+	// state.db is written to here only if it lacks its buckets or metadata
+	// (a new directory); the open mark waits for the journal's replay, so
+	// that an open refused for a damaged journal leaves state.db as it was.
+	ready := false
+	err := s.state.View(func(tx *bolt.Tx) error {
 		for _, b := range stateBuckets {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
+			if tx.Bucket(b) == nil {
+				return nil
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
-		if meta.Get(metaSchema) == nil {
-			fresh = true
-			id, err := crdt.NewReplicaID(s.randReader())
-			if err != nil {
-				return err
-			}
-			for k, v := range map[string][]byte{
-				string(metaSchema):  u64(schemaVersion),
-				string(metaReplica): id[:],
-				string(metaWindows): []byte(s.cfg.Windows.String()),
-				string(metaSeq):     u64(0),
-				string(metaCreated): u64(uint64(s.cfg.Now().Unix())),
-			} {
-				if err := meta.Put([]byte(k), v); err != nil {
-					return err
-				}
-			}
-		}
-		// Cleared by Close once everything is checkpointed: found on open,
-		// it says the previous process stopped without closing.
-		return meta.Put(metaOpen, []byte{1})
+		ready = tx.Bucket(bucketMeta).Get(metaSchema) != nil
+		return nil
 	})
+	if err == nil && !ready {
+		fresh, err = s.initState()
+	}
 	if err != nil {
 		return fmt.Errorf("initialise %s: %w", StateFile, err)
 	}
@@ -309,7 +296,54 @@ func (s *Store) load() error {
 	if s.restored.Load() {
 		s.log.Warn("restored from a snapshot and not yet caught up on this replica's entries", "replica", s.replica.String(), "snapshot_seq", s.restoredSeq)
 	}
-	return s.replay()
+	if err := s.replay(); err != nil {
+		return err
+	}
+	return s.markOpen()
+}
+
+// initState creates state.db's buckets and, in a new directory, its
+// metadata with a new replica ID; it reports whether the directory was new.
+func (s *Store) initState() (fresh bool, err error) {
+	err = s.state.Update(func(tx *bolt.Tx) error {
+		for _, b := range stateBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if meta.Get(metaSchema) == nil {
+			fresh = true
+			id, err := crdt.NewReplicaID(s.randReader())
+			if err != nil {
+				return err
+			}
+			for k, v := range map[string][]byte{
+				string(metaSchema):  u64(schemaVersion),
+				string(metaReplica): id[:],
+				string(metaWindows): []byte(s.cfg.Windows.String()),
+				string(metaSeq):     u64(0),
+				string(metaCreated): u64(uint64(s.cfg.Now().Unix())),
+			} {
+				if err := meta.Put([]byte(k), v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return fresh, err
+}
+
+// markOpen leaves the open mark in state.db, once the journal is replayed.
+// Close clears it once everything is checkpointed: found on open, it says
+// the previous process stopped without closing.
+func (s *Store) markOpen() error {
+	err := s.state.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(metaOpen, []byte{1}) })
+	if err != nil {
+		return fmt.Errorf("mark %s open: %w", StateFile, err)
+	}
+	return nil
 }
 
 func (s *Store) randReader() interface{ Read([]byte) (int, error) } {
