@@ -31,14 +31,19 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 // was reported dead: it left all the same.
 func (g *Gossip) noteBye(name string) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	p := g.peers[name]
 	if p == nil {
+		g.mu.Unlock()
 		return
 	}
 	p.leaving = true
-	if p.state == "dead" {
-		p.state, p.changed = "left", g.cfg.Now()
+	left := p.state == "dead"
+	if left {
+		p.state = "left" // since it went: changed stays the time of its death
+	}
+	g.mu.Unlock()
+	if left {
+		g.log.Info("member left", "node", name, "after", "reported dead")
 	}
 }
 
