@@ -430,9 +430,11 @@ func TestPairedRows_RatiosWithinARound(t *testing.T) {
 	}
 	// The machine halves its speed after the first round: the medians of
 	// the rates (hot 100, wide 50) would say 0.5×.
-	p.addRound(20, 100, 30, 95)
-	p.addRound(40, 50, 70, 46)
-	p.addRound(40, 50, 56, 45)
+	for _, r := range [][4]float64{{20, 100, 30, 95}, {40, 50, 70, 46}, {40, 50, 56, 45}} {
+		if err := p.addRound(r[0], r[1], r[2], r[3]); err != nil {
+			t.Fatal(err)
+		}
+	}
 	rows := map[string]*Row{}
 	for _, r := range s.rows {
 		rows[r.Key] = r
@@ -450,12 +452,19 @@ func TestPairedRows_RatiosWithinARound(t *testing.T) {
 		t.Errorf("hot-cpu-vs-trivial verdict %q, missed %v", text, missed)
 	}
 	for range 3 {
-		p.addRound(20, 100, 40, 80)
+		if err := p.addRound(20, 100, 40, 80); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if text, missed := verdict(p.wideVsHot, rows); text != "NOT MET" || !missed {
 		t.Errorf("wide-vs-hot verdict %q after three more rounds at 0.8, want NOT MET", text)
 	}
 	if text, missed := verdict(p.cpuVsTrivial, rows); text != "NOT MET" || !missed {
 		t.Errorf("hot-cpu-vs-trivial verdict %q after three more rounds at 2.0, want NOT MET", text)
+	}
+	// A round with nothing answered would add an infinite or NaN ratio.
+	n := len(p.wideVsHot.Values)
+	if err := p.addRound(20, 0, math.NaN(), 80); err == nil || len(p.wideVsHot.Values) != n {
+		t.Errorf("a round that measured nothing: err %v, %d ratios (had %d)", err, len(p.wideVsHot.Values), n)
 	}
 }

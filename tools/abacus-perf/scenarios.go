@@ -252,7 +252,9 @@ func runPaired(s *suite) error {
 		if err := s.withIncNode(incWide, 1, func(r wrkResult, _ int64) { wideRate = r.Rate() }); err != nil {
 			return err
 		}
-		rows.addRound(trivialCPU, hotRate, hotCPU, wideRate)
+		if err := rows.addRound(trivialCPU, hotRate, hotCPU, wideRate); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -270,10 +272,17 @@ func (s *suite) newPairedRows() pairedRows {
 	return r
 }
 
-// addRound adds one round's ratios, each taken within the round.
-func (r pairedRows) addRound(trivialCPU, hotRate, hotCPU, wideRate float64) {
+// addRound adds one round's ratios, each taken within the round; a round
+// that measured nothing (no request answered, no CPU time) is an error.
+func (r pairedRows) addRound(trivialCPU, hotRate, hotCPU, wideRate float64) error {
+	for _, v := range []float64{trivialCPU, hotRate, hotCPU, wideRate} {
+		if !(v > 0) || math.IsInf(v, 0) {
+			return fmt.Errorf("a paired round measured nothing: trivial CPU %v µs, hot %v inc/s and %v µs, wide %v inc/s", trivialCPU, hotRate, hotCPU, wideRate)
+		}
+	}
 	r.wideVsHot.add(wideRate / hotRate)
 	r.cpuVsTrivial.add(hotCPU / trivialCPU)
+	return nil
 }
 
 // incRows are the rows of one single-increment scenario.
