@@ -455,12 +455,7 @@ func (g *Gossip) Close(ctx context.Context) error {
 		// Stop the loops: the rejoin loop would join peers back while this
 		// node leaves.
 		g.cancel()
-		bye := (&byeMsg{name: g.cfg.NodeName}).appendTo(nil)
-		for _, n := range g.alivePeers() {
-			if g.ml.SendBestEffort(n, bye) == nil {
-				g.stats.sent(msgBye, len(bye))
-			}
-		}
+		g.sayBye(ctx)
 		timeout := leaveTimeout
 		if d, ok := ctx.Deadline(); ok {
 			timeout = min(timeout, max(time.Until(d), 100*time.Millisecond))
@@ -472,6 +467,39 @@ func (g *Gossip) Close(ctx context.Context) error {
 		g.wg.Wait()
 	})
 	return err
+}
+
+// byeTimeout bounds how long a leaving node waits for its goodbyes.
+const byeTimeout = time.Second
+
+// sayBye tells every live peer that this node is leaving, over TCP and to
+// all at once: memberlist reports a leave as a death, and a goodbye lost on
+// UDP would leave this node listed dead where it left. It returns once every
+// goodbye is sent, or at byeTimeout or ctx's end; a send still dialling then
+// ends on its own, within memberlist's TCP timeout.
+func (g *Gossip) sayBye(ctx context.Context) {
+	bye := (&byeMsg{name: g.cfg.NodeName}).appendTo(nil)
+	peers := g.alivePeers()
+	sent := make(chan struct{}, len(peers))
+	for _, n := range peers {
+		go func() {
+			if g.ml.SendReliable(n, bye) == nil {
+				g.stats.sent(msgBye, len(bye))
+			}
+			sent <- struct{}{}
+		}()
+	}
+	timer := time.NewTimer(byeTimeout)
+	defer timer.Stop()
+	for range peers {
+		select {
+		case <-sent:
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // handoffTimeout bounds how long a leaving node waits for its peers to hold

@@ -29,6 +29,7 @@ type Network struct {
 	rnd     *rand.Rand
 	names   map[string]string // address → node name
 	blocked map[[2]string]bool
+	mute    map[string]bool // nodes whose UDP packets are all lost
 	loss    float64
 	delay   time.Duration
 	jitter  time.Duration
@@ -45,7 +46,7 @@ type Traffic struct {
 
 // New returns a network without faults; seed makes the losses repeatable.
 func New(seed uint64) *Network {
-	return &Network{rnd: rand.New(rand.NewPCG(seed, 0xabac05)), names: map[string]string{}, blocked: map[[2]string]bool{}, sent: map[string]*Traffic{}}
+	return &Network{rnd: rand.New(rand.NewPCG(seed, 0xabac05)), names: map[string]string{}, blocked: map[[2]string]bool{}, mute: map[string]bool{}, sent: map[string]*Traffic{}}
 }
 
 // Partition cuts every pair of nodes in different groups. Nodes in no group
@@ -74,10 +75,19 @@ func (n *Network) Cut(from, to string) {
 	n.mu.Unlock()
 }
 
+// CutPackets drops every UDP packet node sends, to anyone; the streams it
+// opens still connect.
+func (n *Network) CutPackets(node string) {
+	n.mu.Lock()
+	n.mute[node] = true
+	n.mu.Unlock()
+}
+
 // Heal removes every partition and cut (loss and delay stay).
 func (n *Network) Heal() {
 	n.mu.Lock()
 	clear(n.blocked)
+	clear(n.mute)
 	n.mu.Unlock()
 }
 
@@ -124,6 +134,17 @@ func (n *Network) count(from string, f func(*Traffic)) {
 	n.mu.Unlock()
 }
 
+// muted reports whether node's packets are cut, and counts the drop.
+func (n *Network) muted(node string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.mute[node] {
+		n.dropped++
+		return true
+	}
+	return false
+}
+
 // fate decides what happens to one send from → to.
 func (n *Network) fate(from, toAddr, toName string) (drop bool, delay time.Duration) {
 	n.mu.Lock()
@@ -167,6 +188,9 @@ func (t *transport) WriteTo(b []byte, addr string) (time.Time, error) {
 
 func (t *transport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	t.net.count(t.name, func(tr *Traffic) { tr.Packets++; tr.PacketBytes += int64(len(b)) })
+	if t.net.muted(t.name) {
+		return time.Now(), nil
+	}
 	drop, delay := t.net.fate(t.name, a.Addr, a.Name)
 	switch {
 	case drop:

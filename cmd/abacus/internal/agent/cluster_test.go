@@ -469,11 +469,29 @@ func TestCluster_GracefulLeave(t *testing.T) {
 	c.writeLoad([]string{"a1", "c1"}, []string{"g"}, 10, 30)
 	c.waitConverged(10*time.Second, time.Now().Add(-time.Hour))
 	c.stop("c1")
-	testenv.WaitFor(t, 10*time.Second, func() (bool, string) {
-		for _, n := range []string{"a1", "b1"} {
+	c.waitLeft("c1", []string{"a1", "b1"}, 10*time.Second)
+}
+
+// TestCluster_GracefulLeave_PacketsLost: a node whose UDP packets are all
+// lost as it shuts down (its goodbye and memberlist's leave with them) is
+// still reported as left: its goodbye goes over TCP too.
+func TestCluster_GracefulLeave_PacketsLost(t *testing.T) {
+	c := newCluster(t, "a1", "b1", "c1")
+	c.writeLoad([]string{"a1", "c1"}, []string{"g"}, 10, 30)
+	c.waitConverged(10*time.Second, time.Now().Add(-time.Hour))
+	c.net.CutPackets("c1")
+	c.stop("c1")
+	c.waitLeft("c1", []string{"a1", "b1"}, 20*time.Second)
+}
+
+// waitLeft waits until every node of at lists name as left, without a lag.
+func (c *testCluster) waitLeft(name string, at []string, within time.Duration) {
+	c.t.Helper()
+	testenv.WaitFor(c.t, within, func() (bool, string) {
+		for _, n := range at {
 			for _, m := range c.nodes[n].Gossip().Members() {
-				if m.Name == "c1" && (m.State != "left" || m.Lag != nil) {
-					return false, fmt.Sprintf("%s sees c1 %s (lag %v)", n, m.State, m.Lag)
+				if m.Name == name && (m.State != "left" || m.Lag != nil) {
+					return false, fmt.Sprintf("%s sees %s %s (lag %v)", n, name, m.State, m.Lag)
 				}
 			}
 		}
