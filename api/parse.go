@@ -48,7 +48,9 @@ func checkName(s string) *apiError {
 
 // parseAmount parses a decimal amount, 1 to MaxAmount.
 func parseAmount(s string) (uint64, *apiError) {
-	if s == "" || len(s) > 16 || !decimalDigits(s) {
+	// ParseUint in base 10 takes ASCII digits only: no sign, space,
+	// underscore, point or exponent.
+	if len(s) > 16 {
 		return 0, errorf(kindInvalidAmount, "amount must be a whole number from 1 to 9007199254740991")
 	}
 	v, err := strconv.ParseUint(s, 10, 64)
@@ -56,18 +58,6 @@ func parseAmount(s string) (uint64, *apiError) {
 		return 0, errorf(kindInvalidAmount, "amount must be a whole number from 1 to 9007199254740991")
 	}
 	return v, nil
-}
-
-// decimalDigits reports whether s is all ASCII digits. (strings.TrimLeft
-// with a cutset of digits says the same, but builds its set on every call:
-// 28 ns an amount against 5, on a batch's every item.)
-func decimalDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // parseAmountJSON parses an amount given as a JSON value: an integer literal.
