@@ -354,6 +354,14 @@ func (g *Gossip) mergeWorker() {
 // maxDigestPacket is the largest digest sent in one UDP packet.
 const maxDigestPacket = 1200
 
+// refreshTransmits sets how often each broadcast is sent from the members
+// alive now (none: nothing is queued for broadcast), and returns them.
+func (g *Gossip) refreshTransmits() []*memberlist.Node {
+	peers := g.alivePeers()
+	g.setTransmits(len(peers))
+	return peers
+}
+
 // tickLoop sends this node's digest to every live peer and starts the pulls
 // the digests it has seen call for.
 func (g *Gossip) tickLoop() {
@@ -369,8 +377,7 @@ func (g *Gossip) tickLoop() {
 			continue
 		case <-t.C:
 		}
-		peers := g.alivePeers()
-		g.setTransmits(len(peers))
+		peers := g.refreshTransmits()
 		b := g.digest().appendTo(nil)
 		if len(b) <= maxDigestPacket {
 			for _, n := range peers {
