@@ -475,14 +475,17 @@ const byeTimeout = time.Second
 // sayBye tells every live peer that this node is leaving, over TCP and to
 // all at once: memberlist reports a leave as a death, and a goodbye lost on
 // UDP would leave this node listed dead where it left. It returns once every
-// goodbye is sent, or at byeTimeout or ctx's end; a send still dialling then
-// ends on its own, within memberlist's TCP timeout.
+// goodbye is sent, or at byeTimeout or ctx's end, so that the leave goes
+// on; a send still dialling then ends within memberlist's TCP timeout, and
+// Close waits for it with the other goroutines.
 func (g *Gossip) sayBye(ctx context.Context) {
 	bye := (&byeMsg{name: g.cfg.NodeName}).appendTo(nil)
 	peers := g.alivePeers()
 	sent := make(chan struct{}, len(peers))
 	for _, n := range peers {
+		g.wg.Add(1)
 		go func() {
+			defer g.wg.Done()
 			if g.ml.SendReliable(n, bye) == nil {
 				g.stats.sent(msgBye, len(bye))
 			}
