@@ -3,6 +3,7 @@ package gossip
 import (
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 
@@ -25,10 +26,16 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 	(*Gossip)(e).noteMember(n, "dead")
 }
 
+// byeGrace is how long after a member was reported dead its goodbye still
+// makes it a leave: the goodbye is sent just before memberlist's leave, so
+// it arrives within seconds or not at all.
+const byeGrace = 10 * time.Second
+
 // noteBye marks a member that said goodbye as leaving. memberlist handles
 // its leave (a dead message, in its high-priority queue) before user
-// messages that arrived with it, so the goodbye may come after the member
-// was reported dead: it left all the same.
+// messages that arrived with it, so the goodbye may come just after the
+// member was reported dead: it left all the same. A goodbye long after a
+// death says nothing about it.
 func (g *Gossip) noteBye(name string) {
 	g.mu.Lock()
 	p := g.peers[name]
@@ -37,7 +44,7 @@ func (g *Gossip) noteBye(name string) {
 		return
 	}
 	p.leaving = true
-	left := p.state == "dead"
+	left := p.state == "dead" && g.cfg.Now().Sub(p.changed) <= byeGrace
 	if left {
 		p.state = "left" // since it went: changed stays the time of its death
 	}

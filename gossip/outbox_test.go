@@ -292,11 +292,13 @@ func TestOutbox_FirstLivePeerStartsBroadcasts(t *testing.T) {
 	}
 }
 
-// TestNoteBye_AfterDeath: a member's goodbye that arrives after memberlist
-// reported it dead (its leave is handled first) lists it as left; one that
-// arrives first makes the death a leave.
+// TestNoteBye_AfterDeath: a member's goodbye that arrives just after
+// memberlist reported it dead (its leave is handled first) lists it as left;
+// one that arrives first makes the death a leave; one long after a death
+// changes nothing.
 func TestNoteBye_AfterDeath(t *testing.T) {
-	g := &Gossip{cfg: Config{NodeName: "self", Now: time.Now}, log: discard(), box: NewOutbox(100, nil), retransmitMult: 4,
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	g := &Gossip{cfg: Config{NodeName: "self", Now: func() time.Time { return now }}, log: discard(), box: NewOutbox(100, nil), retransmitMult: 4,
 		store: nopStore{}, peers: map[string]*peer{}, forgot: map[string]time.Time{}, known: map[string]knownMember{}}
 	state := func(name string) string {
 		for _, m := range g.Members() {
@@ -306,10 +308,17 @@ func TestNoteBye_AfterDeath(t *testing.T) {
 		}
 		return ""
 	}
-	for _, name := range []string{"late", "early"} {
+	for _, name := range []string{"late", "early", "stale"} {
 		g.noteMember(&memberlist.Node{Name: name, Addr: net.IPv4(127, 0, 0, 1), Port: 7946}, "alive")
 	}
+	g.noteMember(&memberlist.Node{Name: "stale", Addr: net.IPv4(127, 0, 0, 1), Port: 7946}, "dead")
+	now = now.Add(time.Minute)
+	g.noteBye("stale")
+	if got := state("stale"); got != "dead" {
+		t.Errorf("goodbye a minute after the death: %s, want dead", got)
+	}
 	g.noteMember(&memberlist.Node{Name: "late", Addr: net.IPv4(127, 0, 0, 1), Port: 7946}, "dead")
+	now = now.Add(time.Second)
 	g.noteBye("late")
 	g.noteBye("early")
 	g.noteMember(&memberlist.Node{Name: "early", Addr: net.IPv4(127, 0, 0, 1), Port: 7946}, "dead")
