@@ -141,16 +141,20 @@ func (d *Decoder) Bytes(n int) []byte {
 }
 
 // String reads a uvarint length and that many bytes, refusing more than max.
-func (d *Decoder) String(max int) string {
+func (d *Decoder) String(max int) string { return string(d.lenBytes(max)) }
+
+// lenBytes reads a uvarint length of at most max and that many bytes. The
+// result aliases the input.
+func (d *Decoder) lenBytes(max int) []byte {
 	n := d.Uvarint()
 	if d.err != nil {
-		return ""
+		return nil
 	}
 	if n > uint64(max) {
 		d.Fail(ErrMalformed)
-		return ""
+		return nil
 	}
-	return string(d.Bytes(int(n)))
+	return d.Bytes(int(n))
 }
 
 // Replica reads a 16-byte replica ID.
@@ -163,14 +167,11 @@ func (d *Decoder) Replica() ReplicaID {
 // Slot reads a slot and checks that it is well formed.
 func (d *Decoder) Slot() Slot {
 	var s Slot
-	n := d.Uvarint()
-	if d.err == nil && n > MaxNameLen {
-		d.Fail(ErrMalformed)
-	}
+	b := d.lenBytes(MaxNameLen)
 	if d.err != nil {
 		return Slot{}
 	}
-	if b := d.Bytes(int(n)); string(b) == d.name {
+	if string(b) == d.name {
 		s.Name = d.name
 	} else {
 		s.Name = string(b)
