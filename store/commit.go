@@ -414,19 +414,14 @@ func (c *committer) run() {
 }
 
 // handOver waits until the group being written, if any, is committed, then
-// hands st to the writer and returns a staging for the next group. A group
-// staged over one whose commit failed fails with it: its absolute values
-// hold the failed group's changes.
+// hands st to the writer and returns a staging for the next group. Nothing
+// is handed over once the store refuses writes, and requests queued before
+// that are answered with the refusal: a failed commit fails the store, so a
+// group staged over it, whose absolute values hold its changes, fails too.
 func (c *committer) handOver(st *staging) *staging {
 	prev := c.awaitWritten()
 	st.prev = nil
-	// Nor is anything written once the store refuses writes: requests that
-	// were queued before it failed are answered with the refusal.
-	failed := c.s.refusal(c.s.mem.failure())
-	if prev != nil && prev.failed != nil {
-		failed = prev.failed
-	}
-	if failed != nil {
+	if failed := c.s.refusal(c.s.mem.failure()); failed != nil {
 		st.failAll(failed)
 		st.reset()
 		if prev != nil {
@@ -500,13 +495,11 @@ type staging struct {
 	// version vector and seq are newer than mem's until it is installed,
 	// and this staging reads them before mem. The writer only reads what
 	// prev staged.
-	prev *staging
-	// failed is the error a commit of this staging failed with.
-	failed error
-	now    time.Time
-	ops    []*op // of the current batch
-	tx     *bolt.Tx
-	txGen  uint64 // mem's eviction generation when tx was opened
+	prev  *staging
+	now   time.Time
+	ops   []*op // of the current batch
+	tx    *bolt.Tx
+	txGen uint64 // mem's eviction generation when tx was opened
 
 	// Per commit: with Async, across the batches it gathers.
 	counters map[string]int32 // the staged slots of each counter: index into staged
@@ -637,7 +630,7 @@ func (st *staging) reset() {
 	st.held = st.held[:0]
 	clear(st.vv)
 	st.seq, st.lastSeq, st.ownSeen, st.err, st.nops = 0, 0, 0, nil, 0
-	st.prev, st.failed = nil, nil
+	st.prev = nil
 }
 
 // stage computes the effect of ops on top of what st already holds: with
@@ -1086,9 +1079,7 @@ func (st *staging) record() *record {
 func (c *committer) commit(st *staging) {
 	s := c.s
 	if st.err != nil {
-		err := s.fail(st.err)
-		st.failed = err
-		st.failAll(err)
+		st.failAll(s.fail(st.err))
 		return
 	}
 	r := st.record()
@@ -1109,9 +1100,7 @@ func (c *committer) commit(st *staging) {
 			s.cfg.ObserveCommit(st.nops, took)
 		}
 		if err != nil {
-			err = s.fail(fmt.Errorf("commit journal record %d: %w", n, err))
-			st.failed = err
-			st.failAll(err)
+			st.failAll(s.fail(fmt.Errorf("commit journal record %d: %w", n, err)))
 			return
 		}
 		c.jnext++
