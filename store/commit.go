@@ -756,10 +756,16 @@ func (st *staging) stageSlots(name string, slots []crdt.Slot, idx []int32) error
 		// The group being written holds these slots newer than mem does.
 		if j, ok := p.counters[name]; ok {
 			psc := &p.staged[j]
+			all := true
 			for i := first; i < int32(len(st.arena)); i++ {
 				if k, ok := psc.find(st.arena[i].slot); ok && p.arena[k].g != nil {
 					st.arena[i].g = p.arena[k].g.Clone()
+				} else {
+					all = false
 				}
+			}
+			if all {
+				return nil // mem holds nothing newer: no need to look there
 			}
 		}
 	}
