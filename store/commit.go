@@ -379,8 +379,10 @@ func (c *committer) run() {
 			prevBatch = len(batch)
 			c.waitForRoom()
 			if s.cfg.Durability == Fsync {
-				// Staged over the group being written, if any, then handed
-				// to the writer once that one is committed.
+				// Staged over the group last handed to the writer, if any,
+				// whether or not it is committed yet (reading it first is
+				// right either way), then handed to the writer once that
+				// one is.
 				st.prev = c.inflight
 				c.stage(st, batch)
 				if f := s.cfg.hooks.stagedOver; f != nil && st.prev != nil {
@@ -753,7 +755,8 @@ func (st *staging) stageSlots(name string, slots []crdt.Slot, idx []int32) error
 		idx[k] = i
 	}
 	if p := st.prev; p != nil {
-		// The group being written holds these slots newer than mem does.
+		// The group handed to the writer holds these slots newer than
+		// mem does until it is published, and the same after.
 		if j, ok := p.counters[name]; ok {
 			psc := &p.staged[j]
 			all := true

@@ -132,8 +132,9 @@ type hooks struct {
 	// journalRotateSize: a journal file above it is replaced by a new one
 	// once a checkpoint leaves it without records. Zero means 4 MiB.
 	journalRotateSize int64
-	// stagedOver runs on the committer after it staged a group over one the
-	// writer is committing, before it waits for that one.
+	// stagedOver runs on the committer after it staged a group over the one
+	// last handed to the writer (committed or not), before it waits for
+	// that one.
 	stagedOver func()
 	// afterIdemLookup runs after idemBegin found no record of a key: the
 	// instant before the request reaches the committer.
