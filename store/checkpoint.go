@@ -147,7 +147,12 @@ type checkpointSnap struct {
 // stopped: never twice at once.
 func (k *checkpointer) checkpoint() error {
 	s := k.s
-	snap, failed := s.mem.snapshot(&s.com.journaled, &k.journaledAt)
+	// What the journal holds now is what this checkpoint covers (changes
+	// that the committer counts a little later are covered too, and only
+	// bring the next checkpoint early): the committer asks for the next one
+	// once as much again is in.
+	k.journaledAt.Store(s.com.journaled.Load())
+	snap, failed := s.mem.snapshot()
 	if err := s.refusal(failed); err != nil {
 		return err
 	}

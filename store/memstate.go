@@ -263,9 +263,8 @@ func (m *memState) failure() error {
 
 // snapshot returns what a checkpoint writes: mem's slots, in no order, and
 // the key records, dirty compensations, version vector, seq and last
-// journal record with them. journaledAt is set to journaled as of the
-// snapshot. failed is the store's failure, or nil.
-func (m *memState) snapshot(journaled, journaledAt *atomic.Int64) (snap checkpointSnap, failed error) {
+// journal record with them. failed is the store's failure, or nil.
+func (m *memState) snapshot() (snap checkpointSnap, failed error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	snap = checkpointSnap{
@@ -286,9 +285,6 @@ func (m *memState) snapshot(journaled, journaledAt *atomic.Int64) (snap checkpoi
 	for id, v := range m.vv {
 		snap.vv[id] = v
 	}
-	// What the journal held at the snapshot is what this checkpoint covers:
-	// the committer asks for the next one only once as much again is in.
-	journaledAt.Store(journaled.Load())
 	return snap, m.failed
 }
 
