@@ -270,6 +270,12 @@ func (k *checkpointer) releaseAfterBurst(written int) {
 	go debug.FreeOSMemory()
 }
 
+// trimmed notes that the journal holds no record up to n.
+func (k *checkpointer) trimmed(n uint64) {
+	k.truncated = n
+	k.truncatedSeen.Store(n)
+}
+
 // truncateJournal deletes the records up to n, whose effects are in state.db.
 func (k *checkpointer) truncateJournal(n uint64) error {
 	s := k.s
@@ -304,8 +310,7 @@ func (k *checkpointer) truncateJournal(n uint64) error {
 	if err != nil {
 		return fmt.Errorf("trim journal to %d: %w", n, err)
 	}
-	k.truncated = n
-	k.truncatedSeen.Store(n)
+	k.trimmed(n)
 	if empty && fileSize(s.journal.path) > s.cfg.hooks.journalRotateSize {
 		return k.rotateJournal()
 	}

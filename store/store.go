@@ -417,8 +417,7 @@ func (s *Store) replay() error {
 				}
 				if records == 0 && n > 0 {
 					// Records before the first were trimmed by a checkpoint.
-					s.ckpt.truncated = n - 1
-					s.ckpt.truncatedSeen.Store(n - 1)
+					s.ckpt.trimmed(n - 1)
 				}
 				s.com.jnext = n + 1
 				records++
