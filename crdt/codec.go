@@ -166,17 +166,36 @@ func (d *Decoder) Replica() ReplicaID {
 
 // Slot reads a slot and checks that it is well formed.
 func (d *Decoder) Slot() Slot {
-	var s Slot
-	b := d.lenBytes(MaxNameLen)
+	name := d.Name()
 	if d.err != nil {
 		return Slot{}
 	}
-	if string(b) == d.name {
-		s.Name = d.name
-	} else {
-		s.Name = string(b)
-		d.name = s.Name
+	return d.SlotOf(name)
+}
+
+// Name reads a counter name and checks that it is valid. A name equal to the
+// last one read is returned as that same string, unchecked again: a message
+// lists a counter's slots one after another.
+func (d *Decoder) Name() string {
+	b := d.lenBytes(MaxNameLen)
+	switch {
+	case d.err != nil:
+		return ""
+	case d.name != "" && string(b) == d.name:
+		return d.name
 	}
+	name := string(b)
+	if !ValidName(name) {
+		d.Fail(ErrMalformed)
+		return ""
+	}
+	d.name = name
+	return name
+}
+
+// SlotOf reads the resolution and start of a slot of counter name, a name
+// that Name returned, and checks that they are well formed.
+func (d *Decoder) SlotOf(name string) Slot {
 	res := d.Uvarint()
 	start := d.Uvarint()
 	if d.err != nil {
@@ -186,8 +205,8 @@ func (d *Decoder) Slot() Slot {
 		d.Fail(ErrMalformed)
 		return Slot{}
 	}
-	s.Res, s.Start = uint32(res), int64(start)
-	if !s.Valid() {
+	s := Slot{Name: name, Res: uint32(res), Start: int64(start)}
+	if !s.validWindow() {
 		d.Fail(ErrMalformed)
 		return Slot{}
 	}

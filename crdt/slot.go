@@ -53,9 +53,12 @@ func (s Slot) IsTotal() bool { return s.Res == 0 }
 // Valid reports whether s is well formed: a valid name, and either a total
 // (Res and Start zero) or a window whose non-negative Start is a multiple of Res.
 func (s Slot) Valid() bool {
-	if !ValidName(s.Name) {
-		return false
-	}
+	return ValidName(s.Name) && s.validWindow()
+}
+
+// validWindow reports whether s's resolution and start name a total or a
+// window.
+func (s Slot) validWindow() bool {
 	if s.Res == 0 {
 		return s.Start == 0
 	}

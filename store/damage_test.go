@@ -518,7 +518,9 @@ func TestStore_Damage_WhileRunning_RawTx(t *testing.T) {
 
 // TestStore_Open_DamagedJournalRecord: a journal record that does not decode,
 // or a key that is not a record number, refuses the open with a DamagedError
-// naming journal.db, and the refused open writes nothing to either file,
+// naming journal.db; a record of a newer build refuses it as incompatible,
+// which abacus recover would not mend. The refused open writes nothing to
+// either file,
 // whether the previous process crashed or closed cleanly (a state.db left
 // marked open would make the next start look like one after a crash).
 func TestStore_Open_DamagedJournalRecord(t *testing.T) {
@@ -542,10 +544,12 @@ func TestStore_Open_DamagedJournalRecord(t *testing.T) {
 		for _, tc := range []struct {
 			name     string
 			key, val []byte
+			newer    bool // written by a newer build: incompatible, not damaged
 		}{
-			{"record that does not decode", binary.BigEndian.AppendUint64(nil, 3), []byte{2, 0xff, 0xff}},
-			{"record of an unknown version", binary.BigEndian.AppendUint64(nil, 3), []byte{9}},
-			{"key that is not a record number", []byte("junk"), []byte{2, 0, 0, 0, 0, 0, 0}},
+			{"record that does not decode", binary.BigEndian.AppendUint64(nil, 3), []byte{2, 0xff, 0xff}, false},
+			{"record of version 0", binary.BigEndian.AppendUint64(nil, 3), []byte{0}, false},
+			{"record of a version after this build's", binary.BigEndian.AppendUint64(nil, 3), []byte{9}, true},
+			{"key that is not a record number", []byte("junk"), []byte{2, 0, 0, 0, 0, 0, 0}, false},
 		} {
 			t.Run(base+"/"+tc.name, func(t *testing.T) {
 				dir := copyDir(t, from)
@@ -557,10 +561,13 @@ func TestStore_Open_DamagedJournalRecord(t *testing.T) {
 				r, err := store.Open(testConfig(dir, c))
 				if err == nil {
 					r.Close(context.Background())
-					t.Fatal("opened a journal with a damaged record")
+					t.Fatal("opened a journal with a record it cannot read")
 				}
 				var de *store.DamagedError
-				if !errors.As(err, &de) || de.File != journal {
+				switch {
+				case tc.newer && (!errors.Is(err, store.ErrIncompatible) || errors.Is(err, store.ErrDamaged)):
+					t.Fatalf("open: %v, want ErrIncompatible and not damage: nothing to recover from", err)
+				case !tc.newer && (!errors.As(err, &de) || de.File != journal):
 					t.Fatalf("open: %v, want a DamagedError naming %s", err, journal)
 				}
 				if !bytes.Equal(journalBefore, read(t, journal)) {

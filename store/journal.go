@@ -12,19 +12,25 @@ import (
 //	version byte (2)
 //	seq           uvarint: this replica's last committed seq after the record
 //	origins       uvarint n, n × replica ID (16): the replicas the entries name
-//	deltas        uvarint n, n × (slot, origin number, value, seq)
+//	deltas        uvarint n, then the n deltas in runs, each of one counter's
+//	              deltas listed together: name, uvarint k (at least 1), then
+//	              k × (res, start, uvarint origin number×2 + same, value,
+//	              seq unless same); same is 1 when the delta's seq is the
+//	              seq of the delta before it in the record (0 before the first)
 //	records       uvarint n, n × key record (crdt.AppendKeyRecord)
 //	covers        uvarint n, n × (origin ID (16), seq): vv[origin] rises to seq
 //	comps         uvarint n, n × (slot, compensation (crdt.AppendComp))
 //
-// Version 1 records (before key records replicated) hold, in place of the
-// records, n × (key, expires Unix ns varint, fingerprint (32), response) of
-// this replica's keys, and no compensations; they are still read.
+// Version 2 records list the deltas as n × (slot, origin number, value,
+// seq), each with its counter's name. Version 1 records (before key records
+// replicated) are version 2's, but hold, in place of the records, n × (key,
+// expires Unix ns varint, fingerprint (32), response) of this replica's
+// keys, and no compensations. Both are still read.
 //
 // Replaying a record merges its entries by max, its records and compensations
 // by set union, and raises the version vector, so replaying a record whose
 // effects are already in state.db changes nothing.
-const recordVersion = 2
+const recordVersion = 3
 
 type record struct {
 	seq     uint64
@@ -50,29 +56,48 @@ func (r *record) appendTo(b []byte) []byte {
 	b = append(b, recordVersion)
 	b = binary.AppendUvarint(b, r.seq)
 	var origins []crdt.ReplicaID
-	originNum := func(id crdt.ReplicaID) int {
+	originNum := func(id crdt.ReplicaID) uint64 {
 		for i, o := range origins {
 			if o == id {
-				return i
+				return uint64(i)
 			}
 		}
 		origins = append(origins, id)
-		return len(origins) - 1
+		return uint64(len(origins) - 1)
 	}
-	nums := make([]int, len(r.deltas))
-	for i, d := range r.deltas {
-		nums[i] = originNum(d.Entry.Replica)
+	for _, d := range r.deltas {
+		originNum(d.Entry.Replica)
 	}
 	b = binary.AppendUvarint(b, uint64(len(origins)))
 	for _, o := range origins {
 		b = append(b, o[:]...)
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.deltas)))
-	for i, d := range r.deltas {
-		b = crdt.AppendSlot(b, d.Slot)
-		b = binary.AppendUvarint(b, uint64(nums[i]))
-		b = binary.AppendUvarint(b, d.Entry.Value)
-		b = binary.AppendUvarint(b, d.Entry.Seq)
+	var seq uint64
+	for i := 0; i < len(r.deltas); {
+		name := r.deltas[i].Slot.Name
+		k := 1
+		for i+k < len(r.deltas) && r.deltas[i+k].Slot.Name == name {
+			k++
+		}
+		b = binary.AppendUvarint(b, uint64(len(name)))
+		b = append(b, name...)
+		b = binary.AppendUvarint(b, uint64(k))
+		for _, d := range r.deltas[i : i+k] {
+			b = binary.AppendUvarint(b, uint64(d.Slot.Res))
+			b = binary.AppendUvarint(b, uint64(d.Slot.Start))
+			o := originNum(d.Entry.Replica) << 1
+			if d.Entry.Seq == seq {
+				o |= 1
+			}
+			b = binary.AppendUvarint(b, o)
+			b = binary.AppendUvarint(b, d.Entry.Value)
+			if d.Entry.Seq != seq {
+				b = binary.AppendUvarint(b, d.Entry.Seq)
+				seq = d.Entry.Seq
+			}
+		}
+		i += k
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.records)))
 	for i := range r.records {
@@ -95,7 +120,11 @@ func decodeRecord(b []byte) (record, error) {
 	var r record
 	d := crdt.NewDecoder(b)
 	version := d.Byte()
-	if d.Err() == nil && version != 1 && version != recordVersion {
+	switch {
+	case d.Err() == nil && version == 0:
+		return record{}, fmt.Errorf("journal record version 0: %w", crdt.ErrMalformed)
+	case d.Err() == nil && version > recordVersion:
+		// A newer build's: this build cannot read it, which is not damage.
 		return record{}, fmt.Errorf("journal record version %d: %w", version, ErrIncompatible)
 	}
 	r.seq = d.Uvarint()
@@ -103,18 +132,11 @@ func decodeRecord(b []byte) (record, error) {
 	for i := range origins {
 		origins[i] = d.Replica()
 	}
-	n := d.Count(crdt.MinSlotSize + 3)
-	r.deltas = make([]crdt.Delta, 0, n)
-	for i := 0; i < n && d.Err() == nil; i++ {
-		slot := d.Slot()
-		o := d.Uvarint()
-		e := crdt.Entry{Value: d.Uvarint(), Seq: d.Uvarint()}
-		if o >= uint64(len(origins)) {
-			d.Fail(crdt.ErrMalformed)
-			break
-		}
-		e.Replica = origins[o]
-		r.deltas = append(r.deltas, crdt.Delta{Slot: slot, Entry: e})
+	var n int
+	if version < 3 {
+		r.deltas = decodeDeltasV2(d, origins)
+	} else {
+		r.deltas = decodeDeltas(d, origins)
 	}
 	if version == 1 {
 		// This replica's keys, before records carried their origin and
@@ -152,4 +174,56 @@ func decodeRecord(b []byte) (record, error) {
 		return record{}, fmt.Errorf("journal record: %w", err)
 	}
 	return r, nil
+}
+
+// decodeDeltas reads the deltas of a version 3 record.
+func decodeDeltas(d *crdt.Decoder, origins []crdt.ReplicaID) []crdt.Delta {
+	// Each delta takes at least res, start, origin and value: 4 bytes.
+	n := d.Count(4)
+	deltas := make([]crdt.Delta, 0, n)
+	var seq uint64
+	for len(deltas) < n && d.Err() == nil {
+		name := d.Name()
+		k := d.Uvarint()
+		if d.Err() == nil && (k == 0 || k > uint64(n-len(deltas))) {
+			d.Fail(crdt.ErrMalformed)
+		}
+		for range k {
+			slot := d.SlotOf(name)
+			o := d.Uvarint()
+			e := crdt.Entry{Value: d.Uvarint(), Seq: seq}
+			if o&1 == 0 {
+				e.Seq = d.Uvarint()
+				seq = e.Seq
+			}
+			if d.Err() != nil {
+				return nil
+			}
+			if o>>1 >= uint64(len(origins)) {
+				d.Fail(crdt.ErrMalformed)
+				return nil
+			}
+			e.Replica = origins[o>>1]
+			deltas = append(deltas, crdt.Delta{Slot: slot, Entry: e})
+		}
+	}
+	return deltas
+}
+
+// decodeDeltasV2 reads the deltas of a version 1 or 2 record.
+func decodeDeltasV2(d *crdt.Decoder, origins []crdt.ReplicaID) []crdt.Delta {
+	n := d.Count(crdt.MinSlotSize + 3)
+	deltas := make([]crdt.Delta, 0, n)
+	for i := 0; i < n && d.Err() == nil; i++ {
+		slot := d.Slot()
+		o := d.Uvarint()
+		e := crdt.Entry{Value: d.Uvarint(), Seq: d.Uvarint()}
+		if o >= uint64(len(origins)) {
+			d.Fail(crdt.ErrMalformed)
+			break
+		}
+		e.Replica = origins[o]
+		deltas = append(deltas, crdt.Delta{Slot: slot, Entry: e})
+	}
+	return deltas
 }

@@ -409,6 +409,11 @@ func (s *Store) replay() error {
 				}
 				n := binary.BigEndian.Uint64(k)
 				r, err := decodeRecord(v)
+				if errors.Is(err, ErrIncompatible) {
+					// Written by a newer build: not damage, and nothing to
+					// recover from. That build, stopped cleanly, leaves none.
+					return fmt.Errorf("%s record %d: %w; start the build that wrote it and stop it cleanly (SIGTERM) to empty the journal", JournalFile, n, err)
+				}
 				if err != nil {
 					return s.journal.damaged("journal record %d: %v", n, err)
 				}
