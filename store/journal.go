@@ -9,7 +9,7 @@ import (
 
 // A journal record is everything one commit changed, as absolute values:
 //
-//	version byte (2)
+//	version byte (3)
 //	seq           uvarint: this replica's last committed seq after the record
 //	origins       uvarint n, n × replica ID (16): the replicas the entries name
 //	deltas        uvarint n, then the n deltas in runs, each of one counter's
