@@ -99,6 +99,12 @@ func (r *record) appendTo(b []byte) []byte {
 		}
 		i += k
 	}
+	return r.appendAfterDeltas(b)
+}
+
+// appendAfterDeltas appends what follows the deltas, the same in versions 2
+// and 3: records, covers and compensations.
+func (r *record) appendAfterDeltas(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(r.records)))
 	for i := range r.records {
 		b = crdt.AppendKeyRecord(b, &r.records[i])

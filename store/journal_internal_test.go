@@ -124,21 +124,7 @@ func appendV2(r *record) []byte {
 		b = binary.AppendUvarint(b, d.Entry.Value)
 		b = binary.AppendUvarint(b, d.Entry.Seq)
 	}
-	b = binary.AppendUvarint(b, uint64(len(r.records)))
-	for i := range r.records {
-		b = crdt.AppendKeyRecord(b, &r.records[i])
-	}
-	b = binary.AppendUvarint(b, uint64(len(r.covers)))
-	for _, c := range r.covers {
-		b = append(b, c.Origin[:]...)
-		b = binary.AppendUvarint(b, c.Seq)
-	}
-	b = binary.AppendUvarint(b, uint64(len(r.comps)))
-	for _, c := range r.comps {
-		b = crdt.AppendSlot(b, c.Slot)
-		b = crdt.AppendComp(b, c.Comp)
-	}
-	return b
+	return r.appendAfterDeltas(b)
 }
 
 // TestRecord_ReadsVersion2: journals written before version 3 replay as
