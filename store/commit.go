@@ -503,6 +503,12 @@ type staging struct {
 	tx    *bolt.Tx
 	txGen uint64 // mem's eviction generation when tx was opened
 
+	// The windows of event time winTS at now, if winsValid: they depend on
+	// now too, so stage forgets them when it sets now.
+	wins      []window.Window
+	winTS     time.Time
+	winsValid bool
+
 	// Per commit: with Async, across the batches it gathers.
 	counters map[string]int32 // the staged slots of each counter: index into staged
 	staged   []stagedCounter  // reused across commits, with their slices
@@ -640,7 +646,7 @@ func (st *staging) reset() {
 // st until they commit together, under one seq.
 func (c *committer) stage(st *staging, ops []*op) {
 	s := c.s
-	st.now = s.cfg.Now()
+	st.now, st.winsValid = s.cfg.Now(), false
 	st.ops = append(st.ops[:0], ops...)
 	st.nops += len(ops)
 	seq := s.mem.committedSeq()
@@ -944,13 +950,18 @@ func (st *staging) apply(o *op) error {
 	st.reqNo++
 	touched := st.touched[:0]
 	totals := st.totalAt[:0]
-	var wins [8]window.Window
 	var slots [9]crdt.Slot
 	defer func() { st.touched, st.totalAt = touched, totals }()
 	for _, inc := range req.Increments {
-		// The increment's total and windows, staged in one go.
+		// The increment's total and windows, staged in one go. A batch's
+		// increments usually share one event time (the node's clock when
+		// the request came): its windows are worked out once.
+		if !st.winsValid || !inc.TS.Equal(st.winTS) {
+			st.wins = s.cfg.Windows.AppendWindows(st.wins[:0], inc.TS, st.now)
+			st.winTS, st.winsValid = inc.TS, true
+		}
 		ss := append(slots[:0], crdt.TotalSlot(inc.Name))
-		for _, w := range s.cfg.Windows.AppendWindows(wins[:0], inc.TS, st.now) {
+		for _, w := range st.wins {
 			ss = append(ss, crdt.Slot{Name: inc.Name, Res: w.Res, Start: w.Start})
 		}
 		idx := slices.Grow(st.idx[:0], len(ss))[:len(ss)]

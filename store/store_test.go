@@ -126,6 +126,43 @@ func TestStore_EventTime_LandsInEveryResolution(t *testing.T) {
 	}
 }
 
+// TestStore_EventTime_WindowsAtEachCommitsClock: which windows an event time
+// lands in depends on the clock when it commits, not only on the event time.
+// Two increments with one event time, an hour apart, on either side of the
+// minute window's retention: the first counts in its minute, the second does
+// not, and both count in the hour. (The clock then steps back, as a clock
+// may, so that the minute window is read while it is still kept.)
+func TestStore_EventTime_WindowsAtEachCommitsClock(t *testing.T) {
+	c := newClock(t0)
+	s := mustOpen(t, testConfig(t.TempDir(), c))
+	first := c.Now()
+	ts := first.Add(-(47*time.Hour + 30*time.Minute)) // minutes kept 48 h
+	mustApply(t, s, inc("e", 1, ts))
+	c.Advance(time.Hour)
+	mustApply(t, s, inc("e", 10, ts))
+	mustApply(t, s, inc("e", 100, ts))
+	mustApply(t, s, inc("e", 1000, ts))
+	c.Advance(-time.Hour)
+	read := func(step time.Duration) uint64 {
+		t.Helper()
+		p, _ := s.Config().Windows.Plan(window.Query{From: ts.Truncate(step), To: ts.Truncate(step).Add(step), Step: step}, first)
+		if p.Resolution.Size != step {
+			t.Fatalf("planned %v, want %v", p.Resolution.Size, step)
+		}
+		pts, err := s.Range("e", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum(pts)
+	}
+	if got := read(time.Minute); got != 1 {
+		t.Errorf("minute window = %d, want 1: only the first increment was in time for it", got)
+	}
+	if got := read(time.Hour); got != 1111 {
+		t.Errorf("hour window = %d, want 1111", got)
+	}
+}
+
 func TestStore_Apply_Overflow(t *testing.T) {
 	c := newClock(t0)
 	s := mustOpen(t, testConfig(t.TempDir(), c))

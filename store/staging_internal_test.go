@@ -1,0 +1,49 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/abacus-counter/abacus/crdt"
+)
+
+// TestStaging_WindowsAtEachStagesClock: staging works out an event time's
+// windows once for the increments that share it, but a staging the
+// committer reuses must work them out again at its next clock. One event
+// time, staged at a clock that keeps its minute window and then, in the
+// same staging, an hour later when that window is no longer kept: only the
+// first increment lands in the minute.
+func TestStaging_WindowsAtEachStagesClock(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	cfg := DefaultConfig(t.TempDir())
+	cfg.Now = func() time.Time { return now }
+	cfg.CheckpointInterval, cfg.JanitorInterval = -1, -1
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	ts := now.Add(-(47*time.Hour + 30*time.Minute)) // minutes are kept 48 h
+	minute := crdt.Slot{Name: "e", Res: 60, Start: ts.Truncate(time.Minute).Unix()}
+	st := newStaging(s)
+	for _, amount := range []uint64{1, 10} {
+		o := getOp()
+		o.kind = opApply
+		o.req = &Request{Increments: []Increment{{Name: "e", Amount: amount, TS: ts}}}
+		s.com.stage(st, []*op{o})
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		now = now.Add(time.Hour)
+	}
+	var got uint64
+	for _, d := range st.deltas {
+		if d.Slot == minute {
+			got = d.Entry.Value
+		}
+	}
+	if got != 1 {
+		t.Errorf("minute window staged as %d, want 1: the second increment came after the window's retention", got)
+	}
+}
