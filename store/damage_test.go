@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -518,8 +519,9 @@ func TestStore_Damage_WhileRunning_RawTx(t *testing.T) {
 
 // TestStore_Open_DamagedJournalRecord: a journal record that does not decode,
 // or a key that is not a record number, refuses the open with a DamagedError
-// naming journal.db; a record of a newer build refuses it as incompatible,
-// which abacus recover would not mend. The refused open writes nothing to
+// naming journal.db; a record of a newer build refuses it as incompatible:
+// that is not damage (and abacus recover refuses it too). The refused open
+// writes nothing to
 // either file,
 // whether the previous process crashed or closed cleanly (a state.db left
 // marked open would make the next start look like one after a crash).
@@ -548,7 +550,7 @@ func TestStore_Open_DamagedJournalRecord(t *testing.T) {
 		}{
 			{"record that does not decode", binary.BigEndian.AppendUint64(nil, 3), []byte{2, 0xff, 0xff}, false},
 			{"record of version 0", binary.BigEndian.AppendUint64(nil, 3), []byte{0}, false},
-			{"record of a version after this build's", binary.BigEndian.AppendUint64(nil, 3), []byte{9}, true},
+			{"record of the version after this build's", binary.BigEndian.AppendUint64(nil, 3), []byte{store.RecordVersion + 1}, true},
 			{"key that is not a record number", []byte("junk"), []byte{2, 0, 0, 0, 0, 0, 0}, false},
 		} {
 			t.Run(base+"/"+tc.name, func(t *testing.T) {
@@ -579,4 +581,49 @@ func TestStore_Open_DamagedJournalRecord(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestRecover_RefusesRecordsOfANewerBuild: abacus recover salvages what
+// decodes and sets the rest aside, but a journal record of a newer build is
+// not damage: recover refuses and changes nothing, rather than dropping the
+// increments that build would replay.
+func TestRecover_RefusesRecordsOfANewerBuild(t *testing.T) {
+	c := newClock("2026-11-23T10:00:00Z")
+	dir := t.TempDir()
+	s := mustOpen(t, testConfig(dir, c))
+	for i := range 5 {
+		mustApply(t, s, inc(fmt.Sprintf("c%d", i), 1, c.Now()))
+	}
+	dir = copyDir(t, dir) // as after a crash: the records are in the journal
+	mustClose(t, s)
+	journal := filepath.Join(dir, store.JournalFile)
+	if err := store.PutJournalValue(journal, binary.BigEndian.AppendUint64(nil, 3), []byte{store.RecordVersion + 1}); err != nil {
+		t.Fatal(err)
+	}
+	before := dirContents(t, dir)
+	_, err := store.Recover(store.RecoverConfig{Dir: dir, Now: c.Now})
+	if !errors.Is(err, store.ErrIncompatible) {
+		t.Fatalf("recover: %v, want ErrIncompatible", err)
+	}
+	if after := dirContents(t, dir); !maps.EqualFunc(before, after, bytes.Equal) {
+		t.Errorf("the refused recover changed the data directory: %d files before, %d after", len(before), len(after))
+	}
+}
+
+// dirContents returns every file of dir by name.
+func dirContents(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := make(map[string][]byte)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[e.Name()] = b
+	}
+	return files
 }

@@ -78,6 +78,9 @@ func (s *Store) StoredReadsSkipped() uint64 { return s.stats.storedReadsSkipped.
 var CopyFile = copyFile
 
 // PutJournalValue writes key → val into the journal bucket of the closed
+// RecordVersion is the journal record version this build writes.
+const RecordVersion = recordVersion
+
 // journal file at path, for tests that damage a record.
 func PutJournalValue(path string, key, val []byte) error {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})

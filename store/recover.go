@@ -80,7 +80,9 @@ func Recover(cfg RecoverConfig) (RecoverReport, error) {
 		rep.Lost = append(rep.Lost, StateFile+" is missing")
 	}
 	if _, err := os.Stat(journalPath); err == nil {
-		sv.readJournal(journalPath, &rep)
+		if err := sv.readJournal(journalPath, &rep); err != nil {
+			return rep, fmt.Errorf("recover %s: %w", cfg.Dir, err)
+		}
 	}
 	if !sv.haveReplica {
 		return rep, fmt.Errorf("recover %s: neither %s nor %s still names this node's replica ID; move the directory away and start the node with an empty one (a new replica)", cfg.Dir, StateFile, JournalFile)
@@ -354,11 +356,14 @@ func (sv *salvage) addComps(slot crdt.Slot, cs crdt.Comps) {
 	sv.comps[slot] = cur
 }
 
-func (sv *salvage) readJournal(path string, rep *RecoverReport) {
+// readJournal salvages the journal's records. A record of a newer build is
+// an error, and recover stops before it changes anything: those records are
+// not damage, and the build that wrote them replays them.
+func (sv *salvage) readJournal(path string, rep *RecoverReport) error {
 	db, err := openForSalvage(path)
 	if err != nil {
 		rep.Lost = append(rep.Lost, fmt.Sprintf("%s cannot be opened (%v): increments since the last checkpoint come back from peers only", JournalFile, err))
-		return
+		return nil
 	}
 	defer db.Close()
 	err = db.View(func(tx *bolt.Tx) error {
@@ -400,9 +405,13 @@ func (sv *salvage) readJournal(path string, rep *RecoverReport) {
 		}
 		return nil
 	})
+	if errors.Is(err, ErrIncompatible) {
+		return fmt.Errorf("%s %w; start the build that wrote it and stop it cleanly (SIGTERM) instead", JournalFile, err)
+	}
 	if err != nil {
 		rep.Lost = append(rep.Lost, fmt.Sprintf("part of %s (%v)", JournalFile, err))
 	}
+	return nil
 }
 
 // writeRecovered writes the salvage into a new state.db at path.
