@@ -521,10 +521,9 @@ func TestStore_Damage_WhileRunning_RawTx(t *testing.T) {
 // or a key that is not a record number, refuses the open with a DamagedError
 // naming journal.db; a record of a newer build refuses it as incompatible:
 // that is not damage (and abacus recover refuses it too). The refused open
-// writes nothing to
-// either file,
-// whether the previous process crashed or closed cleanly (a state.db left
-// marked open would make the next start look like one after a crash).
+// writes nothing to either file, whether the previous process crashed or
+// closed cleanly (a state.db left marked open would make the next start look
+// like one after a crash).
 func TestStore_Open_DamagedJournalRecord(t *testing.T) {
 	c := newClock("2026-11-23T10:00:00Z")
 	src := t.TempDir()
