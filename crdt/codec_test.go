@@ -44,6 +44,7 @@ func TestDecoder_RejectsMalformed(t *testing.T) {
 		{"empty", nil, crdt.ErrTruncated},
 		{"truncated", valid[:len(valid)-1], crdt.ErrTruncated},
 		{"bad name", crdt.AppendDelta(nil, crdt.Delta{Slot: crdt.Slot{Name: "a b"}}), crdt.ErrMalformed},
+		{"empty name", crdt.AppendDelta(nil, crdt.Delta{Slot: crdt.Slot{Name: ""}}), crdt.ErrMalformed},
 		{"misaligned window", crdt.AppendDelta(nil, crdt.Delta{Slot: crdt.Slot{Name: "a", Res: 60, Start: 61}}), crdt.ErrMalformed},
 		{"total with start", crdt.AppendDelta(nil, crdt.Delta{Slot: crdt.Slot{Name: "a", Start: 60}}), crdt.ErrMalformed},
 		{"overlong varint", []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, crdt.ErrMalformed},
