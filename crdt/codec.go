@@ -36,7 +36,7 @@ func AppendDelta(b []byte, d Delta) []byte {
 type Decoder struct {
 	b   []byte
 	err error
-	// name is the counter name of the last slot read: a message lists a
+	// name is the last valid counter name read: a message lists a
 	// counter's slots one after another, and they share one string.
 	name string
 }
@@ -194,8 +194,12 @@ func (d *Decoder) Name() string {
 }
 
 // SlotOf reads the resolution and start of a slot of counter name, a name
-// that Name returned, and checks that they are well formed.
+// that Name returned, and checks that they and the name are well formed.
 func (d *Decoder) SlotOf(name string) Slot {
+	if name != d.name && !ValidName(name) {
+		d.Fail(ErrMalformed)
+		return Slot{}
+	}
 	res := d.Uvarint()
 	start := d.Uvarint()
 	if d.err != nil {

@@ -18,7 +18,8 @@ var (
 	// ErrInUse means another process holds the data directory.
 	ErrInUse = errors.New("store: data directory is in use by another process")
 	// ErrIncompatible means the data directory was written with a different
-	// schema or window configuration, or its files belong to different replicas.
+	// schema or window configuration, its files belong to different replicas,
+	// or its journal holds records of a newer build.
 	ErrIncompatible = errors.New("store: data directory is incompatible")
 	// ErrInvalid means a request was malformed (a bad name, a zero amount, an
 	// empty batch). The HTTP layer validates first; this is the store's own guard.

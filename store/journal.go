@@ -32,6 +32,10 @@ import (
 // effects are already in state.db changes nothing.
 const recordVersion = 3
 
+// namedRunsVersion is the first record version that lists the deltas in
+// runs of one counter's, its name written once.
+const namedRunsVersion = 3
+
 type record struct {
 	seq     uint64
 	deltas  []crdt.Delta
@@ -139,7 +143,7 @@ func decodeRecord(b []byte) (record, error) {
 		origins[i] = d.Replica()
 	}
 	var n int
-	if version < 3 {
+	if version < namedRunsVersion {
 		r.deltas = decodeDeltasV2(d, origins)
 	} else {
 		r.deltas = decodeDeltas(d, origins)
