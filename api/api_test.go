@@ -339,3 +339,39 @@ func TestAPI_EscapedNames(t *testing.T) {
 		}
 	}
 }
+
+// TestBodies_WithAndWithoutContentLength: a body is read in one buffer of
+// its declared length, or, sent without one (chunked), up to the limit; a
+// body cut short of its declared length is refused.
+func TestBodies_WithAndWithoutContentLength(t *testing.T) {
+	f := newFake()
+	h := newHandler(f)
+	send := func(body io.Reader, length int64) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/v1/increments", body)
+		r.ContentLength = length
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	batch := `{"increments":[{"name":"a","amount":2},{"name":"b"}]}`
+	if w := send(strings.NewReader(batch), int64(len(batch))); w.Code != 200 {
+		t.Fatalf("with its length: %d %s", w.Code, w.Body)
+	}
+	if w := send(strings.NewReader(batch), -1); w.Code != 200 {
+		t.Fatalf("without a length: %d %s", w.Code, w.Body)
+	}
+	if f.Count("a") != 4 || f.Count("b") != 2 {
+		t.Fatalf("totals = %d, %d, want 4, 2", f.Count("a"), f.Count("b"))
+	}
+	huge := `{"increments":[{"name":"a","ts":"` + strings.Repeat("1", 5<<20) + `"}]}`
+	if w := send(strings.NewReader(huge), -1); w.Code != 413 || problemOf(t, w).Type != api.ProblemTypePrefix+"body-too-large" {
+		t.Errorf("an oversize body without a length: %d %s", w.Code, w.Body)
+	}
+	if w := send(strings.NewReader(batch[:20]), int64(len(batch))); w.Code != 400 || problemOf(t, w).Type != api.ProblemTypePrefix+"invalid-json" {
+		t.Errorf("a body shorter than its length: %d %s", w.Code, w.Body)
+	}
+	if f.Count("a") != 4 {
+		t.Errorf("a refused body changed a count: a = %d", f.Count("a"))
+	}
+}
