@@ -526,14 +526,8 @@ func TestStore_Damage_WhileRunning_RawTx(t *testing.T) {
 // like one after a crash).
 func TestStore_Open_DamagedJournalRecord(t *testing.T) {
 	c := newClock("2026-11-23T10:00:00Z")
-	src := t.TempDir()
-	s := mustOpen(t, testConfig(src, c))
-	for i := range 5 {
-		mustApply(t, s, inc(fmt.Sprintf("c%d", i), 1, c.Now()))
-	}
-	bases := map[string]string{"crashed": copyDir(t, src)} // the records are still in the journal
-	mustClose(t, s)
-	bases["closed"] = copyDir(t, src)
+	crashed, closed := journalDirs(t, c)
+	bases := map[string]string{"crashed": crashed, "closed": closed}
 	read := func(t *testing.T, path string) []byte {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -588,13 +582,7 @@ func TestStore_Open_DamagedJournalRecord(t *testing.T) {
 // increments that build would replay.
 func TestRecover_RefusesRecordsOfANewerBuild(t *testing.T) {
 	c := newClock("2026-11-23T10:00:00Z")
-	dir := t.TempDir()
-	s := mustOpen(t, testConfig(dir, c))
-	for i := range 5 {
-		mustApply(t, s, inc(fmt.Sprintf("c%d", i), 1, c.Now()))
-	}
-	dir = copyDir(t, dir) // as after a crash: the records are in the journal
-	mustClose(t, s)
+	dir, _ := journalDirs(t, c)
 	journal := filepath.Join(dir, store.JournalFile)
 	if err := store.PutJournalValue(journal, binary.BigEndian.AppendUint64(nil, 3), []byte{store.RecordVersion + 1}); err != nil {
 		t.Fatal(err)
@@ -607,6 +595,21 @@ func TestRecover_RefusesRecordsOfANewerBuild(t *testing.T) {
 	if after := dirContents(t, dir); !maps.EqualFunc(before, after, bytes.Equal) {
 		t.Errorf("the refused recover changed the data directory: %d files before, %d after", len(before), len(after))
 	}
+}
+
+// journalDirs returns two copies of a data directory that took one increment
+// to each of c0…c4: one as a crash would leave it, the increments in journal
+// records only, and one after a clean stop.
+func journalDirs(t *testing.T, c *clock) (crashed, closed string) {
+	t.Helper()
+	src := t.TempDir()
+	s := mustOpen(t, testConfig(src, c))
+	for i := range 5 {
+		mustApply(t, s, inc(fmt.Sprintf("c%d", i), 1, c.Now()))
+	}
+	crashed = copyDir(t, src)
+	mustClose(t, s)
+	return crashed, copyDir(t, src)
 }
 
 // dirContents returns every file of dir by name.
