@@ -83,16 +83,25 @@ func sameRecord(a, b record) bool {
 	return reflect.DeepEqual(norm(a), norm(b))
 }
 
+// decodesTo fails t unless b decodes to want.
+func decodesTo(t interface {
+	Helper()
+	Fatalf(string, ...any)
+}, b []byte, want record) {
+	t.Helper()
+	got, err := decodeRecord(b)
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if !sameRecord(got, want) {
+		t.Fatalf("decoded\n%+v\nwant\n%+v", got, want)
+	}
+}
+
 func TestRecord_RoundTrip(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		r := recordGen.Draw(t, "record")
-		got, err := decodeRecord(r.appendTo(nil))
-		if err != nil {
-			t.Fatalf("decode: %v", err)
-		}
-		if !sameRecord(got, r) {
-			t.Fatalf("decoded\n%+v\nwant\n%+v", got, r)
-		}
+		decodesTo(t, r.appendTo(nil), r)
 	})
 }
 
@@ -118,10 +127,7 @@ func TestRecord_Version3Bytes(t *testing.T) {
 	if got := r.appendTo(nil); !bytes.Equal(got, want) {
 		t.Errorf("encoded\n% x\nwant\n% x", got, want)
 	}
-	got, err := decodeRecord(want)
-	if err != nil || !sameRecord(got, r) {
-		t.Errorf("decoded %+v, %v; want %+v", got, err, r)
-	}
+	decodesTo(t, want, r)
 }
 
 // appendV2 encodes r as the version 2 records that journals written before
@@ -161,13 +167,7 @@ func appendV2(r *record) []byte {
 func TestRecord_ReadsVersion2(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		r := recordGen.Draw(t, "record")
-		got, err := decodeRecord(appendV2(&r))
-		if err != nil {
-			t.Fatalf("decode: %v", err)
-		}
-		if !sameRecord(got, r) {
-			t.Fatalf("decoded\n%+v\nwant\n%+v", got, r)
-		}
+		decodesTo(t, appendV2(&r), r)
 	})
 }
 
@@ -268,13 +268,7 @@ func FuzzRecord(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again, err := decodeRecord(r.appendTo(nil))
-		if err != nil {
-			t.Fatalf("re-encoded record does not decode: %v", err)
-		}
-		if !sameRecord(again, r) {
-			t.Fatalf("re-encoded record decodes to\n%+v\nnot\n%+v", again, r)
-		}
+		decodesTo(t, r.appendTo(nil), r)
 	})
 }
 
