@@ -6,8 +6,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -340,9 +342,10 @@ func TestAPI_EscapedNames(t *testing.T) {
 	}
 }
 
-// TestBodies_WithAndWithoutContentLength: a body is read in one buffer of
-// its declared length, or, sent without one (chunked), up to the limit; a
-// body cut short of its declared length is refused.
+// TestBodies_WithAndWithoutContentLength: a body is read whether or not it
+// declares its length (chunked), up to the limit; a body cut short of its
+// declared length is refused (what arrived is not a whole request: the JSON
+// parser is what refuses it here).
 func TestBodies_WithAndWithoutContentLength(t *testing.T) {
 	f := newFake()
 	h := newHandler(f)
@@ -373,5 +376,26 @@ func TestBodies_WithAndWithoutContentLength(t *testing.T) {
 	}
 	if f.Count("a") != 4 {
 		t.Errorf("a refused body changed a count: a = %d", f.Count("a"))
+	}
+}
+
+// TestBodies_DeclaredLengthIsNotAllocatedUpFront: a client that declares a
+// body at the limit and sends a few bytes must not make the node set aside
+// the whole limit: idle connections would cost the limit each.
+func TestBodies_DeclaredLengthIsNotAllocatedUpFront(t *testing.T) {
+	h := newHandler(newFake())
+	r := httptest.NewRequest("POST", "/v1/increments", iotest.TimeoutReader(strings.NewReader(`{"incr`)))
+	r.ContentLength = 4 << 20
+	r.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	h.ServeHTTP(w, r)
+	runtime.ReadMemStats(&after)
+	if w.Code != 400 {
+		t.Errorf("a body that stops early: %d %s, want 400", w.Code, w.Body)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 1<<20 {
+		t.Errorf("serving it allocated %d bytes for a body of 6", got)
 	}
 }

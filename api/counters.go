@@ -41,16 +41,6 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *api
 	if r.ContentLength == 0 {
 		return nil, nil
 	}
-	if r.ContentLength > 0 {
-		// One buffer of the size the client declared (net/http stops the
-		// body there), not io.ReadAll's doublings: a batch of 1,000
-		// increments is about 40 KB.
-		body := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, body); err != nil {
-			return nil, errorf(kindInvalidJSON, "could not read the body")
-		}
-		return body, nil
-	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
