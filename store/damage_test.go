@@ -629,3 +629,40 @@ func dirContents(t *testing.T, dir string) map[string][]byte {
 	}
 	return files
 }
+
+// TestStore_Open_JournalOfAnotherReplica: a journal.db beside the state.db
+// of another replica (files mixed up between data directories) is refused
+// as incompatible, and neither file changes: replaying it would take the
+// other replica's changes for this one's.
+func TestStore_Open_JournalOfAnotherReplica(t *testing.T) {
+	c := newClock("2026-11-23T10:00:00Z")
+	for _, mine := range []string{"crashed", "closed"} {
+		t.Run(mine, func(t *testing.T) {
+			crashedA, closedA := journalDirs(t, c)
+			other, _ := journalDirs(t, c) // another replica, its records in its journal
+			dir := crashedA
+			if mine == "closed" {
+				dir = closedA
+			}
+			b, err := os.ReadFile(filepath.Join(other, store.JournalFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, store.JournalFile), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			before := dirContents(t, dir)
+			s, err := store.Open(testConfig(dir, c))
+			if err == nil {
+				s.Close(context.Background())
+				t.Fatal("opened with another replica's journal")
+			}
+			if !errors.Is(err, store.ErrIncompatible) {
+				t.Fatalf("open: %v, want ErrIncompatible", err)
+			}
+			if after := dirContents(t, dir); !maps.EqualFunc(before, after, bytes.Equal) {
+				t.Error("the refused open changed the data directory")
+			}
+		})
+	}
+}

@@ -356,18 +356,13 @@ func (s *Store) randReader() interface{ Read([]byte) (int, error) } {
 // replay reads journal.db and applies every record to mem: the commits that
 // were acknowledged but not yet checkpointed before the last stop.
 func (s *Store) replay() error {
-	// The journal is written to only when it lacks its buckets or replica
-	// ID: a damaged one is refused below without a write.
+	// The journal is written to only when it lacks its buckets or this
+	// replica's ID: a damaged one is refused below without a write, and one
+	// of another replica by the Update, which then writes nothing.
 	ready := false
 	err := s.journal.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
-		if meta == nil || tx.Bucket(bucketJournal) == nil || meta.Get(metaReplica) == nil {
-			return nil
-		}
-		if v := meta.Get(metaReplica); !bytes.Equal(v, s.replica[:]) {
-			return fmt.Errorf("%s belongs to replica %x, %s to %s: %w", JournalFile, v, StateFile, s.replica, ErrIncompatible)
-		}
-		ready = true
+		ready = meta != nil && tx.Bucket(bucketJournal) != nil && bytes.Equal(meta.Get(metaReplica), s.replica[:])
 		return nil
 	})
 	if err == nil && !ready {
