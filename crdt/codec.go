@@ -10,10 +10,21 @@ import (
 // raw 16-byte replica IDs. They carry no version byte of their own; the
 // enclosing record or message has one.
 
-// AppendSlot appends the encoding of s to b.
+// AppendSlot appends the encoding of s to b: its name, then its window.
 func AppendSlot(b []byte, s Slot) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s.Name)))
-	b = append(b, s.Name...)
+	return AppendWindowOf(AppendName(b, s.Name), s)
+}
+
+// AppendName appends the encoding of a counter name to b, as Decoder.Name
+// reads it.
+func AppendName(b []byte, name string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(name)))
+	return append(b, name...)
+}
+
+// AppendWindowOf appends the encoding of s's resolution and start to b, as
+// Decoder.SlotOf reads them.
+func AppendWindowOf(b []byte, s Slot) []byte {
 	b = binary.AppendUvarint(b, uint64(s.Res))
 	return binary.AppendUvarint(b, uint64(s.Start))
 }

@@ -137,3 +137,17 @@ func TestDecoder_SlotsShareAName(t *testing.T) {
 		t.Fatalf("five names took %v allocations more than one name, want 4", got)
 	}
 }
+
+// TestDecoder_SlotOf: a slot's window read for a name the decoder just
+// read, and a name it did not read (and so did not check) is checked.
+func TestDecoder_SlotOf(t *testing.T) {
+	b := crdt.AppendWindowOf(crdt.AppendName(nil, "a"), crdt.Slot{Res: 60, Start: 120})
+	d := crdt.NewDecoder(b)
+	if got := d.SlotOf(d.Name()); got != (crdt.Slot{Name: "a", Res: 60, Start: 120}) || d.Err() != nil {
+		t.Fatalf("SlotOf(Name()) = %+v, %v", got, d.Err())
+	}
+	d = crdt.NewDecoder(crdt.AppendWindowOf(nil, crdt.Slot{Res: 60, Start: 120}))
+	if d.SlotOf("a b"); !errors.Is(d.Err(), crdt.ErrMalformed) {
+		t.Fatalf("SlotOf of a name that is not one: %v, want %v", d.Err(), crdt.ErrMalformed)
+	}
+}

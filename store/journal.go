@@ -84,12 +84,10 @@ func (r *record) appendTo(b []byte) []byte {
 		for i+k < len(r.deltas) && r.deltas[i+k].Slot.Name == name {
 			k++
 		}
-		b = binary.AppendUvarint(b, uint64(len(name)))
-		b = append(b, name...)
+		b = crdt.AppendName(b, name)
 		b = binary.AppendUvarint(b, uint64(k))
 		for _, d := range r.deltas[i : i+k] {
-			b = binary.AppendUvarint(b, uint64(d.Slot.Res))
-			b = binary.AppendUvarint(b, uint64(d.Slot.Start))
+			b = crdt.AppendWindowOf(b, d.Slot)
 			o := originNum(d.Entry.Replica) << 1
 			if d.Entry.Seq == seq {
 				o |= 1
