@@ -77,10 +77,10 @@ func (s *Store) StoredReadsSkipped() uint64 { return s.stats.storedReadsSkipped.
 // CopyFile copies src to dst, which must not exist, and syncs it.
 var CopyFile = copyFile
 
-// PutJournalValue writes key → val into the journal bucket of the closed
 // RecordVersion is the journal record version this build writes.
 const RecordVersion = recordVersion
 
+// PutJournalValue writes key → val into the journal bucket of the closed
 // journal file at path, for tests that damage a record.
 func PutJournalValue(path string, key, val []byte) error {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})

@@ -556,6 +556,24 @@ func TestStore_CheckpointTriggers(t *testing.T) {
 				st := s.Stats()
 				return st.Checkpoints > 0, fmt.Sprintf("no checkpoint after the bound was passed: %+v", st)
 			})
+			if tc.name != "deltas" {
+				return
+			}
+			// A checkpoint counts the changes anew: 40 more, far below the
+			// bound, start none (a checkpoint that forgot to would have
+			// every commit ask for the next one).
+			if err := s.Checkpoint(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond) // one the load asked for may follow
+			n := s.Stats().Checkpoints
+			for range 10 {
+				mustApply(t, s, inc("hot", 1, c.Now()))
+			}
+			time.Sleep(300 * time.Millisecond) // what a checkpoint asked for would take
+			if got := s.Stats().Checkpoints; got != n {
+				t.Errorf("%d checkpoints after 40 changes, want %d", got, n)
+			}
 		})
 	}
 }
