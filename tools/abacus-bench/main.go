@@ -481,13 +481,25 @@ func sumTotals(o options) (uint64, error) {
 }
 
 // trivial serves a chi router whose only route answers "0\n": the cost of
-// HTTP and routing alone on this machine, for comparison.
+// HTTP and routing alone on this machine, for comparison. With --wait, each
+// request first waits for a group release like a durable write's: a loop
+// releases every request waiting, then sleeps --wait (an fsync's time, with
+// no disk and no CPU), so that what a handler pays for waiting on a group
+// commit is measured apart from the commit's own work.
 func trivial(args []string) {
 	fs := flag.NewFlagSet("trivial", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:4100", "address to serve on")
+	wait := fs.Duration("wait", 0, "each request waits for the next group release; groups are released this far apart (0: no wait)")
 	fs.Parse(args)
+	var g *groups
+	if *wait > 0 {
+		g = newGroups(*wait)
+	}
 	r := chi.NewRouter()
 	r.Get("/", func(w http.ResponseWriter, r *http.Request) {
+		if g != nil {
+			g.await()
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("0\n"))
 	})
@@ -838,4 +850,39 @@ func replay(o options) error {
 		fmt.Println()
 	}
 	return nil
+}
+
+// groups releases waiting requests together, one group every period at
+// most, the way group commit answers the requests that shared a commit.
+type groups struct {
+	mu      sync.Mutex
+	next    chan struct{} // closed when the group now gathering is released
+	waiting bool
+	start   chan struct{} // signalled when a group starts gathering
+}
+
+func newGroups(period time.Duration) *groups {
+	g := &groups{next: make(chan struct{}), start: make(chan struct{}, 1)}
+	go func() {
+		for range g.start {
+			time.Sleep(period)
+			g.mu.Lock()
+			close(g.next)
+			g.next, g.waiting = make(chan struct{}), false
+			g.mu.Unlock()
+		}
+	}()
+	return g
+}
+
+// await waits until the group it joins is released.
+func (g *groups) await() {
+	g.mu.Lock()
+	ch := g.next
+	if !g.waiting {
+		g.waiting = true
+		g.start <- struct{}{}
+	}
+	g.mu.Unlock()
+	<-ch
 }
