@@ -9,6 +9,7 @@
 //	abacus-bench --mode inc --keys idempotency     # each increment with its own Idempotency-Key
 //	abacus-bench --mode replay --addr A --peer C --retry-after 0   # A→C: when is a retry at C a replay?
 //	abacus-bench trivial --listen 127.0.0.1:4100   # a trivial chi server, for a ceiling
+//	abacus-bench trivial --wait 1ms                # the same, each request waiting for a group release
 package main
 
 import (
