@@ -483,10 +483,10 @@ func sumTotals(o options) (uint64, error) {
 
 // trivial serves a chi router whose only route answers "0\n": the cost of
 // HTTP and routing alone on this machine, for comparison. With --wait, each
-// request first waits for a group release like a durable write's: a loop
-// releases every request waiting, then sleeps --wait (an fsync's time, with
-// no disk and no CPU), so that what a handler pays for waiting on a group
-// commit is measured apart from the commit's own work.
+// request first waits for a group release like a durable write's: a group
+// gathers from its first request for --wait (an fsync's time, with no disk
+// and no CPU) and is then released whole, so that what a handler pays for
+// waiting on a group commit is measured apart from the commit's own work.
 func trivial(args []string) {
 	fs := flag.NewFlagSet("trivial", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:4100", "address to serve on")
@@ -853,8 +853,9 @@ func replay(o options) error {
 	return nil
 }
 
-// groups releases waiting requests together, one group every period at
-// most, the way group commit answers the requests that shared a commit.
+// groups releases waiting requests together, each group a period after its
+// first request came, the way group commit answers the requests that shared
+// a commit.
 type groups struct {
 	mu      sync.Mutex
 	next    chan struct{} // closed when the group now gathering is released
