@@ -519,7 +519,7 @@ type staging struct {
 	idx      []int32          // per increment: arena entries of its slots
 	render   []pendingRender  // per batch: responses to render once staged
 	totalAt  []int32          // per request: arena entry of each increment's total
-	reqNo    uint32
+	reqNo    uint32           // the request apply stages: 1, 2, … from each reset (arena entries start at 0)
 	deltas   []crdt.Delta     // raised entries, absolute values
 	idem     []crdt.KeyRecord // key records new in this commit
 	idemAt   map[string][]int // their indexes in idem, by key
@@ -638,6 +638,9 @@ func (st *staging) reset() {
 	st.held = st.held[:0]
 	clear(st.vv)
 	st.seq, st.lastSeq, st.ownSeen, st.err, st.nops = 0, 0, 0, nil, 0
+	// Request numbers restart with the arena: run on from commit to commit,
+	// they would wrap to the 0 that new arena entries carry.
+	st.reqNo = 0
 	st.prev = nil
 }
 
