@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/abacus-counter/abacus/crdt"
 	"github.com/abacus-counter/abacus/internal/testenv"
 	"github.com/abacus-counter/abacus/store"
@@ -543,7 +545,8 @@ func TestStore_Open_DamagedJournalRecord(t *testing.T) {
 		}{
 			{"record that does not decode", binary.BigEndian.AppendUint64(nil, 3), []byte{2, 0xff, 0xff}, false},
 			{"record of version 0", binary.BigEndian.AppendUint64(nil, 3), []byte{0}, false},
-			{"record of the version after this build's", binary.BigEndian.AppendUint64(nil, 3), []byte{store.RecordVersion + 1}, true},
+			{"record of the version after this build's", binary.BigEndian.AppendUint64(nil, 3), store.NewerRecord(), true},
+			{"record of the version after this build's, its sum wrong", binary.BigEndian.AppendUint64(nil, 3), []byte{store.RecordVersion + 1, 0, 0, 0, 0}, false},
 			{"key that is not a record number", []byte("junk"), []byte{2, 0, 0, 0, 0, 0, 0}, false},
 		} {
 			t.Run(base+"/"+tc.name, func(t *testing.T) {
@@ -584,7 +587,7 @@ func TestRecover_RefusesRecordsOfANewerBuild(t *testing.T) {
 	c := newClock("2026-11-23T10:00:00Z")
 	dir, _ := journalDirs(t, c)
 	journal := filepath.Join(dir, store.JournalFile)
-	if err := store.PutJournalValue(journal, binary.BigEndian.AppendUint64(nil, 3), []byte{store.RecordVersion + 1}); err != nil {
+	if err := store.PutJournalValue(journal, binary.BigEndian.AppendUint64(nil, 3), store.NewerRecord()); err != nil {
 		t.Fatal(err)
 	}
 	before := dirContents(t, dir)
@@ -665,4 +668,76 @@ func TestStore_Open_JournalOfAnotherReplica(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStore_Open_JournalBitFlip: a bit flipped in a journal record on disk
+// makes Open refuse the directory as damaged; it is never replayed as some
+// other count. (Every bit of a record is flipped in
+// TestRecord_EveryBitFlipIsRefused; here one bit of each byte, through a
+// real journal.db.)
+func TestStore_Open_JournalBitFlip(t *testing.T) {
+	c := newClock("2026-11-23T10:00:00Z")
+	src := t.TempDir()
+	s := mustOpen(t, testConfig(src, c))
+	mustApply(t, s, inc("a", 5, c.Now()))
+	crashed := copyDir(t, src)
+	mustClose(t, s)
+
+	journal := filepath.Join(crashed, store.JournalFile)
+	db, err := bolt.Open(journal, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var val []byte
+	err = db.View(func(tx *bolt.Tx) error {
+		val = bytes.Clone(tx.Bucket([]byte("journal")).Get(binary.BigEndian.AppendUint64(nil, 1)))
+		return nil
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || val == nil {
+		t.Fatalf("record 1: %v, %d bytes", err, len(val))
+	}
+	file, err := os.ReadFile(journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(file, val)
+	if at < 0 || bytes.Contains(file[at+1:], val) {
+		t.Fatalf("record 1 is not in journal.db exactly once")
+	}
+	if got := openTotal(t, crashed, c, "a"); got != 5 {
+		t.Fatalf("the undamaged copy opened with total %d, want 5", got)
+	}
+	for i := range val {
+		dir := copyDir(t, crashed)
+		b := bytes.Clone(file)
+		b[at+i] ^= 1 << (i % 8)
+		if err := os.WriteFile(filepath.Join(dir, store.JournalFile), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r, err := store.Open(testConfig(dir, c))
+		if err == nil {
+			total, _ := r.Total("a")
+			mustClose(t, r)
+			t.Fatalf("bit %d of record byte %d flipped: opened, total(a) = %d", i%8, i, total)
+		}
+		var damaged *store.DamagedError
+		if !errors.As(err, &damaged) || damaged.File != filepath.Join(dir, store.JournalFile) {
+			t.Fatalf("bit %d of record byte %d flipped: %v, want journal.db damaged", i%8, i, err)
+		}
+	}
+}
+
+// openTotal opens dir, reads name's total and closes it.
+func openTotal(t *testing.T, dir string, c *clock, name string) uint64 {
+	t.Helper()
+	s := mustOpen(t, testConfig(dir, c))
+	defer mustClose(t, s)
+	total, err := s.Total(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return total
 }

@@ -80,6 +80,10 @@ var CopyFile = copyFile
 // RecordVersion is the journal record version this build writes.
 const RecordVersion = recordVersion
 
+// NewerRecord is a journal record of the version after this build's, its
+// sum right: a newer build's, as this build sees it.
+func NewerRecord() []byte { return sealRecord([]byte{recordVersion + 1}, 0) }
+
 // PutJournalValue writes key → val into the journal bucket of the closed
 // journal file at path, for tests that damage a record.
 func PutJournalValue(path string, key, val []byte) error {

@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 
 	"github.com/abacus-counter/abacus/crdt"
 )
@@ -20,8 +21,10 @@ import (
 //	records       uvarint n, n × key record (crdt.AppendKeyRecord)
 //	covers        uvarint n, n × (origin ID (16), seq): vv[origin] rises to seq
 //	comps         uvarint n, n × (slot, compensation (crdt.AppendComp))
+//	sum           CRC-32C (Castagnoli) of every byte before it, big-endian
 //
-// Version 2 records list the deltas as n × (slot, origin number, value,
+// Every version from 4 on ends with that sum. Version 3 records are version
+// 4's without it. Version 2 records list the deltas as n × (slot, origin number, value,
 // seq), each with its counter's name. Version 1 records (before key records
 // replicated) are version 2's, but hold, in place of the records, n × (key,
 // expires Unix ns varint, fingerprint (32), response) of this replica's
@@ -30,11 +33,14 @@ import (
 // Replaying a record merges its entries by max, its records and compensations
 // by set union, and raises the version vector, so replaying a record whose
 // effects are already in state.db changes nothing.
-const recordVersion = 3
+const recordVersion = 4
 
 // namedRunsVersion is the first record version that lists the deltas in
 // runs of one counter's, its name written once.
 const namedRunsVersion = 3
+
+// summedVersion is the first record version that ends with a checksum.
+const summedVersion = 4
 
 type record struct {
 	seq     uint64
@@ -57,6 +63,7 @@ func (r *record) empty() bool {
 }
 
 func (r *record) appendTo(b []byte) []byte {
+	start := len(b)
 	b = append(b, recordVersion)
 	b = binary.AppendUvarint(b, r.seq)
 	var origins []crdt.ReplicaID
@@ -101,7 +108,12 @@ func (r *record) appendTo(b []byte) []byte {
 		}
 		i += k
 	}
-	return r.appendAfterDeltas(b)
+	return sealRecord(r.appendAfterDeltas(b), start)
+}
+
+// sealRecord appends the checksum of the record b[start:].
+func sealRecord(b []byte, start int) []byte {
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli))
 }
 
 // appendAfterDeltas appends what follows the deltas, the same in versions 2
@@ -126,6 +138,15 @@ func (r *record) appendAfterDeltas(b []byte) []byte {
 
 func decodeRecord(b []byte) (record, error) {
 	var r record
+	if len(b) > 0 && b[0] >= summedVersion {
+		// Checked before the version is believed: a flipped version byte
+		// is damage, not a newer build's record.
+		n := len(b) - 4
+		if n < 1 || binary.BigEndian.Uint32(b[n:]) != crc32.Checksum(b[:n], castagnoli) {
+			return record{}, fmt.Errorf("journal record: checksum mismatch: %w", crdt.ErrMalformed)
+		}
+		b = b[:n]
+	}
 	d := crdt.NewDecoder(b)
 	version := d.Byte()
 	switch {
@@ -184,7 +205,7 @@ func decodeRecord(b []byte) (record, error) {
 	return r, nil
 }
 
-// decodeDeltas reads the deltas of a version 3 record.
+// decodeDeltas reads the deltas of a version 3 or 4 record.
 func decodeDeltas(d *crdt.Decoder, origins []crdt.ReplicaID) []crdt.Delta {
 	// Each delta takes at least res, start, origin and value: 4 bytes.
 	n := d.Count(4)

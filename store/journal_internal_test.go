@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -105,16 +106,23 @@ func TestRecord_RoundTrip(t *testing.T) {
 	})
 }
 
-// TestRecord_Version3Bytes pins version 3's layout: records already on disk
-// must read the same after any change to the encoder and decoder together.
-func TestRecord_Version3Bytes(t *testing.T) {
+// version4Record and version4Bytes pin version 4's layout: records already
+// on disk must read the same after any change to the encoder and decoder
+// together.
+func version4Record() record {
 	a, b := crdt.ReplicaID{1}, crdt.ReplicaID{2}
-	r := record{seq: 5, deltas: []crdt.Delta{
+	return record{seq: 5, deltas: []crdt.Delta{
 		{Slot: crdt.TotalSlot("ab"), Entry: crdt.Entry{Replica: a, Value: 7, Seq: 5}},
 		{Slot: crdt.Slot{Name: "ab", Res: 60, Start: 120}, Entry: crdt.Entry{Replica: a, Value: 7, Seq: 5}},
 		{Slot: crdt.TotalSlot("c"), Entry: crdt.Entry{Replica: b, Value: 3, Seq: 9}},
 	}}
-	want := []byte{3, 5, 2}                 // version, seq, two origins
+}
+
+// version4Body is version4Record's bytes before the sum, with the version
+// byte given: version 3 is the same without the sum.
+func version4Body(version byte) []byte {
+	a, b := crdt.ReplicaID{1}, crdt.ReplicaID{2}
+	want := []byte{version, 5, 2}           // version, seq, two origins
 	want = append(want, a[:]...)            // origin 0
 	want = append(want, b[:]...)            // origin 1
 	want = append(want, 3)                  // three deltas
@@ -123,11 +131,43 @@ func TestRecord_Version3Bytes(t *testing.T) {
 	want = append(want, 60, 120, 0<<1|1, 7) // minute 120, origin 0, value 7, seq as before
 	want = append(want, 1, 'c', 1)          // a run of "c": one delta
 	want = append(want, 0, 0, 1<<1|0, 3, 9) // total, origin 1, value 3, seq 9
-	want = append(want, 0, 0, 0)            // no records, covers or compensations
+	return append(want, 0, 0, 0)            // no records, covers or compensations
+}
+
+func TestRecord_Version4Bytes(t *testing.T) {
+	want := version4Body(4)
+	want = binary.BigEndian.AppendUint32(want, crc32.Checksum(want, crc32.MakeTable(crc32.Castagnoli)))
+	r := version4Record()
 	if got := r.appendTo(nil); !bytes.Equal(got, want) {
 		t.Errorf("encoded\n% x\nwant\n% x", got, want)
 	}
 	decodesTo(t, want, r)
+}
+
+// TestRecord_ReadsVersion3: journals written before version 4 replay as
+// they were written, without a sum.
+func TestRecord_ReadsVersion3(t *testing.T) {
+	decodesTo(t, version4Body(3), version4Record())
+}
+
+// TestRecord_EveryBitFlipIsRefused: a record with any one bit flipped, the
+// version byte's included, is refused as damage, never read as another
+// record or as a newer build's.
+func TestRecord_EveryBitFlipIsRefused(t *testing.T) {
+	g := groupRecord(2)
+	g.records = []crdt.KeyRecord{{Key: "k", Origin: crdt.ReplicaID{9, 9, 9}, Seq: 3, Accepted: 1, Expires: 2,
+		Increments: []crdt.KeyedIncrement{{Name: "bench.0", Amount: 1, TS: 1}}}}
+	for _, r := range []record{version4Record(), g} {
+		b := r.appendTo(nil)
+		decodesTo(t, b, r)
+		for i := range len(b) * 8 {
+			flipped := bytes.Clone(b)
+			flipped[i/8] ^= 1 << (i % 8)
+			if _, err := decodeRecord(flipped); !errors.Is(err, crdt.ErrMalformed) {
+				t.Fatalf("bit %d of byte %d flipped: got %v, want %v", i%8, i/8, err, crdt.ErrMalformed)
+			}
+		}
+	}
 }
 
 // appendV2 encodes r as the version 2 records that journals written before
@@ -194,7 +234,7 @@ func groupRecord(n int) record {
 func TestRecord_NamesAndSeqsWrittenOnce(t *testing.T) {
 	r := groupRecord(1000)
 	v2, v3 := len(appendV2(&r)), len(r.appendTo(nil))
-	t.Logf("1,000 counters × 4 slots: version 2 %d bytes, version 3 %d bytes (%.2f×)", v2, v3, float64(v3)/float64(v2))
+	t.Logf("1,000 counters × 4 slots: version 2 %d bytes, version %d %d bytes (%.2f×)", v2, recordVersion, v3, float64(v3)/float64(v2))
 	// Each counter's name ("bench.N" and its length, 8–10 bytes) is written
 	// once instead of four times, and its slots' seq (3 bytes each) only
 	// once in the record. So each counter saves three names (9.9 bytes on
@@ -247,12 +287,20 @@ func TestRecord_RefusesDamage(t *testing.T) {
 		{"a name that is not one", v3(1, append([]byte{2, 'a', '/', 1}, total...)...)},
 		{"an empty name", v3(1, append([]byte{0, 1}, total...)...)},
 		{"version 0", append([]byte{0}, v2[1:]...)},
+		{"a sum that does not match", append(version4Body(4), 0, 0, 0, 0)},
+		{"no room for a sum", []byte{4, 0, 0}},
+		{"a version past this build's with a sum that does not match", append([]byte{recordVersion + 1}, 1, 2, 3, 4)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := decodeRecord(tc.b); !errors.Is(err, crdt.ErrMalformed) {
 				t.Errorf("got %v, want %v", err, crdt.ErrMalformed)
 			}
 		})
+	}
+	// Its sum right, a version past this build's is a newer build's record:
+	// not readable here, and not damage.
+	if _, err := decodeRecord(sealRecord([]byte{recordVersion + 1, 1, 2}, 0)); !errors.Is(err, ErrIncompatible) {
+		t.Errorf("a newer build's record: got %v, want %v", err, ErrIncompatible)
 	}
 }
 
@@ -262,6 +310,7 @@ func FuzzRecord(f *testing.F) {
 	g := groupRecord(3)
 	f.Add(g.appendTo(nil))
 	f.Add(appendV2(&g))
+	f.Add(version4Body(3))
 	f.Add([]byte{3, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := decodeRecord(b)
