@@ -377,10 +377,14 @@ func (s *Store) inspect() error {
 			return nil
 		}
 		s.unclean = meta.Get(metaOpen) != nil
-		if v := meta.Get(metaSchema); len(v) == 8 {
-			s.schema = binary.BigEndian.Uint64(v)
-			s.sums = s.schema >= 2
+		v := meta.Get(metaSchema)
+		if err := checkSchema(v); err != nil {
+			// Before anything is checked or written: a newer build's
+			// layout is not damage, and the directory is left as it is.
+			return err
 		}
+		s.schema = binary.BigEndian.Uint64(v)
+		s.sums = s.schema >= 2
 		return nil
 	})
 	if err != nil || fresh {

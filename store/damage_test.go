@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -597,6 +598,78 @@ func TestRecover_RefusesRecordsOfANewerBuild(t *testing.T) {
 	}
 	if after := dirContents(t, dir); !maps.EqualFunc(before, after, bytes.Equal) {
 		t.Errorf("the refused recover changed the data directory: %d files before, %d after", len(before), len(after))
+	}
+}
+
+// TestRecover_RefusesStateOfANewerSchema: a state.db of a newer build's
+// schema is not damage either, and this build would misread it: recover
+// refuses and changes nothing.
+func TestRecover_RefusesStateOfANewerSchema(t *testing.T) {
+	c := newClock("2026-11-23T10:00:00Z")
+	_, dir := journalDirs(t, c)
+	if err := store.SetSchema(filepath.Join(dir, store.StateFile), store.SchemaVersion+1); err != nil {
+		t.Fatal(err)
+	}
+	before := dirContents(t, dir)
+	_, err := store.Recover(store.RecoverConfig{Dir: dir, Now: c.Now})
+	if !errors.Is(err, store.ErrIncompatible) {
+		t.Fatalf("recover: %v, want ErrIncompatible", err)
+	}
+	if after := dirContents(t, dir); !maps.EqualFunc(before, after, bytes.Equal) {
+		t.Errorf("the refused recover changed the data directory: %d files before, %d after", len(before), len(after))
+	}
+}
+
+// TestStore_Open_NewerSchemaChangesNothing: Open refuses a state.db of a
+// newer build's schema, with its journal or without one (a newer build's
+// snapshot), before it writes anything: no restored mark, no new journal.
+func TestStore_Open_NewerSchemaChangesNothing(t *testing.T) {
+	c := newClock("2026-11-23T10:00:00Z")
+	for _, withJournal := range []bool{true, false} {
+		t.Run(fmt.Sprintf("journal %v", withJournal), func(t *testing.T) {
+			_, dir := journalDirs(t, c)
+			if err := store.SetSchema(filepath.Join(dir, store.StateFile), store.SchemaVersion+1); err != nil {
+				t.Fatal(err)
+			}
+			if !withJournal {
+				if err := os.Remove(filepath.Join(dir, store.JournalFile)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := dirContents(t, dir)
+			if _, err := store.Open(testConfig(dir, c)); !errors.Is(err, store.ErrIncompatible) || errors.Is(err, store.ErrDamaged) {
+				t.Fatalf("open: %v, want ErrIncompatible and not damage", err)
+			}
+			if after := dirContents(t, dir); !maps.EqualFunc(before, after, bytes.Equal) {
+				t.Errorf("the refused open changed the data directory: %d files before, %d after", len(before), len(after))
+			}
+		})
+	}
+}
+
+// TestRecover_SalvagesRecordsPastADamagedOne: recover merges every journal
+// record that decodes, those after a damaged one too: each holds absolute
+// values. Only the damaged record's increments are lost (to come back from
+// peers), and the report names it.
+func TestRecover_SalvagesRecordsPastADamagedOne(t *testing.T) {
+	c := newClock("2026-11-23T10:00:00Z")
+	dir, _ := journalDirs(t, c) // records 1–5: one increment to each of c0…c4
+	if err := store.PutJournalValue(filepath.Join(dir, store.JournalFile), binary.BigEndian.AppendUint64(nil, 2), []byte{3, 0xff}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := store.Recover(store.RecoverConfig{Dir: dir, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Journal != 4 || len(rep.Lost) != 1 || !strings.Contains(rep.Lost[0], "record 0000000000000002") {
+		t.Errorf("report: %d records salvaged, lost %q; want 4, and record 2 named lost", rep.Journal, rep.Lost)
+	}
+	s := mustOpen(t, testConfig(dir, c))
+	defer mustClose(t, s)
+	for i, want := range []uint64{1, 0, 1, 1, 1} {
+		if got := mustTotal(t, s, fmt.Sprintf("c%d", i)); got != want {
+			t.Errorf("c%d = %d after recover, want %d", i, got, want)
+		}
 	}
 }
 

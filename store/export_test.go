@@ -80,6 +80,22 @@ var CopyFile = copyFile
 // RecordVersion is the journal record version this build writes.
 const RecordVersion = recordVersion
 
+// SchemaVersion is the state.db schema this build writes.
+const SchemaVersion = schemaVersion
+
+// SetSchema writes v as the schema of the closed state.db at path.
+func SetSchema(path string, v uint64) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(metaSchema, u64(v)) })
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // NewerRecord is a journal record of the version after this build's, its
 // sum right: a newer build's, as this build sees it.
 func NewerRecord() []byte { return sealRecord([]byte{recordVersion + 1}, 0) }

@@ -87,6 +87,19 @@ var (
 // 1 (no checksums on counters) and 2 (a key per window) to it.
 const schemaVersion = 3
 
+// checkSchema refuses a state.db schema this build cannot read: one of a
+// newer build's, or not a schema at all.
+func checkSchema(v []byte) error {
+	if len(v) != 8 || binary.BigEndian.Uint64(v) == 0 || binary.BigEndian.Uint64(v) > schemaVersion {
+		return schemaError(v)
+	}
+	return nil
+}
+
+func schemaError(v []byte) error {
+	return fmt.Errorf("%s schema %x, this build reads 1 to %d: %w", StateFile, v, schemaVersion, ErrIncompatible)
+}
+
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 // windowKey is the windows-bucket key of a window slot.

@@ -75,7 +75,9 @@ func Recover(cfg RecoverConfig) (RecoverReport, error) {
 	}
 	sv := salvage{mem: make(map[crdt.Slot]*crdt.GCounter), idem: make(map[string][]crdt.KeyRecord), comps: make(map[crdt.Slot]crdt.Comps)}
 	if _, err := os.Stat(statePath); err == nil {
-		sv.readState(statePath, &rep)
+		if err := sv.readState(statePath, &rep); err != nil {
+			return rep, fmt.Errorf("recover %s: %w", cfg.Dir, err)
+		}
 	} else {
 		rep.Lost = append(rep.Lost, StateFile+" is missing")
 	}
@@ -162,19 +164,27 @@ func openForSalvage(path string) (*boltDB, error) {
 	return db, nil
 }
 
-func (sv *salvage) readState(path string, rep *RecoverReport) {
+// readState salvages state.db. A state.db of a newer build's schema is an
+// error, and recover stops before it changes anything: that is not damage,
+// and this build would misread it.
+func (sv *salvage) readState(path string, rep *RecoverReport) error {
 	db, err := openForSalvage(path)
 	if err != nil {
 		rep.Lost = append(rep.Lost, fmt.Sprintf("%s cannot be opened (%v): nothing of it is salvaged", StateFile, err))
-		return
+		return nil
 	}
 	defer db.Close()
 	var sums bool
 	var table *replicaTable
+	var newer error
 	err = db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
 			return errors.New("no meta bucket")
+		}
+		if v := meta.Get(metaSchema); len(v) == 8 && binary.BigEndian.Uint64(v) > schemaVersion {
+			newer = fmt.Errorf("%w; start the build that wrote it instead", schemaError(v))
+			return nil
 		}
 		if v := meta.Get(metaReplica); len(v) == 16 {
 			copy(sv.replica[:], v)
@@ -189,6 +199,9 @@ func (sv *salvage) readState(path string, rep *RecoverReport) {
 		}
 		return nil
 	})
+	if newer != nil {
+		return newer
+	}
 	if err != nil {
 		rep.Lost = append(rep.Lost, fmt.Sprintf("%s metadata: %v", StateFile, err))
 	}
@@ -202,7 +215,7 @@ func (sv *salvage) readState(path string, rep *RecoverReport) {
 	})
 	if table == nil || err != nil {
 		rep.Lost = append(rep.Lost, fmt.Sprintf("replica table (%v): every counter entry is lost", err))
-		return
+		return nil
 	}
 	sv.infos = make(map[crdt.ReplicaID]ReplicaInfo)
 	for _, info := range table.infos {
@@ -346,6 +359,7 @@ func (sv *salvage) readState(path string, rep *RecoverReport) {
 	if err != nil {
 		rep.Lost = append(rep.Lost, fmt.Sprintf("some idempotency keys or compensations (%v)", err))
 	}
+	return nil
 }
 
 func (sv *salvage) addComps(slot crdt.Slot, cs crdt.Comps) {
@@ -356,9 +370,10 @@ func (sv *salvage) addComps(slot crdt.Slot, cs crdt.Comps) {
 	sv.comps[slot] = cur
 }
 
-// readJournal salvages the journal's records. A record of a newer build is
-// an error, and recover stops before it changes anything: those records are
-// not damage, and the build that wrote them replays them.
+// readJournal salvages the journal's records: every one that decodes, past
+// any that do not. A record of a newer build is an error, and recover stops
+// before it changes anything: those records are not damage, and the build
+// that wrote them replays them.
 func (sv *salvage) readJournal(path string, rep *RecoverReport) error {
 	db, err := openForSalvage(path)
 	if err != nil {
@@ -380,8 +395,14 @@ func (sv *salvage) readJournal(path string, rep *RecoverReport) error {
 		c := b.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			r, err := decodeRecord(v)
-			if err != nil {
+			if errors.Is(err, ErrIncompatible) {
 				return fmt.Errorf("record %x: %w", k, err)
+			}
+			if err != nil {
+				// The records after it still merge: each holds absolute
+				// values, so a later one stands without the lost one.
+				rep.Lost = append(rep.Lost, fmt.Sprintf("%s record %x (%v)", JournalFile, k, err))
+				continue
 			}
 			sv.seq = max(sv.seq, r.seq)
 			for _, d := range r.deltas {

@@ -235,7 +235,7 @@ func (s *Store) load() error {
 		meta := tx.Bucket(bucketMeta)
 		v := meta.Get(metaSchema)
 		if len(v) != 8 || binary.BigEndian.Uint64(v) != schemaVersion {
-			return fmt.Errorf("%s schema %x, this build reads 1 to %d: %w", StateFile, v, schemaVersion, ErrIncompatible)
+			return schemaError(v)
 		}
 		s.schema, s.sums = schemaVersion, true
 		if w := string(meta.Get(metaWindows)); w != s.cfg.Windows.String() {
