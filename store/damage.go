@@ -373,6 +373,13 @@ func (s *Store) inspect() error {
 	err := s.state.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil || meta.Get(metaSchema) == nil {
+			// initState writes every bucket and the schema in one
+			// transaction: a file with buckets and no schema lost some.
+			for _, b := range stateBuckets {
+				if tx.Bucket(b) != nil {
+					return s.state.damaged("bucket %s holds no schema, but bucket %s is there", bucketMeta, b)
+				}
+			}
 			fresh = true
 			return nil
 		}
@@ -385,6 +392,18 @@ func (s *Store) inspect() error {
 		}
 		s.schema = binary.BigEndian.Uint64(v)
 		s.sums = s.schema >= 2
+		// Every bucket of the schema is there from the transaction that
+		// wrote the schema on: one missing was lost, and initState would
+		// otherwise make it anew, empty.
+		need := stateBuckets
+		if s.schema < 3 {
+			need = schema1Buckets
+		}
+		for _, b := range need {
+			if tx.Bucket(b) == nil {
+				return s.state.damaged("bucket %s is missing", b)
+			}
+		}
 		return nil
 	})
 	if err != nil || fresh {

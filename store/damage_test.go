@@ -673,6 +673,35 @@ func TestRecover_SalvagesRecordsPastADamagedOne(t *testing.T) {
 	}
 }
 
+// TestStore_Open_MissingBucket: a state.db that lost a bucket (a root page
+// damaged into another valid page) is damaged. Open made a missing bucket
+// anew and empty, serving no counts where there were some, and a state.db
+// that lost its meta bucket became a new replica.
+func TestStore_Open_MissingBucket(t *testing.T) {
+	c := newClock("2026-11-23T10:00:00Z")
+	crashed, closed := journalDirs(t, c)
+	for _, base := range []struct{ name, dir string }{{"crashed", crashed}, {"closed", closed}} {
+		for _, bucket := range store.StateBuckets() {
+			t.Run(base.name+"/"+bucket, func(t *testing.T) {
+				dir := copyDir(t, base.dir)
+				state := filepath.Join(dir, store.StateFile)
+				if err := store.DeleteStateBucket(state, bucket); err != nil {
+					t.Fatal(err)
+				}
+				before := dirContents(t, dir)
+				_, err := store.Open(testConfig(dir, c))
+				var damaged *store.DamagedError
+				if !errors.As(err, &damaged) || damaged.File != state {
+					t.Fatalf("open: %v, want state.db damaged", err)
+				}
+				if after := dirContents(t, dir); !maps.EqualFunc(before, after, bytes.Equal) {
+					t.Errorf("the refused open changed the data directory")
+				}
+			})
+		}
+	}
+}
+
 // journalDirs returns two copies of a data directory that took one increment
 // to each of c0…c4: one as a crash would leave it, the increments in journal
 // records only, and one after a clean stop.

@@ -96,6 +96,28 @@ func SetSchema(path string, v uint64) error {
 	return err
 }
 
+// DeleteStateBucket deletes bucket name from the closed state.db at path.
+func DeleteStateBucket(path, name string) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte(name)) })
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// StateBuckets names the buckets of a schema 3 state.db.
+func StateBuckets() []string {
+	var names []string
+	for _, b := range stateBuckets {
+		names = append(names, string(b))
+	}
+	return names
+}
+
 // NewerRecord is a journal record of the version after this build's, its
 // sum right: a newer build's, as this build sees it.
 func NewerRecord() []byte { return sealRecord([]byte{recordVersion + 1}, 0) }

@@ -72,7 +72,11 @@ var (
 	bucketComps    = []byte("comps")
 	bucketJournal  = []byte("journal")
 
-	stateBuckets = [][]byte{bucketMeta, bucketReplicas, bucketTotals, bucketBlocks, bucketExpiry, bucketSeqIdx, bucketVV, bucketIdem, bucketIdemExp, bucketKeyRecs, bucketKeySeq, bucketComps}
+	// schema1Buckets are the buckets every schema 1 or 2 state.db has: the
+	// key record buckets came later, without a new schema, and migration
+	// adds them.
+	schema1Buckets = [][]byte{bucketMeta, bucketReplicas, bucketTotals, bucketWindows, bucketExpiry, bucketSeqIdx, bucketVV, bucketIdem, bucketIdemExp}
+	stateBuckets   = [][]byte{bucketMeta, bucketReplicas, bucketTotals, bucketBlocks, bucketExpiry, bucketSeqIdx, bucketVV, bucketIdem, bucketIdemExp, bucketKeyRecs, bucketKeySeq, bucketComps}
 
 	metaSchema   = []byte("schema")
 	metaReplica  = []byte("replica")
