@@ -219,22 +219,56 @@ func (s *Store) checkState(budget walkBudget) (complete bool, err error) {
 	d := s.state
 	complete = true
 	err = d.View(func(tx *bolt.Tx) error {
-		// Buckets a newer build adds are created after this check; of the
-		// ones walked here, a missing one is skipped, not damage: the page
-		// walk has already vouched for the tree.
+		// inspect has refused a state.db without one of its schema's
+		// buckets; of the buckets walked here, one a schema does not have
+		// is skipped.
 		if tx.Bucket(bucketMeta) == nil {
 			return d.damaged("bucket meta is missing")
 		}
+		// From schema 3 on, every entry of a total and every column of a
+		// block has its seq index key, written in the same transaction:
+		// anti-entropy finds changes through them, so one lost (a page cut
+		// from the index's tree) would be a change no peer ever gets.
+		// Schemas 1 and 2 are migrated next, which builds the index anew.
+		seqIdx := tx.Bucket(bucketSeqIdx)
+		indexed := func(key []byte, idx uint32, seq uint64, slot crdt.Slot) error {
+			if s.schema < 3 || seqIdx == nil {
+				return nil
+			}
+			k := seqIdxKey(idx, seq, slot)
+			if got, _ := seqIdx.Cursor().Seek(k); !bytes.Equal(got, k) {
+				return d.damaged("seq index lacks replica %d at seq %d of %s", idx, seq, counterLabel(key))
+			}
+			return nil
+		}
+		var es []storedEntry
 		counter := func(k, v []byte) error {
-			_, err := s.decodeCounter(k, v, nil)
-			return err
+			var err error
+			if es, err = s.decodeCounter(k, v, es[:0]); err != nil {
+				return err
+			}
+			for _, e := range es {
+				if err := indexed(k, e.idx, e.seq, crdt.TotalSlot(string(k))); err != nil {
+					return err
+				}
+			}
+			return nil
 		}
 		var blk block.Block
 		blockCheck := func(k, v []byte) error {
-			if _, ok := parseWindowKey(k); !ok {
+			ref, ok := parseWindowKey(k)
+			if !ok {
 				return d.damaged("block key %x", k)
 			}
-			return s.decodeBlock(k, v, &blk)
+			if err := s.decodeBlock(k, v, &blk); err != nil {
+				return err
+			}
+			for _, c := range blk.Columns {
+				if err := indexed(k, c.Replica, c.Seq, ref); err != nil {
+					return err
+				}
+			}
+			return nil
 		}
 		windows := bucketWindows // schemas 1 and 2
 		if s.schema >= 3 {

@@ -702,6 +702,37 @@ func TestStore_Open_MissingBucket(t *testing.T) {
 	}
 }
 
+// TestStore_Open_LostIndexKey: a state.db whose seq index lost a key (a
+// page cut from the index's tree: every page it still has is sound) is
+// damaged. Anti-entropy finds a replica's changes through that index, so the
+// change it named would never reach a peer, and the digests would match.
+func TestStore_Open_LostIndexKey(t *testing.T) {
+	c := newClock("2026-11-23T10:00:00Z")
+	_, closed := journalDirs(t, c)
+	keys, err := store.StateKeys(filepath.Join(closed, store.StateFile), "seqidx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) < 10 { // c0…c4: a total and three blocks each
+		t.Fatalf("%d seq index keys: the test checks too little", len(keys))
+	}
+	if got := openTotal(t, copyDir(t, closed), c, "c3"); got != 1 {
+		t.Fatalf("the undamaged copy opened with c3 = %d, want 1", got)
+	}
+	for i, k := range keys {
+		dir := copyDir(t, closed)
+		state := filepath.Join(dir, store.StateFile)
+		if err := store.DeleteStateKey(state, "seqidx", k); err != nil {
+			t.Fatal(err)
+		}
+		_, err := store.Open(testConfig(dir, c))
+		var damaged *store.DamagedError
+		if !errors.As(err, &damaged) || damaged.File != state {
+			t.Fatalf("seq index key %d of %d (%x) deleted: open %v, want state.db damaged", i, len(keys), k, err)
+		}
+	}
+}
+
 // journalDirs returns two copies of a data directory that took one increment
 // to each of c0…c4: one as a crash would leave it, the increments in journal
 // records only, and one after a clean stop.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"time"
 
@@ -103,6 +104,36 @@ func DeleteStateBucket(path, name string) error {
 		return err
 	}
 	err = db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte(name)) })
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// StateKeys lists the keys of bucket name in the closed state.db at path.
+func StateKeys(path, name string) ([][]byte, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	var keys [][]byte
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(name)).ForEach(func(k, _ []byte) error {
+			keys = append(keys, bytes.Clone(k))
+			return nil
+		})
+	})
+	return keys, err
+}
+
+// DeleteStateKey deletes key from bucket name of the closed state.db at path.
+func DeleteStateKey(path, name string, key []byte) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte(name)).Delete(key) })
 	if cerr := db.Close(); err == nil {
 		err = cerr
 	}
