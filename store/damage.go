@@ -210,8 +210,9 @@ type walkBudget struct {
 func (b walkBudget) over() bool { return !b.deadline.IsZero() && time.Now().After(b.deadline) }
 
 // checkState walks every key of state.db: every counter must pass its
-// checksum and decode, every index key must parse, and every seq index key
-// must name a slot that exists, and keys must come in order. (bbolt's own
+// checksum and decode, every index key must parse, every seq index key must
+// name a slot that exists and (schema 3) every total's entry and block's
+// column must have its seq index key, and keys must come in order. (bbolt's own
 // tx.Check runs on a goroutine of its own, where a fault in a damaged page
 // cannot be caught: it is not used.) It reports whether it got through everything within
 // the budget.
