@@ -460,3 +460,79 @@ func TestOwnSeqNearTheLimitKeepsReplicating(t *testing.T) {
 		t.Fatalf("peer's total of x = %d, want 6: the new increment did not replicate (seq %d)", got, s.Seq())
 	}
 }
+
+// TestStore_CrashAfterEveryCheckpointTransaction: a checkpoint writes
+// state.db in many transactions (here 3 slots each) and rotates the journal;
+// a crash after any of them leaves a directory that opens (the check on open
+// finds nothing amiss: every transaction writes a slot with its index keys)
+// and holds every total, the same digest, and the key records that make a
+// retry a replay. Three rounds, each with a peer's entries merged in.
+func TestStore_CrashAfterEveryCheckpointTransaction(t *testing.T) {
+	c := newClock(t0)
+	dir := t.TempDir()
+	var copies []string
+	cfg := store.WithHooks(testConfig(dir, c), store.Hooks{CheckpointTxSlots: 3, JournalRotateSize: 1, AfterSlotTx: func() {
+		copies = append(copies, copyDir(t, dir))
+	}})
+	s := mustOpen(t, cfg)
+	defer mustClose(t, s)
+	other := mustOpen(t, testConfig(t.TempDir(), c))
+	defer mustClose(t, other)
+	ctx := context.Background()
+	keyed := func(round int) *store.Request {
+		return &store.Request{Increments: []store.Increment{inc("k", 3, c.Now())}, IdempotencyKey: fmt.Sprintf("key%d", round), Fingerprint: [32]byte{1}}
+	}
+	for round := range 3 {
+		for i := range 30 {
+			name := fmt.Sprintf("c%02d", i)
+			mustApply(t, s, inc(name, uint64(i+1), c.Now().Add(-time.Duration(i)*time.Minute)))
+			mustApply(t, other, inc(name, 2, c.Now()))
+		}
+		if _, err := s.Apply(ctx, keyed(round)); err != nil {
+			t.Fatal(err)
+		}
+		syncAll(t, other, s, 1<<20)
+		list, _, err := s.List("", "", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]uint64{}
+		for _, nt := range list {
+			want[nt.Name] = nt.Total
+		}
+		wantDigest := fmt.Sprint(s.Digest())
+		copies = copies[:0]
+		if err := s.Checkpoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(copies) < 30 {
+			t.Fatalf("round %d: %d checkpoint transactions: the test checks too little", round, len(copies))
+		}
+		for i, d := range copies {
+			r, err := store.Open(testConfig(d, c))
+			if err != nil {
+				t.Fatalf("round %d, crash after transaction %d: open: %v", round, i, err)
+			}
+			got, _, err := r.List("", "", 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Errorf("round %d, crash after transaction %d: %d counters, want %d", round, i, len(got), len(want))
+			}
+			for _, nt := range got {
+				if nt.Total != want[nt.Name] {
+					t.Errorf("round %d, crash after transaction %d: %s = %d, want %d", round, i, nt.Name, nt.Total, want[nt.Name])
+				}
+			}
+			if d := fmt.Sprint(r.Digest()); d != wantDigest {
+				t.Errorf("round %d, crash after transaction %d: digest %s, want %s", round, i, d, wantDigest)
+			}
+			if res, err := r.Apply(ctx, keyed(round)); err != nil || !res.Replayed {
+				t.Errorf("round %d, crash after transaction %d: the key's retry: %+v, %v; want a replay", round, i, res, err)
+			}
+			mustClose(t, r)
+		}
+		c.Advance(time.Minute)
+	}
+}
