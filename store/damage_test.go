@@ -580,43 +580,38 @@ func TestStore_Open_DamagedJournalRecord(t *testing.T) {
 	}
 }
 
-// TestRecover_RefusesRecordsOfANewerBuild: abacus recover salvages what
-// decodes and sets the rest aside, but a journal record of a newer build is
-// not damage: recover refuses and changes nothing, rather than dropping the
-// increments that build would replay.
-func TestRecover_RefusesRecordsOfANewerBuild(t *testing.T) {
+// TestRecover_RefusesWhatANewerBuildWrote: abacus recover salvages what
+// decodes and sets the rest aside, but a journal record of a newer build, or
+// a state.db of a newer schema, is not damage, and this build would misread
+// it: recover refuses and changes nothing, rather than dropping what that
+// build would read.
+func TestRecover_RefusesWhatANewerBuildWrote(t *testing.T) {
 	c := newClock("2026-11-23T10:00:00Z")
-	dir, _ := journalDirs(t, c)
-	journal := filepath.Join(dir, store.JournalFile)
-	if err := store.PutJournalValue(journal, binary.BigEndian.AppendUint64(nil, 3), store.NewerRecord()); err != nil {
-		t.Fatal(err)
-	}
-	before := dirContents(t, dir)
-	_, err := store.Recover(store.RecoverConfig{Dir: dir, Now: c.Now})
-	if !errors.Is(err, store.ErrIncompatible) {
-		t.Fatalf("recover: %v, want ErrIncompatible", err)
-	}
-	if after := dirContents(t, dir); !maps.EqualFunc(before, after, bytes.Equal) {
-		t.Errorf("the refused recover changed the data directory: %d files before, %d after", len(before), len(after))
-	}
-}
-
-// TestRecover_RefusesStateOfANewerSchema: a state.db of a newer build's
-// schema is not damage either, and this build would misread it: recover
-// refuses and changes nothing.
-func TestRecover_RefusesStateOfANewerSchema(t *testing.T) {
-	c := newClock("2026-11-23T10:00:00Z")
-	_, dir := journalDirs(t, c)
-	if err := store.SetSchema(filepath.Join(dir, store.StateFile), store.SchemaVersion+1); err != nil {
-		t.Fatal(err)
-	}
-	before := dirContents(t, dir)
-	_, err := store.Recover(store.RecoverConfig{Dir: dir, Now: c.Now})
-	if !errors.Is(err, store.ErrIncompatible) {
-		t.Fatalf("recover: %v, want ErrIncompatible", err)
-	}
-	if after := dirContents(t, dir); !maps.EqualFunc(before, after, bytes.Equal) {
-		t.Errorf("the refused recover changed the data directory: %d files before, %d after", len(before), len(after))
+	for _, tc := range []struct {
+		name   string
+		damage func(dir string) error
+	}{
+		{"journal record", func(dir string) error {
+			return store.PutJournalValue(filepath.Join(dir, store.JournalFile), binary.BigEndian.AppendUint64(nil, 3), store.NewerRecord())
+		}},
+		{"state.db schema", func(dir string) error {
+			return store.SetSchema(filepath.Join(dir, store.StateFile), store.SchemaVersion+1)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, _ := journalDirs(t, c)
+			if err := tc.damage(dir); err != nil {
+				t.Fatal(err)
+			}
+			before := dirContents(t, dir)
+			_, err := store.Recover(store.RecoverConfig{Dir: dir, Now: c.Now})
+			if !errors.Is(err, store.ErrIncompatible) {
+				t.Fatalf("recover: %v, want ErrIncompatible", err)
+			}
+			if after := dirContents(t, dir); !maps.EqualFunc(before, after, bytes.Equal) {
+				t.Errorf("the refused recover changed the data directory: %d files before, %d after", len(before), len(after))
+			}
+		})
 	}
 }
 

@@ -17,14 +17,7 @@ import (
 // first increment lands in the minute.
 func TestStaging_WindowsAtEachStagesClock(t *testing.T) {
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	cfg := DefaultConfig(t.TempDir())
-	cfg.Now = func() time.Time { return now }
-	cfg.CheckpointInterval, cfg.JanitorInterval = -1, -1
-	s, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(context.Background())
+	s := openAt(t, &now)
 	ts := now.Add(-(47*time.Hour + 30*time.Minute)) // minutes are kept 48 h
 	minute := crdt.Slot{Name: "e", Res: 60, Start: ts.Truncate(time.Minute).Unix()}
 	st := newStaging(s)
@@ -59,14 +52,7 @@ func TestStaging_WindowsAtEachStagesClock(t *testing.T) {
 // numbers start afresh.
 func TestStaging_RequestNumbersStartAfreshEachCommit(t *testing.T) {
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	cfg := DefaultConfig(t.TempDir())
-	cfg.Now = func() time.Time { return now }
-	cfg.CheckpointInterval, cfg.JanitorInterval = -1, -1
-	s, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(context.Background())
+	s := openAt(t, &now)
 	st := newStaging(s)
 	st.reqNo = math.MaxUint32 // where 2^32 requests through this staging would leave it
 	st.reset()                // as after the commit that made the last of them durable
@@ -85,4 +71,19 @@ func TestStaging_RequestNumbersStartAfreshEachCommit(t *testing.T) {
 	if got, err := s.Total("c"); err != nil || got != 5 {
 		t.Errorf("total(c) = %d, %v; want 5", got, err)
 	}
+}
+
+// openAt opens a store in a new directory whose clock reads *now, with no
+// background checkpoints or janitor, and closes it when t ends.
+func openAt(t *testing.T, now *time.Time) *Store {
+	t.Helper()
+	cfg := DefaultConfig(t.TempDir())
+	cfg.Now = func() time.Time { return *now }
+	cfg.CheckpointInterval, cfg.JanitorInterval = -1, -1
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return s
 }
