@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -420,10 +421,13 @@ func (s *Store) inspect() error {
 		}
 		s.unclean = meta.Get(metaOpen) != nil
 		v := meta.Get(metaSchema)
-		if err := checkSchema(v); err != nil {
+		switch {
+		case newerSchema(v):
 			// Before anything is checked or written: a newer build's
 			// layout is not damage, and the directory is left as it is.
-			return err
+			return schemaError(v)
+		case len(v) != 8 || binary.BigEndian.Uint64(v) == 0:
+			return s.state.damaged("schema %x", v)
 		}
 		s.schema = binary.BigEndian.Uint64(v)
 		s.sums = s.schema >= 2
@@ -441,8 +445,16 @@ func (s *Store) inspect() error {
 		}
 		return nil
 	})
-	if err != nil || fresh {
+	if err != nil {
 		return err
+	}
+	if fresh {
+		// A journal that names a replica was written after state.db got
+		// its schema: a state.db with nothing in it lost everything.
+		if id, ok := journalReplica(filepath.Join(s.cfg.Dir, JournalFile)); ok {
+			return s.state.damaged("holds nothing, while journal.db belongs to replica %s", id)
+		}
+		return nil
 	}
 	var budget walkBudget
 	big := fileSize(s.state.path) > s.cfg.hooks.cleanCheckMax
@@ -643,4 +655,27 @@ func counterLabel(key []byte) string {
 		return fmt.Sprintf("%q (%ds window at %s)", slot.Name, slot.Res, time.Unix(slot.Start, 0).UTC().Format(time.RFC3339))
 	}
 	return strconv.Quote(string(key[:i])) + " (a window)"
+}
+
+// journalReplica returns the replica journal.db at path names, if it can be
+// read and names one.
+func journalReplica(path string) (id crdt.ReplicaID, ok bool) {
+	if _, err := os.Stat(path); err != nil {
+		return id, false
+	}
+	db, err := openForSalvage(path)
+	if err != nil {
+		return id, false
+	}
+	defer db.Close()
+	db.View(func(tx *bolt.Tx) error {
+		if meta := tx.Bucket(bucketMeta); meta != nil {
+			if v := meta.Get(metaReplica); len(v) == len(id) {
+				copy(id[:], v)
+				ok = true
+			}
+		}
+		return nil
+	})
+	return id, ok
 }

@@ -615,6 +615,42 @@ func TestRecover_RefusesWhatANewerBuildWrote(t *testing.T) {
 	}
 }
 
+// TestRecover_IgnoreSchema: a schema value damaged into a newer build's
+// (3 with a bit flipped: 7) is refused like a newer build's, by Open and by
+// recover, whose refusal names --ignore-schema; with it, recover salvages the
+// directory as this build's schema. A schema of 0 is damage.
+func TestRecover_IgnoreSchema(t *testing.T) {
+	c := newClock("2026-11-23T10:00:00Z")
+	_, dir := journalDirs(t, c)
+	state := filepath.Join(dir, store.StateFile)
+	if err := store.SetSchema(state, store.SchemaVersion^4); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Recover(store.RecoverConfig{Dir: dir, Now: c.Now}); !errors.Is(err, store.ErrIncompatible) || !strings.Contains(err.Error(), "--ignore-schema") {
+		t.Fatalf("recover: %v, want ErrIncompatible naming --ignore-schema", err)
+	}
+	if _, err := store.Recover(store.RecoverConfig{Dir: dir, Now: c.Now, IgnoreSchema: true}); err != nil {
+		t.Fatal(err)
+	}
+	s := mustOpen(t, testConfig(dir, c))
+	for i := range 5 {
+		if got := mustTotal(t, s, fmt.Sprintf("c%d", i)); got != 1 {
+			t.Errorf("c%d = %d after recover --ignore-schema, want 1", i, got)
+		}
+	}
+	mustClose(t, s)
+
+	_, dir = journalDirs(t, c)
+	state = filepath.Join(dir, store.StateFile)
+	if err := store.SetSchema(state, 0); err != nil {
+		t.Fatal(err)
+	}
+	var damaged *store.DamagedError
+	if _, err := store.Open(testConfig(dir, c)); !errors.As(err, &damaged) || damaged.File != state {
+		t.Fatalf("open of schema 0: %v, want state.db damaged", err)
+	}
+}
+
 // TestStore_Open_NewerSchemaChangesNothing: Open refuses a state.db of a
 // newer build's schema, with its journal or without one (a newer build's
 // snapshot), before it writes anything: no restored mark, no new journal.
@@ -676,12 +712,20 @@ func TestStore_Open_MissingBucket(t *testing.T) {
 	c := newClock("2026-11-23T10:00:00Z")
 	crashed, closed := journalDirs(t, c)
 	for _, base := range []struct{ name, dir string }{{"crashed", crashed}, {"closed", closed}} {
-		for _, bucket := range store.StateBuckets() {
-			t.Run(base.name+"/"+bucket, func(t *testing.T) {
+		// Every bucket at once leaves a file like a new one, but journal.db
+		// names the replica it belonged to.
+		for _, lost := range append(store.StateBuckets(), "every bucket") {
+			t.Run(base.name+"/"+lost, func(t *testing.T) {
 				dir := copyDir(t, base.dir)
 				state := filepath.Join(dir, store.StateFile)
-				if err := store.DeleteStateBucket(state, bucket); err != nil {
-					t.Fatal(err)
+				buckets := []string{lost}
+				if lost == "every bucket" {
+					buckets = store.StateBuckets()
+				}
+				for _, b := range buckets {
+					if err := store.DeleteStateBucket(state, b); err != nil {
+						t.Fatal(err)
+					}
 				}
 				before := dirContents(t, dir)
 				_, err := store.Open(testConfig(dir, c))

@@ -86,28 +86,12 @@ const SchemaVersion = schemaVersion
 
 // SetSchema writes v as the schema of the closed state.db at path.
 func SetSchema(path string, v uint64) error {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		return err
-	}
-	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(metaSchema, u64(v)) })
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return updateClosed(path, func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(metaSchema, u64(v)) })
 }
 
 // DeleteStateBucket deletes bucket name from the closed state.db at path.
 func DeleteStateBucket(path, name string) error {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		return err
-	}
-	err = db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte(name)) })
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return updateClosed(path, func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte(name)) })
 }
 
 // StateKeys lists the keys of bucket name in the closed state.db at path.
@@ -129,15 +113,7 @@ func StateKeys(path, name string) ([][]byte, error) {
 
 // DeleteStateKey deletes key from bucket name of the closed state.db at path.
 func DeleteStateKey(path, name string, key []byte) error {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		return err
-	}
-	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte(name)).Delete(key) })
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return updateClosed(path, func(tx *bolt.Tx) error { return tx.Bucket([]byte(name)).Delete(key) })
 }
 
 // StateBuckets names the buckets of a schema 3 state.db.
@@ -156,17 +132,23 @@ func NewerRecord() []byte { return sealRecord([]byte{recordVersion + 1}, 0) }
 // PutJournalValue writes key → val into the journal bucket of the closed
 // journal file at path, for tests that damage a record.
 func PutJournalValue(path string, key, val []byte) error {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		return err
-	}
-	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketJournal).Put(key, val) })
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return updateClosed(path, func(tx *bolt.Tx) error { return tx.Bucket(bucketJournal).Put(key, val) })
 }
 
 // Fail makes the store refuse writes from now on, as a failed checkpoint
 // does.
 func (s *Store) Fail(err error) { s.fail(err) }
+
+// updateClosed runs fn in an update transaction of the closed bbolt file at
+// path.
+func updateClosed(path string, fn func(*bolt.Tx) error) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	err = db.Update(fn)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

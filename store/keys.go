@@ -91,14 +91,8 @@ var (
 // 1 (no checksums on counters) and 2 (a key per window) to it.
 const schemaVersion = 3
 
-// checkSchema refuses a state.db schema this build cannot read: one of a
-// newer build's, or not a schema at all.
-func checkSchema(v []byte) error {
-	if len(v) != 8 || binary.BigEndian.Uint64(v) == 0 || binary.BigEndian.Uint64(v) > schemaVersion {
-		return schemaError(v)
-	}
-	return nil
-}
+// newerSchema reports whether state.db's schema value v is a newer build's.
+func newerSchema(v []byte) bool { return len(v) == 8 && binary.BigEndian.Uint64(v) > schemaVersion }
 
 func schemaError(v []byte) error {
 	return fmt.Errorf("%s schema %x, this build reads 1 to %d: %w", StateFile, v, schemaVersion, ErrIncompatible)

@@ -33,6 +33,10 @@ type RecoverConfig struct {
 	Now func() time.Time
 	// Logger receives progress; nil discards it.
 	Logger *slog.Logger
+	// IgnoreSchema salvages a state.db whose schema reads as a newer
+	// build's as if it were this build's: for a schema value that is itself
+	// damaged, on a directory no newer build has run on.
+	IgnoreSchema bool
 }
 
 // RecoverReport says what Recover salvaged.
@@ -75,7 +79,7 @@ func Recover(cfg RecoverConfig) (RecoverReport, error) {
 	}
 	sv := salvage{mem: make(map[crdt.Slot]*crdt.GCounter), idem: make(map[string][]crdt.KeyRecord), comps: make(map[crdt.Slot]crdt.Comps)}
 	if _, err := os.Stat(statePath); err == nil {
-		if err := sv.readState(statePath, &rep); err != nil {
+		if err := sv.readState(statePath, cfg.IgnoreSchema, &rep); err != nil {
 			return rep, fmt.Errorf("recover %s: %w", cfg.Dir, err)
 		}
 	} else {
@@ -165,9 +169,9 @@ func openForSalvage(path string) (*boltDB, error) {
 }
 
 // readState salvages state.db. A state.db of a newer build's schema is an
-// error, and recover stops before it changes anything: that is not damage,
-// and this build would misread it.
-func (sv *salvage) readState(path string, rep *RecoverReport) error {
+// error, unless ignoreSchema, and recover stops before it changes anything:
+// that is not damage, and this build would misread it.
+func (sv *salvage) readState(path string, ignoreSchema bool, rep *RecoverReport) error {
 	db, err := openForSalvage(path)
 	if err != nil {
 		rep.Lost = append(rep.Lost, fmt.Sprintf("%s cannot be opened (%v): nothing of it is salvaged", StateFile, err))
@@ -182,8 +186,8 @@ func (sv *salvage) readState(path string, rep *RecoverReport) error {
 		if meta == nil {
 			return errors.New("no meta bucket")
 		}
-		if v := meta.Get(metaSchema); len(v) == 8 && binary.BigEndian.Uint64(v) > schemaVersion {
-			newer = fmt.Errorf("%w; start the build that wrote it instead", schemaError(v))
+		if v := meta.Get(metaSchema); newerSchema(v) && !ignoreSchema {
+			newer = fmt.Errorf("%w; start the build that wrote it instead, or, if no newer build ever ran on this directory (the schema value is damaged), run abacus recover --ignore-schema", schemaError(v))
 			return nil
 		}
 		if v := meta.Get(metaReplica); len(v) == 16 {

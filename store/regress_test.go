@@ -461,13 +461,16 @@ func TestOwnSeqNearTheLimitKeepsReplicating(t *testing.T) {
 	}
 }
 
-// TestStore_CrashAfterEveryCheckpointTransaction: a checkpoint writes
-// state.db in many transactions (here 3 slots each) and rotates the journal;
-// a crash after any of them leaves a directory that opens (the check on open
-// finds nothing amiss: every transaction writes a slot with its index keys)
-// and holds every total, the same digest, and the key records that make a
-// retry a replay. Three rounds, each with a peer's entries merged in.
-func TestStore_CrashAfterEveryCheckpointTransaction(t *testing.T) {
+// TestStore_CrashAfterEverySlotTransaction: a checkpoint writes its slots
+// to state.db in many transactions (here 3 slots each) before it trims and
+// rotates the journal; a crash after any of them, or after the whole
+// checkpoint, leaves a directory that opens (the check on open finds nothing
+// amiss: every transaction writes slots with their index keys) and holds
+// every total, the same digest, and the key records that make a retry a
+// replay. Three rounds, each with a peer's entries merged in. (The crash
+// points between the last slot transaction and the end of the checkpoint,
+// around the trim and the rotation, are not taken.)
+func TestStore_CrashAfterEverySlotTransaction(t *testing.T) {
 	c := newClock(t0)
 	dir := t.TempDir()
 	var copies []string
@@ -505,6 +508,7 @@ func TestStore_CrashAfterEveryCheckpointTransaction(t *testing.T) {
 		if err := s.Checkpoint(ctx); err != nil {
 			t.Fatal(err)
 		}
+		copies = append(copies, copyDir(t, dir))
 		if len(copies) < 30 {
 			t.Fatalf("round %d: %d checkpoint transactions: the test checks too little", round, len(copies))
 		}

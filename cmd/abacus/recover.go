@@ -19,6 +19,7 @@ func runRecover(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", "./abacus-data", "the damaged data directory (the node must be stopped)")
 	windows := fs.String("windows", def.String(), "resolutions and retention, used only if state.db no longer says")
+	ignoreSchema := fs.Bool("ignore-schema", false, "salvage a state.db whose schema reads as a newer build's as this build's schema: only when no newer build ever ran on the directory (the schema value is damaged)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: abacus recover --data-dir DIR\n\nRebuilds a damaged data directory: salvages what state.db and journal.db\nstill give into a new state.db with the same replica ID, keeps the old files\nas *.damaged-TIME, and marks the node restored: on its next start it takes\nno write until its peers have given back this replica's entries.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -30,7 +31,7 @@ func runRecover(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--windows: %v", err)
 	}
-	rep, err := store.Recover(store.RecoverConfig{Dir: *dataDir, Windows: w})
+	rep, err := store.Recover(store.RecoverConfig{Dir: *dataDir, Windows: w, IgnoreSchema: *ignoreSchema})
 	if errors.Is(err, store.ErrInUse) {
 		return fmt.Errorf("%s is in use: stop the node first", *dataDir)
 	}
