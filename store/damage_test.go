@@ -646,8 +646,8 @@ func TestRecover_IgnoreSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	var damaged *store.DamagedError
-	if _, err := store.Open(testConfig(dir, c)); !errors.As(err, &damaged) || damaged.File != state {
-		t.Fatalf("open of schema 0: %v, want state.db damaged", err)
+	if _, err := store.Open(testConfig(dir, c)); !errors.As(err, &damaged) || damaged.File != state || !strings.HasPrefix(damaged.Reason, "schema ") {
+		t.Fatalf("open of schema 0: %v, want state.db damaged for its schema", err)
 	}
 }
 
