@@ -413,7 +413,7 @@ func (s *Store) inspect() error {
 			// transaction: a file with buckets and no schema lost some.
 			for _, b := range stateBuckets {
 				if tx.Bucket(b) != nil {
-					return s.state.damaged("bucket %s holds no schema, but bucket %s is there", bucketMeta, b)
+					return s.state.damaged("no schema, while bucket %s is there", b)
 				}
 			}
 			fresh = true
