@@ -54,7 +54,7 @@ func blockKey(dst []byte, name string, res uint32, bstart int64) []byte {
 // encodeBlock is a block's state.db value under key, with its checksum.
 func encodeBlock(key []byte, b *block.Block) []byte {
 	v := block.Append(nil, b)
-	return binary.BigEndian.AppendUint32(v, counterSum(key, v))
+	return appendSum(key, v, 0)
 }
 
 // decodeBlock checks and decodes the state.db block v under key into b.
@@ -62,8 +62,8 @@ func (s *Store) decodeBlock(key, v []byte, b *block.Block) error {
 	if len(v) < 4 {
 		return s.state.damaged("block %s: value of %d bytes", counterLabel(key), len(v))
 	}
-	body := v[:len(v)-4]
-	if binary.BigEndian.Uint32(v[len(body):]) != counterSum(key, body) {
+	body, ok := splitSum(key, v)
+	if !ok {
 		return s.state.damaged("block %s: checksum mismatch", counterLabel(key))
 	}
 	if err := block.Decode(body, b); err != nil {

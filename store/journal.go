@@ -3,7 +3,6 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 
 	"github.com/abacus-counter/abacus/crdt"
 )
@@ -108,16 +107,11 @@ func (r *record) appendTo(b []byte) []byte {
 		}
 		i += k
 	}
-	return sealRecord(r.appendAfterDeltas(b), start)
+	return appendSum(nil, r.appendAfterDeltas(b), start)
 }
 
-// sealRecord appends the checksum of the record b[start:].
-func sealRecord(b []byte, start int) []byte {
-	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli))
-}
-
-// appendAfterDeltas appends what follows the deltas, the same in versions 2
-// and 3: records, covers and compensations.
+// appendAfterDeltas appends what follows the deltas, the same from version 2
+// on: records, covers and compensations.
 func (r *record) appendAfterDeltas(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(r.records)))
 	for i := range r.records {
@@ -141,11 +135,11 @@ func decodeRecord(b []byte) (record, error) {
 	if len(b) > 0 && b[0] >= summedVersion {
 		// Checked before the version is believed: a flipped version byte
 		// is damage, not a newer build's record.
-		n := len(b) - 4
-		if n < 1 || binary.BigEndian.Uint32(b[n:]) != crc32.Checksum(b[:n], castagnoli) {
+		body, ok := splitSum(nil, b)
+		if !ok || len(body) < 1 {
 			return record{}, fmt.Errorf("journal record: checksum mismatch: %w", crdt.ErrMalformed)
 		}
-		b = b[:n]
+		b = body
 	}
 	d := crdt.NewDecoder(b)
 	version := d.Byte()

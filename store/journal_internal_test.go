@@ -299,7 +299,7 @@ func TestRecord_RefusesDamage(t *testing.T) {
 	}
 	// Its sum right, a version past this build's is a newer build's record:
 	// not readable here, and not damage.
-	if _, err := decodeRecord(sealRecord([]byte{recordVersion + 1, 1, 2}, 0)); !errors.Is(err, ErrIncompatible) {
+	if _, err := decodeRecord(appendSum(nil, []byte{recordVersion + 1, 1, 2}, 0)); !errors.Is(err, ErrIncompatible) {
 		t.Errorf("a newer build's record: got %v, want %v", err, ErrIncompatible)
 	}
 }

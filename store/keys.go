@@ -175,8 +175,23 @@ func appendCounterBody(dst []byte, es []storedEntry) []byte {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-func counterSum(key, v []byte) uint32 {
-	return crc32.Update(crc32.Checksum(key, castagnoli), castagnoli, v)
+// The values of state.db's counters and blocks and the records of journal.db
+// end with a CRC-32C (big-endian) of their key and everything before it in
+// the value; a journal record's sum covers its value alone (a nil key).
+
+// appendSum appends to v the sum of key and v[start:].
+func appendSum(key, v []byte, start int) []byte {
+	return binary.BigEndian.AppendUint32(v, crc32.Update(crc32.Checksum(key, castagnoli), castagnoli, v[start:]))
+}
+
+// splitSum returns v without its sum, and whether the sum is key's and the
+// rest's.
+func splitSum(key, v []byte) ([]byte, bool) {
+	if len(v) < 4 {
+		return nil, false
+	}
+	body := v[:len(v)-4]
+	return body, binary.BigEndian.Uint32(v[len(body):]) == crc32.Update(crc32.Checksum(key, castagnoli), castagnoli, body)
 }
 
 // encodeCounter is a counter's state.db value under key.
@@ -185,7 +200,7 @@ func (s *Store) encodeCounter(key []byte, es []storedEntry) []byte {
 	if !s.sums {
 		return v
 	}
-	return binary.BigEndian.AppendUint32(v, counterSum(key, v))
+	return appendSum(key, v, 0)
 }
 
 // unsum checks and strips the checksum of a counter value.
@@ -196,8 +211,8 @@ func (s *Store) unsum(key, v []byte) ([]byte, error) {
 	if len(v) < 4 {
 		return nil, s.state.damaged("counter %s: value of %d bytes", counterLabel(key), len(v))
 	}
-	body := v[:len(v)-4]
-	if binary.BigEndian.Uint32(v[len(body):]) != counterSum(key, body) {
+	body, ok := splitSum(key, v)
+	if !ok {
 		return nil, s.state.damaged("counter %s: checksum mismatch", counterLabel(key))
 	}
 	return body, nil

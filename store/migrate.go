@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -117,7 +116,7 @@ func (s *Store) migrateInto(src *bolt.Tx, dst *bolt.DB, stats *migrateStats) err
 			w.index(bucketSeqIdx, seqIdxKey(e.idx, e.seq, ref))
 		}
 		body := appendCounterBody(nil, es)
-		return w.put(bucketTotals, k, binary.BigEndian.AppendUint32(body, counterSum(k, body)))
+		return w.put(bucketTotals, k, appendSum(k, body, 0))
 	})
 	if err == nil {
 		err = w.flush()
