@@ -403,10 +403,11 @@ func copyFile(dst, src string) error {
 const uncleanCheckTime = 10 * time.Minute
 
 // inspect reads what state.db says about the last stop, and checks the file
-// as far as the bounds above allow, before anything is written to it.
-func (s *Store) inspect() error {
-	var fresh bool
-	err := s.state.View(func(tx *bolt.Tx) error {
+// as far as the bounds above allow, before anything is written to it. It
+// reports whether state.db is fresh: no buckets at all, a new directory's.
+// Otherwise every bucket of its schema is there.
+func (s *Store) inspect() (fresh bool, err error) {
+	err = s.state.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil || meta.Get(metaSchema) == nil {
 			// initState writes every bucket and the schema in one
@@ -446,15 +447,15 @@ func (s *Store) inspect() error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	if fresh {
 		// A journal that names a replica was written after state.db got
 		// its schema: a state.db with nothing in it lost everything.
 		if id, ok := journalReplica(filepath.Join(s.cfg.Dir, JournalFile)); ok {
-			return s.state.damaged("holds nothing, while journal.db belongs to replica %s", id)
+			return false, s.state.damaged("holds nothing, while journal.db belongs to replica %s", id)
 		}
-		return nil
+		return true, nil
 	}
 	var budget walkBudget
 	big := fileSize(s.state.path) > s.cfg.hooks.cleanCheckMax
@@ -462,7 +463,7 @@ func (s *Store) inspect() error {
 	case s.unclean:
 		budget.deadline = time.Now().Add(uncleanCheckTime)
 	case big:
-		return nil
+		return false, nil
 	}
 	start := time.Now()
 	if big {
@@ -470,21 +471,21 @@ func (s *Store) inspect() error {
 		switch err := checkPages(s.state.path, budget.deadline); {
 		case errors.Is(err, errCheckTime):
 			s.log.Warn("page check of state.db stopped at its time limit", "took", time.Since(start))
-			return nil
+			return false, nil
 		case err != nil:
-			return err
+			return false, err
 		}
 	}
 	complete, err := s.checkState(budget)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if !complete {
 		s.log.Warn("consistency check of state.db stopped at its time limit; the rest is checked as it is read", "took", time.Since(start))
 	} else if s.unclean {
 		s.log.Info("checked state.db after an unclean shutdown", "took", time.Since(start))
 	}
-	return nil
+	return false, nil
 }
 
 // checkPages walks the page tree of a bbolt file from its newest valid meta

@@ -116,7 +116,8 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.state.onDamage = s.noteDamage
-	if err := s.inspect(); err != nil {
+	fresh, err := s.inspect()
+	if err != nil {
 		s.state.Close()
 		return nil, err
 	}
@@ -153,7 +154,7 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.journal.onDamage = s.noteDamage
-	if err := s.load(); err != nil {
+	if err := s.load(fresh); err != nil {
 		s.journal.Close()
 		s.state.Close()
 		return nil, err
@@ -210,22 +211,14 @@ func (s *Store) Now() time.Time { return s.cfg.Now() }
 // Config returns the configuration the store runs with, defaults filled in.
 func (s *Store) Config() Config { return s.cfg }
 
-func (s *Store) load() error {
-	var fresh bool
-	// state.db is written to here only if it lacks its buckets or metadata
-	// (a new directory); the open mark waits for the journal's replay, so
-	// that an open refused for a damaged journal leaves state.db as it was.
-	ready := false
-	err := s.state.View(func(tx *bolt.Tx) error {
-		for _, b := range stateBuckets {
-			if tx.Bucket(b) == nil {
-				return nil
-			}
-		}
-		ready = tx.Bucket(bucketMeta).Get(metaSchema) != nil
-		return nil
-	})
-	if err == nil && !ready {
+// load reads state.db's metadata and replays the journal. fresh is what
+// inspect found: a state.db with no buckets at all (a new directory).
+func (s *Store) load(fresh bool) error {
+	// state.db is written to here only if it is fresh; the open mark waits
+	// for the journal's replay, so that an open refused for a damaged
+	// journal leaves state.db as it was.
+	var err error
+	if fresh {
 		fresh, err = s.initState()
 	}
 	if err != nil {
