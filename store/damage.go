@@ -232,13 +232,16 @@ func (s *Store) checkState(budget walkBudget) (complete bool, err error) {
 		// anti-entropy finds changes through them, so one lost (a page cut
 		// from the index's tree) would be a change no peer ever gets.
 		// Schemas 1 and 2 are migrated next, which builds the index anew.
-		seqIdx := tx.Bucket(bucketSeqIdx)
+		var seqIdx *bolt.Cursor
+		if b := tx.Bucket(bucketSeqIdx); b != nil && s.schema >= 3 {
+			seqIdx = b.Cursor()
+		}
 		indexed := func(key []byte, idx uint32, seq uint64, slot crdt.Slot) error {
-			if s.schema < 3 || seqIdx == nil {
+			if seqIdx == nil {
 				return nil
 			}
 			k := seqIdxKey(idx, seq, slot)
-			if got, _ := seqIdx.Cursor().Seek(k); !bytes.Equal(got, k) {
+			if got, _ := seqIdx.Seek(k); !bytes.Equal(got, k) {
 				return d.damaged("seq index lacks replica %d at seq %d of %s", idx, seq, counterLabel(key))
 			}
 			return nil
